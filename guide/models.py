@@ -1,0 +1,99 @@
+"""Loading causal LMs and their tokenizers: the one loader every stage uses.
+
+Models come from a local folder or a hub id, with safetensors weights only and
+`trust_remote_code` off unless the caller asks for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelNotFoundError(FileNotFoundError):
+    """A model was neither a local folder nor reachable on the hub."""
+
+
+def _check_source(name_or_path: str) -> None:
+    path = Path(name_or_path).expanduser()
+    looks_local = name_or_path.startswith((".", "/", "~")) or path.exists() or name_or_path.count("/") > 1
+    if looks_local:
+        if not path.is_dir():
+            raise ModelNotFoundError(
+                f"model {name_or_path!r}: no such local folder (looked for it on disk, not on the hub)"
+            )
+        if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+            raise ModelNotFoundError(
+                f"model {name_or_path!r}: the local folder has no config.json (is it an HF model folder?)"
+            )
+
+
+def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None):
+    """The tokenizer of a model, padding on the left (decoder-only generation) with a pad token set."""
+    _check_source(name_or_path)
+    try:
+        tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
+    except OSError as e:
+        raise ModelNotFoundError(
+            f"tokenizer {name_or_path!r}: not a local folder, and the hub did not serve it ({e.__class__.__name__}: {e})"
+        ) from e
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    dtype: str = "auto",
+    device: str | torch.device | None = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+) -> PreTrainedModel:
+    """A causal LM in eval mode, from a local folder or a hub id (safetensors weights only)."""
+    _check_source(name_or_path)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path,
+            dtype=DTYPES[dtype],
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            use_safetensors=True,
+        )
+    except OSError as e:
+        raise ModelNotFoundError(
+            f"model {name_or_path!r}: not a local folder, and the hub did not serve it "
+            f"with safetensors weights ({e.__class__.__name__}: {e})"
+        ) from e
+    if device is not None:
+        model.to(device)
+    return model.eval()
+
+
+def load_model_and_tokenizer(name_or_path: str, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Both halves of a model folder; keyword arguments go to :func:`load_model`."""
+    trust = kwargs.get("trust_remote_code", False)
+    return load_model(name_or_path, **kwargs), load_tokenizer(name_or_path, trust_remote_code=trust)
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict]) -> str:
+    """`prompt` rendered in the model's own chat template, ready for the assistant's reply."""
+    if tokenizer.chat_template is None:
+        raise ValueError(
+            f"tokenizer {tokenizer.name_or_path!r} has no chat template: set one in its tokenizer_config.json "
+            "or pass raw text prompts"
+        )
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

@@ -1,0 +1,49 @@
+"""Plain batched sampling from one model: the reference every guided decoder is compared with."""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from guide.models import chat_prompt
+
+
+@torch.no_grad()
+def sample(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: list[str],
+    *,
+    num_samples: int = 1,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    batch_size: int = 64,
+    seed: int | None = None,
+    progress: bool = False,
+) -> list[list[str]]:
+    """`num_samples` responses per prompt (each in the model's chat template), as text."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    texts = [chat_prompt(tokenizer, p) for p in prompts for _ in range(num_samples)]
+    out: list[str] = []
+    for start in tqdm(range(0, len(texts), batch_size), desc="sampling", disable=not progress):
+        batch = tokenizer(
+            texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        )
+        batch = batch.to(model.device)
+        generated = model.generate(
+            **batch,
+            do_sample=temperature > 0,
+            temperature=temperature if temperature > 0 else None,
+            top_k=top_k or None,
+            top_p=top_p,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        new = generated[:, batch["input_ids"].shape[1] :]
+        out += tokenizer.batch_decode(new, skip_special_tokens=True)
+    return [out[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]

@@ -1,0 +1,43 @@
+"""`w2s`: a thin dispatcher to each stage's own command line (its `cli.py`)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from w2s import __version__
+
+# subcommand -> (module, function, one-line help); modules load only when their command runs
+COMMANDS = {
+    "world": ("train.cli", "world", "build the tiny world's tokenizers and base models, show samples"),
+    "demo": ("eval.cli", "demo", "run the main job on the tiny world"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    return (
+        "usage: w2s <command> [options]\n\n"
+        "w2s: train small guide models and use them to steer a large frozen model.\n\n"
+        "commands:\n" + "\n".join(lines) + "\n\n`w2s <command> --help` for a command's options."
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if argv[0] in ("-V", "--version"):
+        print(f"w2s {__version__}")
+        return 0
+    if argv[0] not in COMMANDS:
+        print(f"w2s: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
+        return 2
+    module, function, _ = COMMANDS[argv[0]]
+    return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
