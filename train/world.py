@@ -8,10 +8,17 @@ a new model and never serves a stale one. Set `W2S_CACHE` to move the cache.
 from __future__ import annotations
 
 import logging
+import math
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from data.world import Review
 from data.world.cache import build_once, cache_root, content_key
 from data.world.tokenizers import world_tokenizer_path
+from guide.models import chat_prompt
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +60,66 @@ def ensure_base(name: str, recipe: Path | None = None, overrides: list[str] = ()
 def ensure_world(names: tuple[str, ...] = tuple(BASES), overrides: list[str] = ()) -> dict[str, Path]:
     """Every base model of the tiny world, built if needed."""
     return {name: ensure_base(name, overrides=overrides) for name in names}
+
+
+@dataclass
+class BaseReport:
+    """How a base model writes the tiny world's language."""
+
+    well_formed: float  # share of samples whose every sentence is well formed
+    sentences_ok: float  # share of sampled sentences that are well formed
+    reward_mean: float
+    reward_std: float
+    perplexity_per_word: float  # held-out, comparable across tokenizers
+
+
+@torch.no_grad()
+def perplexity_per_word(model, tokenizer, reviews: list[Review], batch_size: int = 64) -> float:
+    """exp(total NLL of the responses, end-of-turn included, / their words + 1 per review).
+
+    Normalising by words, not tokens, makes models with different tokenizers comparable.
+    """
+    nll, words = 0.0, 0
+    for start in range(0, len(reviews), batch_size):
+        batch = reviews[start : start + batch_size]
+        prompts = [chat_prompt(tokenizer, r.prompt) for r in batch]
+        fulls = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.response}], tokenize=False
+            )
+            for r in batch
+        ]
+        enc = tokenizer(fulls, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        prompt_lens = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
+        logprobs = torch.log_softmax(model(**enc).logits[:, :-1].float(), dim=-1)
+        token_lp = logprobs.gather(-1, enc.input_ids[:, 1:, None])[..., 0]  # (batch, seq-1)
+        pad = (enc.attention_mask == 0).sum(1)  # left padding
+        for i, r in enumerate(batch):
+            first = int(pad[i]) + prompt_lens[i] - 1  # predicts the first response token
+            nll -= token_lp[i, first:].sum().item()
+            words += len(r.response.split()) + 1
+    return math.exp(nll / words)
+
+
+def report_base(path: Path, num_prompts: int = 200, seed: int = 0, max_new_tokens: int = 80) -> BaseReport:
+    """Samples `num_prompts` test prompts at temperature 1 and scores them with the gold reward."""
+    from data.world import score_review, world_corpus, world_prompts
+    from guide.models import load_model_and_tokenizer
+    from guide.sampling import sample
+
+    model, tokenizer = load_model_and_tokenizer(str(path))
+    prompts = world_prompts("test", num_prompts)
+    responses = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    scores = [score_review(p, r) for p, (r,) in zip(prompts, responses, strict=True)]
+    rewards = [s.reward for s in scores]
+    held_out = world_corpus("test", num_prompts + 200)[num_prompts:]  # reviews never prompted above
+    return BaseReport(
+        well_formed=sum(s.well_formed for s in scores) / len(scores),
+        sentences_ok=sum(s.n_sentences - s.n_malformed for s in scores) / max(1, sum(s.n_sentences for s in scores)),
+        reward_mean=statistics.mean(rewards),
+        reward_std=statistics.stdev(rewards),
+        perplexity_per_word=perplexity_per_word(model, tokenizer, held_out),
+    )
 
 
 def show_samples(paths: dict[str, Path], *, num_prompts: int = 4, seed: int = 0, max_new_tokens: int = 80) -> None:

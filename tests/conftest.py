@@ -1,0 +1,32 @@
+"""Session fixtures: the tiny world's real models, built once (cached) and shared by every test."""
+
+from __future__ import annotations
+
+import pytest
+
+from guide.models import load_model_and_tokenizer
+from train.world import ensure_world
+
+
+@pytest.fixture(scope="session")
+def world_paths():
+    """Folders of the tiny world's base models (strong, weak, weak_b), pretrained on first use."""
+    return ensure_world()
+
+
+@pytest.fixture(scope="session")
+def strong(world_paths):
+    """(model, tokenizer) of the strong base (family A, Llama)."""
+    return load_model_and_tokenizer(str(world_paths["strong"]))
+
+
+@pytest.fixture(scope="session")
+def weak(world_paths):
+    """(model, tokenizer) of the weak base (family A, Llama)."""
+    return load_model_and_tokenizer(str(world_paths["weak"]))
+
+
+@pytest.fixture(scope="session")
+def weak_b(world_paths):
+    """(model, tokenizer) of weak base B (family B tokenizer, GPT-2)."""
+    return load_model_and_tokenizer(str(world_paths["weak_b"]))
