@@ -21,6 +21,19 @@ class ModelNotFoundError(FileNotFoundError):
     """A model was neither a local folder nor reachable on the hub."""
 
 
+TINY_PREFIX = "tiny:"
+
+
+def resolve_model_path(spec: str | Path) -> str:
+    """A model folder or hub id; `tiny:<name>` names a tiny-world model, built on first use."""
+    spec = str(spec)
+    if spec.startswith(TINY_PREFIX):
+        from train.world import ensure_tiny
+
+        return str(ensure_tiny(spec[len(TINY_PREFIX) :]))
+    return spec
+
+
 def _check_source(name_or_path: str) -> None:
     path = Path(name_or_path).expanduser()
     looks_local = name_or_path.startswith((".", "/", "~")) or path.exists() or name_or_path.count("/") > 1
@@ -37,6 +50,7 @@ def _check_source(name_or_path: str) -> None:
 
 def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None):
     """The tokenizer of a model, padding on the left (decoder-only generation) with a pad token set."""
+    name_or_path = resolve_model_path(name_or_path)
     _check_source(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code, revision=revision)
@@ -59,7 +73,8 @@ def load_model(
     trust_remote_code: bool = False,
     revision: str | None = None,
 ) -> PreTrainedModel:
-    """A causal LM in eval mode, from a local folder or a hub id (safetensors weights only)."""
+    """A causal LM in eval mode, from a local folder, a hub id or `tiny:<name>` (safetensors weights only)."""
+    name_or_path = resolve_model_path(name_or_path)
     _check_source(name_or_path)
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
@@ -84,6 +99,7 @@ def load_model(
 
 def load_model_and_tokenizer(name_or_path: str, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Both halves of a model folder; keyword arguments go to :func:`load_model`."""
+    name_or_path = resolve_model_path(name_or_path)
     trust = kwargs.get("trust_remote_code", False)
     return load_model(name_or_path, **kwargs), load_tokenizer(name_or_path, trust_remote_code=trust)
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import statistics
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -55,6 +57,17 @@ def ensure_base(name: str, recipe: Path | None = None, overrides: list[str] = ()
         main(*parse(["--config", str(recipe), "--output_dir", str(tmp), *overrides]))
 
     return build_once(path, build)
+
+
+# Named tiny-world models that recipes refer to as `tiny:<name>`; train/ adds trained guides here.
+TINY_MODELS: dict[str, Callable[[], Path]] = {name: partial(ensure_base, name) for name in BASES}
+
+
+def ensure_tiny(name: str) -> Path:
+    """The folder of the tiny-world model `name` (`strong`, `weak`, `weak_b`, ...), built if needed."""
+    if name not in TINY_MODELS:
+        raise ValueError(f"unknown tiny-world model 'tiny:{name}': choose one of {sorted(TINY_MODELS)}")
+    return TINY_MODELS[name]()
 
 
 def ensure_world(names: tuple[str, ...] = tuple(BASES), overrides: list[str] = ()) -> dict[str, Path]:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from guide.models import ModelNotFoundError, chat_prompt, load_model, load_tokenizer
+from guide.models import ModelNotFoundError, chat_prompt, load_model, load_tokenizer, resolve_model_path
 
 
 def test_missing_local_folder_says_it_looked_on_disk(tmp_path):
@@ -38,3 +38,10 @@ def test_chat_prompt_without_template_is_a_clear_error(world_paths):
     tokenizer.chat_template = None
     with pytest.raises(ValueError, match="no chat template"):
         chat_prompt(tokenizer, "the film was good .")
+
+
+def test_tiny_names_resolve_to_the_world_models(world_paths):
+    assert resolve_model_path("tiny:weak") == str(world_paths["weak"])
+    assert resolve_model_path("some/hub-id") == "some/hub-id"
+    with pytest.raises(ValueError, match="unknown tiny-world model 'tiny:nope'"):
+        resolve_model_path("tiny:nope")
