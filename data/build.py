@@ -1,0 +1,468 @@
+"""The resumable, sharded runner behind `w2s data build`: prompts -> generate -> judge -> pair -> filter -> save.
+
+Layout of `output_dir`::
+
+    work/prompts-<key>/prompts.jsonl      the prompt set after the prompt filters (built once, atomically)
+    work/gen-<name>-<key>/<shard>.jsonl    one generator's responses, one file per shard
+    work/judge-<name>-<key>/<shard>.jsonl  one judge's scores, one file per shard
+    pairs/  sft/                           DatasetDicts (train/test), `load_from_disk`
+    jsonl/{pairs,sft}-{train,test}.jsonl   the same rows as JSONL
+    README.md  card.json                   the data-set card (card.json is written last)
+
+Every shard file is written to a temporary name and renamed, so a killed run
+leaves only whole shards; a rerun skips them. Keys hash what a stage depends
+on (prompts, the generator's settings, the seed, the shard size), so editing a
+judge re-judges without regenerating. Each shard's sampling seed derives from
+the recipe's seed, the generator's name and the shard's index, so the output
+does not depend on where a run was interrupted or how shards were spread over
+processes (`--shard i/n`, or ranks under `accelerate launch`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import shutil
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+from tqdm.auto import tqdm
+
+from data import filters
+from data.card import write_card
+from data.generators import make_generator
+from data.judges import agreement_rate, make_judge
+from data.pairing import Candidate, make_pairs
+from data.prompts import Messages, PromptError, load_prompts, prompt_text
+from data.recipe import DataRecipe, RecipeError, recipe_to_dict
+
+logger = logging.getLogger(__name__)
+
+
+class IncompleteError(RuntimeError):
+    """Merging before every shard was generated and judged."""
+
+
+def fingerprint(obj: Any) -> str:
+    """A short hash of a JSON-able object."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def shard_seed(seed: int, name: str, shard: int) -> int:
+    """The sampling seed of one generator on one shard: independent of which process runs it, and when."""
+    return int(hashlib.sha256(f"{seed}:{name}:{shard}".encode()).hexdigest()[:8], 16)
+
+
+def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
+    """Writes rows as JSONL to a temporary file beside `path`, then renames it: readers see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    with path.open() as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def parse_shard(spec: str | None) -> tuple[int, int]:
+    """`i/n` (this process's share of the shards), else the rank under `accelerate launch`, else 0/1."""
+    if spec is None:
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        i, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {spec!r}: expected i/n, e.g. 0/4") from None
+    if not 0 <= i < n:
+        raise ValueError(f"--shard {spec!r}: i must be in 0..n-1")
+    return i, n
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def _eval_sources(recipe: DataRecipe) -> list[dict]:
+    out = []
+    for i, item in enumerate(recipe.decontaminate):
+        spec = {"source": item} if isinstance(item, str) else dict(item)
+        unknown = set(spec) - {"source", "field", "split", "subset"}
+        if "source" not in spec or unknown:
+            raise RecipeError(f"decontaminate[{i}]: expected a source, or a mapping with source, field, split, subset")
+        out.append({"field": "prompt", "split": "test", "subset": None, **spec})
+    return out
+
+
+def build_prompt_set(recipe: DataRecipe) -> tuple[list[dict], dict[str, int]]:
+    """The prompts (`{"id", "messages"}`) left after the prompt filters, and what each filter removed."""
+    prompts, empty = load_prompts(
+        recipe.prompt_source,
+        field=recipe.prompt_field,
+        split=recipe.prompt_split,
+        subset=recipe.prompt_subset,
+        limit=recipe.num_prompts,
+    )
+    counts = {"loaded": len(prompts) + empty, "empty": empty}
+    rows = [{"id": i, "messages": m} for i, m in enumerate(prompts)]
+
+    def drop(name: str, flags: list[bool]) -> None:
+        nonlocal rows
+        counts[name] = sum(flags)
+        rows = [r for r, f in zip(rows, flags, strict=True) if not f]
+
+    if recipe.dedup_prompts in ("exact", "near"):
+        drop("exact duplicates", filters.exact_duplicates([prompt_text(r["messages"]) for r in rows]))
+    if recipe.dedup_prompts == "near":
+        texts = [prompt_text(r["messages"]) for r in rows]
+        drop("near duplicates", filters.near_duplicates(texts, recipe.near_dup_threshold))
+    if recipe.decontaminate:
+        eval_texts = []
+        for spec in _eval_sources(recipe):
+            eval_prompts, _ = load_prompts(
+                spec["source"], field=spec["field"], split=spec["split"], subset=spec["subset"]
+            )
+            eval_texts += [prompt_text(m) for m in eval_prompts]
+        texts = [prompt_text(r["messages"]) for r in rows]
+        drop("contaminated", filters.contaminated(texts, eval_texts, recipe.decontam_ngram))
+    if not rows:
+        raise PromptError(f"{recipe.prompt_source}: every prompt was removed by the prompt filters ({counts})")
+    counts["kept"] = len(rows)
+    return rows, counts
+
+
+# ---------------------------------------------------------------- the plan
+
+
+@dataclass
+class Plan:
+    """Where each stage of a recipe keeps its shards."""
+
+    recipe: DataRecipe
+    out: Path
+    prompts: list[dict]
+    prompt_counts: dict[str, int]
+    shards: list[list[int]]  # indices into `prompts`
+    gen_dirs: dict[str, Path] = field(default_factory=dict)
+    judge_dirs: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def work(self) -> Path:
+        return self.out / "work"
+
+    def missing(self) -> list[Path]:
+        """Shard files not written yet, over every stage."""
+        dirs = [*self.gen_dirs.values(), *self.judge_dirs.values()]
+        return [
+            d / f"{s:05d}.jsonl" for d in dirs for s in range(len(self.shards)) if not (d / f"{s:05d}.jsonl").exists()
+        ]
+
+
+def plan(recipe: DataRecipe) -> Plan:
+    """Loads (or builds once) the prompt set and names every stage's shard folder."""
+    if not recipe.output_dir:
+        raise RecipeError("output_dir is not set: give it in the recipe or as --output_dir")
+    out = Path(recipe.output_dir)
+    prompt_keys = (
+        "prompt_source",
+        "prompt_field",
+        "prompt_split",
+        "prompt_subset",
+        "num_prompts",
+        "dedup_prompts",
+        "near_dup_threshold",
+        "decontaminate",
+        "decontam_ngram",
+    )
+    pkey = fingerprint({k: getattr(recipe, k) for k in prompt_keys})
+    pdir = out / "work" / f"prompts-{pkey}"
+    pdir.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(pdir) + ".lock"):
+        if not (pdir / "counts.json").exists():
+            rows, counts = build_prompt_set(recipe)
+            write_jsonl_atomic(pdir / "prompts.jsonl", rows)
+            (pdir / ".counts.tmp").write_text(json.dumps(counts))
+            os.replace(pdir / ".counts.tmp", pdir / "counts.json")
+    rows = read_jsonl(pdir / "prompts.jsonl")
+    counts = json.loads((pdir / "counts.json").read_text())
+    size = recipe.shard_size
+    shards = [list(range(i, min(i + size, len(rows)))) for i in range(0, len(rows), size)]
+    p = Plan(recipe, out, rows, counts, shards)
+    gen_keys = []
+    for g in recipe.generators:
+        gkey = fingerprint(
+            {"prompts": pkey, "generator": dataclasses.asdict(g), "seed": recipe.seed, "shard_size": size}
+        )
+        p.gen_dirs[g.name] = p.work / f"gen-{g.name}-{gkey}"
+        gen_keys.append(gkey)
+    for j in recipe.judges:
+        settings = {k: v for k, v in dataclasses.asdict(j).items() if k != "weight"}  # weights do not change raw scores
+        p.judge_dirs[j.name] = p.work / f"judge-{j.name}-{fingerprint({'gens': gen_keys, 'judge': settings})}"
+    return p
+
+
+# ---------------------------------------------------------------- stages
+
+
+def generate_shards(p: Plan, mine: list[int], progress: bool = True) -> dict[str, dict[str, float]]:
+    """Writes every missing generation shard of `mine`; returns per generator the tokens and seconds spent."""
+    spent = {}
+    for g in p.recipe.generators:
+        todo = [s for s in mine if not (p.gen_dirs[g.name] / f"{s:05d}.jsonl").exists()]
+        if not todo:
+            continue
+        generator = make_generator(g)
+        start = time.perf_counter()
+        for s in tqdm(todo, desc=f"generating ({g.name})", disable=not progress):
+            rows = [p.prompts[i] for i in p.shards[s]]
+            before = generator.tokens
+            responses = generator.generate([r["messages"] for r in rows], seed=shard_seed(p.recipe.seed, g.name, s))
+            tokens = generator.tokens - before
+            out = [{"prompt_id": r["id"], "responses": rs} for r, rs in zip(rows, responses, strict=True)]
+            out[0]["shard_tokens"] = tokens
+            write_jsonl_atomic(p.gen_dirs[g.name] / f"{s:05d}.jsonl", out)
+        spent[g.name] = {"tokens": generator.tokens, "seconds": time.perf_counter() - start}
+        del generator
+    return spent
+
+
+def shard_candidates(p: Plan, s: int) -> tuple[list[Messages], list[list[str]], list[list[str]]]:
+    """A shard's prompts, their responses over every generator (in recipe order) and who wrote each."""
+    per_gen = {g.name: read_jsonl(p.gen_dirs[g.name] / f"{s:05d}.jsonl") for g in p.recipe.generators}
+    prompts, responses, authors = [], [], []
+    for k, i in enumerate(p.shards[s]):
+        prompts.append(p.prompts[i]["messages"])
+        responses.append([r for g in per_gen.values() for r in g[k]["responses"]])
+        authors.append([name for name, g in per_gen.items() for _ in g[k]["responses"]])
+    return prompts, responses, authors
+
+
+def judge_shards(p: Plan, mine: list[int], progress: bool = True) -> None:
+    """Writes every missing judgement shard of `mine` (its generation shards must exist)."""
+    for j in p.recipe.judges:
+        todo = [s for s in mine if not (p.judge_dirs[j.name] / f"{s:05d}.jsonl").exists()]
+        if not todo:
+            continue
+        judge = make_judge(j)
+        for s in tqdm(todo, desc=f"judging ({j.name})", disable=not progress):
+            prompts, responses, _ = shard_candidates(p, s)
+            scores, extras = judge.score(prompts, responses)
+            ids = [p.prompts[i]["id"] for i in p.shards[s]]
+            rows = [{"prompt_id": i, "scores": sc, **ex} for i, sc, ex in zip(ids, scores, extras, strict=True)]
+            write_jsonl_atomic(p.judge_dirs[j.name] / f"{s:05d}.jsonl", rows)
+        del judge
+
+
+# ---------------------------------------------------------------- merge
+
+
+def _ensemble(p: Plan, raw: dict[str, list[list[list[float]]]]) -> list[list[list[float]]]:
+    """Per shard, prompt and response: the one judge's raw score, or the weighted mean of z-scored judges."""
+    judges = p.recipe.judges
+    if len(judges) == 1:
+        return raw[judges[0].name]
+    norm = {}
+    for j in judges:
+        flat = [x for shard in raw[j.name] for prompt in shard for x in prompt]
+        mean, std = statistics.fmean(flat), (statistics.pstdev(flat) or 1.0)
+        norm[j.name] = (mean, std)
+    total = sum(j.weight for j in judges)
+    return [
+        [
+            [
+                sum(j.weight * (raw[j.name][s][k][r] - norm[j.name][0]) / norm[j.name][1] for j in judges) / total
+                for r in range(len(raw[judges[0].name][s][k]))
+            ]
+            for k in range(len(raw[judges[0].name][s]))
+        ]
+        for s in range(len(p.shards))
+    ]
+
+
+def _split_of(seed: int, prompt_id: int, test_fraction: float) -> str:
+    return "test" if random.Random(f"split:{seed}:{prompt_id}").random() < test_fraction else "train"
+
+
+def merge(p: Plan) -> Path:
+    """Pairs, filters and saves the whole data set with its card; every shard must be complete."""
+    missing = p.missing()
+    if missing:
+        raise IncompleteError(
+            f"{len(missing)} shard file(s) are not written yet (e.g. {missing[0]}): run `w2s data build` "
+            "for every shard before merging"
+        )
+    r = p.recipe
+    raw = {
+        j.name: [
+            [row["scores"] for row in read_jsonl(p.judge_dirs[j.name] / f"{s:05d}.jsonl")] for s in range(len(p.shards))
+        ]
+        for j in r.judges
+    }
+    extras = {
+        j.name: [row for s in range(len(p.shards)) for row in read_jsonl(p.judge_dirs[j.name] / f"{s:05d}.jsonl")]
+        for j in r.judges
+    }
+    combined = _ensemble(p, raw)
+    counts = {"prompts": dict(p.prompt_counts), "responses": {}, "pairs": {}}
+    n_responses = n_empty = n_degenerate = n_unpaired = n_paired_before = n_margin = n_length = 0
+    pair_rows, sft_rows = [], []
+    gen_tokens = {g.name: 0 for g in r.generators}
+    for s in range(len(p.shards)):
+        prompts, responses, authors = shard_candidates(p, s)
+        for g in r.generators:
+            gen_tokens[g.name] += read_jsonl(p.gen_dirs[g.name] / f"{s:05d}.jsonl")[0].get("shard_tokens", 0)
+        for k, i in enumerate(p.shards[s]):
+            prompt_id = p.prompts[i]["id"]
+            candidates = []
+            for n, (resp, author) in enumerate(zip(responses[k], authors[k], strict=True)):
+                n_responses += 1
+                if not filters.words(resp):
+                    n_empty += 1
+                    continue
+                if filters.degenerate(resp, r.max_repeat_fraction):
+                    n_degenerate += 1
+                    continue
+                scores = {j.name: raw[j.name][s][k][n] for j in r.judges}
+                candidates.append(Candidate(resp, author, combined[s][k][n], scores))
+            split = _split_of(r.seed, prompt_id, r.test_fraction)
+            if candidates:
+                best = max(candidates, key=lambda c: c.score)
+                sft_rows.append(
+                    (
+                        split,
+                        {
+                            "messages": [*prompts[k], {"role": "assistant", "content": best.response}],
+                            "score": best.score,
+                            "generator": best.generator,
+                            "prompt_id": prompt_id,
+                        },
+                    )
+                )
+            pairs = make_pairs(candidates, r.pairing, random.Random(f"pair:{r.seed}:{prompt_id}"))
+            n_unpaired += not pairs
+            n_paired_before += len(pairs)
+            for chosen, rejected in pairs:
+                if chosen.score - rejected.score <= r.min_margin and r.min_margin > 0:
+                    n_margin += 1
+                    continue
+                ratio = filters.length_ratio(chosen.response, rejected.response)
+                if not r.min_length_ratio <= ratio <= r.max_length_ratio:
+                    n_length += 1
+                    continue
+                pair_rows.append(
+                    (
+                        split,
+                        {
+                            "prompt": prompts[k],
+                            "chosen": [{"role": "assistant", "content": chosen.response}],
+                            "rejected": [{"role": "assistant", "content": rejected.response}],
+                            "score_chosen": chosen.score,
+                            "score_rejected": rejected.score,
+                            "generator_chosen": chosen.generator,
+                            "generator_rejected": rejected.generator,
+                            "judge_scores_chosen": chosen.scores,
+                            "judge_scores_rejected": rejected.scores,
+                            "prompt_id": prompt_id,
+                        },
+                    )
+                )
+    kept_responses = n_responses - n_empty - n_degenerate
+    counts["responses"] = {
+        "generated": n_responses,
+        "empty": n_empty,
+        "degenerate": n_degenerate,
+        "kept": kept_responses,
+    }
+    counts["pairs"] = {
+        "prompts without a pair (ties or < 2 responses)": n_unpaired,
+        "paired": n_paired_before,
+        "margin": n_margin,
+        "length ratio": n_length,
+        "kept": len(pair_rows),
+    }
+    if not pair_rows:
+        raise RuntimeError(f"{p.out}: no pair survived pairing and filters ({counts}); see the recipe's filters")
+    judge_info = {j.name: {"agreement_rate": agreement_rate(extras[j.name])} for j in r.judges if j.kind == "pairwise"}
+    card = {
+        "recipe": recipe_to_dict(r),
+        "counts": counts,
+        "splits": {},
+        "generator_tokens": gen_tokens,
+        "judges": judge_info,
+    }
+    with FileLock(str(p.out / ".merge.lock")):
+        _save(p.out, pair_rows, sft_rows, card, r.jsonl)
+    return p.out
+
+
+def _save(out: Path, pair_rows: list, sft_rows: list, card: dict, jsonl: bool) -> None:
+    from datasets import Dataset, DatasetDict
+
+    tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=out))
+    try:
+        for name, rows in (("pairs", pair_rows), ("sft", sft_rows)):
+            data = Dataset.from_list([row for _, row in rows])
+            splits = DatasetDict(
+                {
+                    split: data.select([i for i, (sp, _) in enumerate(rows) if sp == split])
+                    for split in ("train", "test")
+                }
+            )
+            splits.save_to_disk(str(tmp / name))
+            card["splits"][name] = {split: len(d) for split, d in splits.items()}
+            if jsonl:
+                for split, d in splits.items():
+                    (tmp / "jsonl").mkdir(exist_ok=True)
+                    with (tmp / "jsonl" / f"{name}-{split}.jsonl").open("w") as f:
+                        for row in d:
+                            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_card(tmp, card, [row for _, row in pair_rows])
+        for name in ("pairs", "sft", "jsonl", "README.md", "card.json"):  # card.json last: it marks a finished build
+            if not (tmp / name).exists():
+                continue
+            target = out / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(tmp / name, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- the runner
+
+
+def build(recipe: DataRecipe, *, shard: str | None = None, do_merge: bool = True, progress: bool = True) -> Path | None:
+    """Runs (or resumes) this process's shards of every stage, then merges once every shard exists."""
+    i, n = parse_shard(shard)
+    p = plan(recipe)
+    mine = [s for s in range(len(p.shards)) if s % n == i]
+    logger.info(
+        "%d prompts in %d shards; this process (%d/%d) takes %d", len(p.prompts), len(p.shards), i, n, len(mine)
+    )
+    generate_shards(p, mine, progress)
+    judge_shards(p, mine, progress)
+    if not do_merge:
+        return None
+    missing = p.missing()
+    if missing:
+        logger.info(
+            "%d shard file(s) of other processes are missing: run `w2s data merge` once they finish", len(missing)
+        )
+        return None
+    return merge(p)

@@ -1,0 +1,132 @@
+"""`w2s data`: build preference data sets (generate, judge, pair, filter), merge shards, binarise rated sets.
+
+    w2s data build --config recipes/tiny/data.yaml --output_dir out/tiny-pairs
+    w2s data build --config recipes/ultrafeedback/data.yaml --shard 0/4      # one of four processes
+    accelerate launch -m data.cli build --config recipes/ultrafeedback/data.yaml   # ranks pick shards
+    w2s data merge --config recipes/ultrafeedback/data.yaml
+    w2s data binarize --source openbmb/UltraFeedback --output_dir out/uf-binarized
+    w2s data bench
+
+Any top-level recipe key can be overridden as a flag: `--num_prompts 200 --seed 3`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+def _overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """`--key value` / `--key=value` pairs as recipe overrides (values parsed as YAML)."""
+    out, i = {}, 0
+    while i < len(extra):
+        arg = extra[i]
+        if not arg.startswith("--"):
+            parser.error(f"unexpected argument {arg!r}: recipe overrides are --key value")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(extra):
+                parser.error(f"{arg}: missing a value")
+            value, i = extra[i + 1], i + 1
+        out[key] = yaml.safe_load(value)
+        i += 1
+    return out
+
+
+def _fail(message: str) -> int:
+    print(f"w2s data: error: {message}", file=sys.stderr)
+    return 2
+
+
+def build(argv: list[str], *, merge_only: bool = False) -> int:
+    from data.build import IncompleteError, build, merge, plan
+    from data.judges import JudgeError
+    from data.prompts import PromptError
+    from data.recipe import RecipeError, load_recipe
+    from guide.models import ModelNotFoundError
+
+    parser = argparse.ArgumentParser(
+        prog=f"w2s data {'merge' if merge_only else 'build'}",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", required=True, help="data recipe YAML (recipes/<family>/data.yaml)")
+    if not merge_only:
+        parser.add_argument(
+            "--shard",
+            help="i/n: run this process's share of the shards (default: the rank under accelerate launch, else all)",
+        )
+        parser.add_argument("--no-merge", action="store_true", help="stop after generating and judging")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        recipe = load_recipe(args.config, _overrides(extra, parser))
+        path = merge(plan(recipe)) if merge_only else build(recipe, shard=args.shard, do_merge=not args.no_merge)
+    except (RecipeError, PromptError, JudgeError, ModelNotFoundError, IncompleteError, ValueError) as e:
+        return _fail(str(e))
+    if path is not None:
+        print(path)
+    return 0
+
+
+def binarize(argv: list[str]) -> int:
+    from data.binarize import BinarizeConfig, binarize_to_disk
+    from data.prompts import PromptError
+
+    parser = argparse.ArgumentParser(
+        prog="w2s data binarize",
+        description="Multi-response rated sets "
+        "(UltraFeedback style) into preference pairs: the highest mean rating chosen, "
+        "a random lower one rejected.",
+    )
+    defaults = BinarizeConfig()
+    parser.add_argument("--source", required=True, help="hub id, save_to_disk folder or .json/.jsonl file")
+    parser.add_argument("--output_dir", required=True)
+    parser.add_argument("--split", default=defaults.split)
+    parser.add_argument("--prompt_field", default=defaults.prompt_field)
+    parser.add_argument("--completions_field", default=defaults.completions_field)
+    parser.add_argument("--response_key", default=defaults.response_key)
+    parser.add_argument("--model_key", default=defaults.model_key)
+    parser.add_argument(
+        "--rating_keys",
+        nargs="+",
+        default=defaults.rating_keys,
+        help="dotted paths of the ratings inside a completion; their mean is its score",
+    )
+    parser.add_argument("--test_fraction", type=float, default=defaults.test_fraction)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    args = vars(parser.parse_args(argv))
+    source, output_dir = args.pop("source"), args.pop("output_dir")
+    try:
+        print(binarize_to_disk(source, output_dir, BinarizeConfig(**args)))
+    except PromptError as e:
+        return _fail(str(e))
+    return 0
+
+
+def bench(argv: list[str]) -> int:
+    from eval.bench_data import main as bench_main
+
+    return bench_main(argv)
+
+
+def main(argv: list[str]) -> int:
+    """`w2s data <build|merge|binarize|bench> ...`."""
+    actions = {"build": build, "merge": lambda a: build(a, merge_only=True), "binarize": binarize, "bench": bench}
+    if not argv or argv[0] not in actions:
+        if argv and argv[0] in ("-h", "--help"):
+            print(__doc__)
+            return 0
+        print(f"usage: w2s data {{{','.join(actions)}}} ...\n{__doc__}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return actions[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

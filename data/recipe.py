@@ -1,0 +1,207 @@
+"""The data-set recipe: what `w2s data build` reads from `recipes/<family>/data.yaml`.
+
+A recipe is flat YAML (grouped by comments) whose keys are the fields of
+:class:`DataRecipe`; `generators` and `judges` are lists of small mappings
+(:class:`GeneratorConfig`, :class:`JudgeConfig`). Unknown keys are an error
+that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used: the message names the file and the key."""
+
+
+@dataclass
+class GeneratorConfig:
+    """One model that writes responses (its own chat template and sampling settings)."""
+
+    name: str
+    model: str = ""  # folder, hub id or tiny:<name>; unused by kind guide
+    kind: str = "hf"  # hf: batched transformers generate; guide: a guide/ decoder (settings in `guide`)
+    num_samples: int = 4  # responses per prompt
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 64  # rows per generate call
+    dtype: str = "auto"
+    device: str | None = None
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    guide: dict = field(default_factory=dict)  # kind guide: the guide recipe passed to guide.generate
+
+
+@dataclass
+class JudgeConfig:
+    """One judge; several judges form an ensemble of normalised scores (weighted by `weight`)."""
+
+    name: str
+    kind: str  # rule | reward_model | pairwise | implicit
+    weight: float = 1.0
+    rule: str = "tiny_gold"  # kind rule: a name in data.judges.RULES
+    model: str = ""  # reward_model / pairwise: the judging model
+    tuned: str = ""  # implicit: log pi_tuned(y|x) - log pi_untuned(y|x)
+    untuned: str = ""
+    labels: list[str] = field(default_factory=lambda: ["A", "B"])  # pairwise: answer tokens for first/second
+    template: str = ""  # pairwise: judge prompt with {prompt}, {first}, {second}; empty: the default
+    batch_size: int = 32
+    max_length: int = 1024  # tokens fed to a judging model (longer inputs are cut on the left)
+    dtype: str = "auto"
+    device: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataRecipe:
+    """Everything `w2s data build` needs: prompts, generators, judges, pairing, filters, outputs."""
+
+    output_dir: str = ""
+    seed: int = 0
+    shard_size: int = 64  # prompts per shard: the unit that generation and judging commit atomically
+    # prompts
+    prompt_source: str = "tiny:train"  # hub id, save_to_disk folder, .json/.jsonl file, or tiny:<split>
+    prompt_field: str = "prompt"  # field with a string or a list of chat messages
+    prompt_split: str = "train"  # split of a hub/disk DatasetDict
+    prompt_subset: str | None = None  # hub config name
+    num_prompts: int | None = None  # first N prompts (None: all)
+    # generators and judges
+    generators: list[GeneratorConfig] = field(default_factory=list)
+    judges: list[JudgeConfig] = field(default_factory=list)
+    # pairing: best_worst | best_random | all_pairs
+    pairing: str = "best_worst"
+    # filters
+    min_margin: float = 0.0  # keep pairs whose score gap exceeds this (ties are always dropped)
+    min_length_ratio: float = 0.0  # bounds on words(chosen) / words(rejected): against length bias
+    max_length_ratio: float = float("inf")
+    dedup_prompts: str = "near"  # none | exact | near
+    near_dup_threshold: float = 0.9  # Jaccard similarity of word 3-gram sets for near duplicates
+    decontaminate: list[str] = field(default_factory=list)  # prompt sources of evaluation sets
+    decontam_ngram: int = 8  # a prompt sharing a word n-gram with an evaluation prompt is dropped
+    max_repeat_fraction: float = 0.5  # a response whose repeated 3-grams exceed this share is degenerate
+    # outputs
+    test_fraction: float = 0.1
+    jsonl: bool = True  # also write every split as JSONL
+
+
+_CLASSES = {"generators": GeneratorConfig, "judges": JudgeConfig}
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Checks one YAML value against its field's type (ints are accepted where floats are)."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    hints = typing.get_args(annotation) if union else (annotation,)
+    if value is None and type(None) in hints:
+        return None
+    for hint in hints:
+        origin = typing.get_origin(hint) or hint
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is float and isinstance(value, str) and value.lower() in ("inf", ".inf", "infinity"):
+            return float("inf")
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin in (str, bool, dict, list) and isinstance(value, origin):
+            return value
+    raise RecipeError(f"{where}: expected {getattr(annotation, '__name__', annotation)}, got {value!r}")
+
+
+def _build(cls: type, values: dict, where: str) -> Any:
+    if not isinstance(values, dict):
+        raise RecipeError(f"{where}: expected a mapping of keys to values, got {values!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            close = difflib.get_close_matches(str(key), fields, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(fields)}"
+            raise RecipeError(f"{where}: unknown key {key!r}{hint}")
+        if key in _CLASSES and cls is DataRecipe:
+            if not isinstance(value, list):
+                raise RecipeError(f"{where}: {key!r} must be a list of mappings")
+            kwargs[key] = [_build(_CLASSES[key], v, f"{where}: {key}[{i}]") for i, v in enumerate(value)]
+        else:
+            kwargs[key] = _coerce(value, hints[key], f"{where}: key {key!r}")
+    missing = [
+        f.name
+        for f in fields.values()
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and f.name not in kwargs
+    ]
+    if missing:
+        raise RecipeError(f"{where}: missing required key(s) {', '.join(map(repr, missing))}")
+    return cls(**kwargs)
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> DataRecipe:
+    """Parses a data recipe YAML (unknown keys an error); `overrides` replace top-level keys."""
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as e:
+        raise RecipeError(f"{path}: no such recipe file") from e
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(values, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping of keys to values")
+    values.update(overrides or {})
+    return recipe_from_dict(values, where=str(path))
+
+
+def recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> DataRecipe:
+    """A :class:`DataRecipe` from a mapping, checked like a recipe file."""
+    recipe = _build(DataRecipe, values, where)
+    check_recipe(recipe, where)
+    return recipe
+
+
+def check_recipe(recipe: DataRecipe, where: str = "recipe") -> None:
+    """Checks what the types cannot: choices, unique names, sane bounds."""
+    if not recipe.generators:
+        raise RecipeError(f"{where}: 'generators' is empty: name at least one model that writes responses")
+    if not recipe.judges:
+        raise RecipeError(f"{where}: 'judges' is empty: name at least one judge")
+    for key, items in (("generators", recipe.generators), ("judges", recipe.judges)):
+        names = [g.name for g in items]
+        if len(set(names)) != len(names):
+            raise RecipeError(f"{where}: {key} names must be unique, got {names}")
+    for i, g in enumerate(recipe.generators):
+        if g.kind not in ("hf", "guide"):
+            raise RecipeError(f"{where}: generators[{i}].kind {g.kind!r}: choose hf or guide")
+        if g.kind == "hf" and not g.model:
+            raise RecipeError(f"{where}: generators[{i}] ({g.name}) needs a 'model'")
+        if g.num_samples < 1:
+            raise RecipeError(f"{where}: generators[{i}].num_samples must be at least 1")
+    kinds = {"rule": ("rule",), "reward_model": ("model",), "pairwise": ("model",), "implicit": ("tuned", "untuned")}
+    for i, j in enumerate(recipe.judges):
+        if j.kind not in kinds:
+            raise RecipeError(f"{where}: judges[{i}].kind {j.kind!r}: choose one of {', '.join(kinds)}")
+        for key in kinds[j.kind]:
+            if not getattr(j, key):
+                raise RecipeError(f"{where}: judges[{i}] ({j.name}, kind {j.kind}) needs {key!r}")
+        if j.kind == "pairwise" and len(j.labels) != 2:
+            raise RecipeError(f"{where}: judges[{i}].labels must be two answer tokens (first, second)")
+    if recipe.pairing not in ("best_worst", "best_random", "all_pairs"):
+        raise RecipeError(f"{where}: pairing {recipe.pairing!r}: choose best_worst, best_random or all_pairs")
+    if recipe.dedup_prompts not in ("none", "exact", "near"):
+        raise RecipeError(f"{where}: dedup_prompts {recipe.dedup_prompts!r}: choose none, exact or near")
+    if recipe.shard_size < 1:
+        raise RecipeError(f"{where}: shard_size must be at least 1")
+    if not 0 <= recipe.test_fraction < 1:
+        raise RecipeError(f"{where}: test_fraction must be in [0, 1)")
+
+
+def recipe_to_dict(recipe: DataRecipe) -> dict[str, Any]:
+    """The recipe as plain data (for fingerprints and the card)."""
+    return dataclasses.asdict(recipe)
