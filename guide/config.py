@@ -1,0 +1,121 @@
+"""A guide recipe (`recipes/<family>/guide.yaml`): models, decoder and its hyper-parameters, sampling, I/O.
+
+Recipes are flat YAML; every key is a field of `GuideConfig`, unknown keys are an error naming the
+file and the key; `--key value` flags override the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+DECODERS = ("sample", "bon", "cbs", "wsd", "eft", "fusion")
+
+
+@dataclass
+class GuideConfig:
+    # models: folders, hub ids or tiny:<name>
+    strong_model: str = "tiny:strong"
+    tuned: str | None = None  # guide pair: tuned model ...
+    untuned: str | None = None  # ... and its untuned twin
+    adapter: str | None = None  # or one PEFT adapter: tuned = adapter on, untuned = adapter off
+    extra_guides: list[dict] = field(default_factory=list)  # more pairs: [{tuned, untuned | adapter, weight}]
+    guide_weight: float = 1.0
+    pilot: str | None = None  # wsd: the small aligned drafter
+    reward_model: str | None = None  # bon: rank by a reward model instead of a guide pair
+    dtype: str = "float32"
+    device: str | None = None
+    trust_remote_code: bool = False
+
+    # decoder
+    decoder: str = "sample"  # sample, bon, cbs, wsd, eft, fusion
+    num_samples: int = 16  # bon: N
+    width: int = 4  # cbs: W beams kept
+    successors: int = 4  # cbs: K samples per beam
+    chunk_len: int = 5  # cbs: L tokens per chunk
+    window: int = 6  # wsd: w
+    threshold: float = 0.8  # wsd: tau
+    check_every: int = 4  # wsd: pilot tokens drafted between two checks by the base
+    continuation: str = "sample"  # wsd: sample or greedy after the switch
+    beta: float = 1.0  # eft
+    alpha_max: float = 2.0  # fusion: alpha grid 0..alpha_max
+    alpha_step: float = 0.1
+
+    # sampling
+    max_new_tokens: int = 64
+    temperature: float = 0.7
+    top_k: int = 50
+    top_p: float = 1.0
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    batch_size: int = 8  # prompts decoded together
+
+    # input / output (w2s generate)
+    prompts: str = "tiny:test"  # tiny:<split>, or an AlpacaEval JSON/JSONL file (field `instruction`)
+    num_prompts: int | None = None
+    output: str | None = None  # AlpacaEval-format JSON written here
+    generator: str | None = None  # the `generator` name in the output (default: the decoder)
+
+    def __post_init__(self):
+        if self.decoder not in DECODERS:
+            raise ValueError(f"decoder {self.decoder!r}: choose one of {', '.join(DECODERS)}")
+        if self.continuation not in ("sample", "greedy"):
+            raise ValueError(f"continuation {self.continuation!r}: choose sample or greedy")
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> GuideConfig:
+        """A config from a mapping; unknown keys and wrong types are errors naming `source` and the key."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        for key, value in values.items():
+            if key not in fields:
+                close = difflib.get_close_matches(key, fields, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"{source}: unknown key {key!r}{hint}")
+            values[key] = _coerce(value, fields[key].type, f"{source}: key {key!r}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> GuideConfig:
+        """A config from a recipe file, then `--key value` overrides."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"recipe {path}: no such file")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{path}: a recipe is a YAML mapping of keys to values")
+        values.update(_parse_flags(list(overrides)))
+        return cls.from_dict(values, source=str(path))
+
+
+def _parse_flags(argv: list[str]) -> dict:
+    out = {}
+    while argv:
+        flag = argv.pop(0)
+        if not flag.startswith("--") or not argv:
+            raise ValueError(f"expected '--key value' pairs, got {flag!r}")
+        out[flag[2:].replace("-", "_")] = yaml.safe_load(argv.pop(0))
+    return out
+
+
+def _coerce(value, annotation, where: str):
+    hint = eval(annotation, vars(typing)) if isinstance(annotation, str) else annotation
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        base = typing.get_origin(option) or option
+        if base is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if (
+            base in (int, str, bool, list, dict)
+            and isinstance(value, base)
+            and not (base is int and isinstance(value, bool))
+        ):
+            return value
+    raise ValueError(f"{where}: expected {annotation}, got {value!r}")

@@ -1,0 +1,123 @@
+"""Weak-to-strong decoding, WSD ("Well begun is half done", 2025): a small aligned pilot drafts the
+opening; the large base takes over once it finds the draft likely, and never hands back.
+
+With p_i the base model's probability of draft token i (in the base's own tokenisation of the draft
+text) and a_i the geometric mean of p over the window i-w+1..i, the switch point is the first i with
+a_i >= tau. The draft up to and including token i is kept and the base continues from there. Unlike
+the public implementation, which drafts the whole response and throws the tail away, the base checks
+the draft while it is written (every `check_every` pilot tokens, in one batched forward) and the pilot
+stops drafting at the switch. If no window reaches tau, the whole draft is the response.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from guide.engine import Engine, Generation, Row, SamplingParams, StopRule, sync_tokens
+
+
+def switch_index(logprobs: list[float], window: int, threshold: float, stable: int | None = None) -> int | None:
+    """First i (among the first `stable` tokens) whose window's mean log-prob reaches log(threshold)."""
+    limit = len(logprobs) if stable is None else stable
+    bar = math.log(threshold)
+    total = sum(logprobs[: window - 1])
+    for i in range(window - 1, limit):
+        total += logprobs[i]
+        if total / window >= bar - 1e-12:
+            return i
+        total -= logprobs[i - window + 1]
+    return None
+
+
+@dataclass
+class DraftSwitch:
+    """WSD(w, tau): `window`, `threshold`; `continuation` sample or greedy once the base takes over."""
+
+    window: int = 6
+    threshold: float = 0.8
+    check_every: int = 4
+    continuation: str = "sample"
+
+    def run(self, guide, prompts: list[str]) -> list[Generation]:
+        from guide.models import load_model, load_tokenizer
+
+        c = guide.config
+        if not c.pilot:
+            raise ValueError("decoder wsd needs a `pilot` model (the small aligned drafter)")
+        start = time.perf_counter()
+        if not hasattr(guide, "_pilot"):
+            guide._pilot = (load_model(c.pilot, **guide.load), load_tokenizer(c.pilot))
+        pilot_model, pilot_tok = guide._pilot
+        base: Engine = guide.engine
+        pilot_stop = StopRule.for_model(pilot_model, pilot_tok, c.max_new_tokens)
+        pilot = Engine(pilot_model, pilot_tok, base.sampling, pilot_stop, "pilot")
+        n = len(prompts)
+        drafts = [Row(p) for p in range(n)]
+        pilot_state = pilot.start(prompts, list(range(n)))
+        base_state = base.start(prompts, list(range(n)))
+        prompt_len = [len(ids) for ids in base_state.ids]
+        lp: list[list[float]] = [[] for _ in range(n)]  # base log-prob of each base token of the draft
+        switch: dict[int, int] = {}
+        settled: set[int] = set()  # switched, or drafted to the end and checked
+        drafting = list(drafts)
+        while len(settled) < n:
+            drafting = pilot.advance(pilot_state, drafting, self.check_every)
+            blocks, skips = [[] for _ in range(n)], [0] * n
+            for p in range(n):
+                if p in settled:
+                    continue
+                text = pilot.text(drafts[p])
+                target = base_state.ids[p][: prompt_len[p]] + base.tokenizer(text, add_special_tokens=False).input_ids
+                blocks[p], refed = sync_tokens(base_state, p, target)
+                keep = len(target) - len(blocks[p]) + refed
+                del lp[p][max(keep - prompt_len[p], 0) :]
+                skips[p] = refed + max(prompt_len[p] - keep, 0)
+            new = base_state.append(blocks, logprobs=True)
+            for p in range(n):
+                if p in settled:
+                    continue
+                lp[p].extend(new[p][skips[p] :])
+                done = drafts[p].done
+                stable = len(lp[p]) if done else self._stable(base.tokenizer, pilot.text(drafts[p]))
+                i = switch_index(lp[p], self.window, self.threshold, stable)
+                if i is not None:
+                    switch[p] = i
+                if i is not None or done:
+                    settled.add(p)
+            growing = [k for k, r in enumerate(drafting) if r.prompt not in switch]
+            if len(growing) < len(drafting):
+                pilot_state.select(growing)  # the pilot stops drafting at the switch
+                drafting = [drafting[k] for k in growing]
+
+        texts = {p: pilot.text(drafts[p]) for p in range(n) if p not in switch}
+        switched = sorted(switch)
+        if switched:  # the base continues from the kept draft: roll back past the switch, refresh the logits
+            refeed = [[] for _ in range(n)]
+            for p in switched:
+                keep = prompt_len[p] + switch[p] + 1
+                refeed[p] = [base_state.ids[p][keep - 1]]
+                base_state.rollback(p, len(base_state.ids[p]) - keep + 1)
+            base_state.append(refeed)
+            base_state.select(switched)
+            rows = [Row(p, ids=base_state.ids[k][prompt_len[p] :]) for k, p in enumerate(switched)]
+            greedy = self.continuation == "greedy"
+            params = SamplingParams(0.0 if greedy else c.temperature, c.top_k, c.top_p, c.seed + 1)
+            cont = Engine(base.model, base.tokenizer, params, base.stop, base.name)
+            cont.advance(base_state, [r for r in rows if len(r.ids) < c.max_new_tokens], c.max_new_tokens)
+            texts.update({r.prompt: cont.text(r) for r in rows})
+        seconds = (time.perf_counter() - start) / n
+        share = {"strong": base_state.tokens_run // n, "pilot": pilot_state.tokens_run // n}
+        return [
+            Generation(texts[p], None, switch[p] + 1 if p in switch else None, dict(share), seconds) for p in range(n)
+        ]
+
+    @staticmethod
+    def _stable(tokenizer, text: str) -> int:
+        """Base tokens of the draft that can no longer change: those ending before its last space."""
+        cut = text.rfind(" ")
+        if cut <= 0:
+            return 0
+        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
+        return sum(1 for _, end in offsets if end <= cut)

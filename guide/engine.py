@@ -1,0 +1,317 @@
+"""The shared engine: batched incremental decoding state for one model, sampling and stopping rules.
+
+Every decoder (sampling, best-of-N, chunk-level beam search, draft-switch
+decoding, logit arithmetic) drives one `LMState` per model. An `LMState` holds
+a batch of growing token sequences ("rows") with their KV cache. Rows may grow
+by different numbers of tokens in one forward (blocks are left-padded, holes
+masked) and may *roll back* their last tokens (masked out, never recomputed),
+which is how the small models re-score re-tokenised text exactly: only the
+tokens after the longest unchanged prefix go through the model again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+
+
+class LMState:
+    """A batch of rows for one causal LM: KV cache, attention mask, positions, token ids, next-token logits."""
+
+    def __init__(self, model: PreTrainedModel, rows: int, *, pad_id: int = 0, adapter: bool | None = None):
+        self.model = model
+        self.pad_id = pad_id
+        self.adapter = adapter  # PEFT model: True runs with the adapter, False without it
+        self.cache = DynamicCache(config=model.config)
+        device = model.device
+        self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (rows, physical length)
+        self.length = torch.zeros(rows, dtype=torch.long, device=device)  # valid tokens per row
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.last_logits: torch.Tensor | None = None  # (rows, vocab): predicts each row's next token
+        self.tokens_run = 0  # real (non-padding) tokens that went through the model
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+    @torch.no_grad()
+    def append(self, blocks: list[list[int]], *, logprobs: bool = False) -> list[list[float]] | None:
+        """Feeds each row its block of new tokens (blocks may differ in length, or be empty).
+
+        With `logprobs`, returns each new token's log-probability given everything before it
+        (the first token's comes from the row's previous `last_logits`).
+        """
+        n = max(map(len, blocks), default=0)
+        if n == 0:
+            return [[] for _ in blocks] if logprobs else None
+        device = self.mask.device
+        sizes = torch.tensor([len(b) for b in blocks], device=device)
+        input_ids = torch.full((self.rows, n), self.pad_id, dtype=torch.long, device=device)
+        new_mask = torch.zeros(self.rows, n, dtype=torch.long, device=device)
+        for i, block in enumerate(blocks):
+            if block:
+                input_ids[i, n - len(block) :] = torch.tensor(block, device=device)
+                new_mask[i, n - len(block) :] = 1
+        offsets = torch.arange(n, device=device) - (n - sizes)[:, None]  # 0.. for real tokens, <0 for padding
+        positions = (self.length[:, None] + offsets).clamp(min=0)
+        self.mask = torch.cat([self.mask, new_mask], dim=1)
+        logits = self._forward(input_ids, positions)  # (rows, n, vocab)
+
+        out = None
+        if logprobs:
+            # logits predicting each new token: the previous step's for the first, this block's for the rest
+            prev = torch.cat([self._last_or_zeros(logits)[:, None], logits[:, :-1]], dim=1)
+            lp = torch.log_softmax(prev.float(), dim=-1).gather(-1, input_ids[..., None])[..., 0]
+            out = [lp[i, n - len(b) :].tolist() if b else [] for i, b in enumerate(blocks)]
+        grew = sizes > 0
+        last = logits[:, -1]
+        self.last_logits = last if self.last_logits is None else torch.where(grew[:, None], last, self.last_logits)
+        self.length += sizes
+        for i, block in enumerate(blocks):
+            self.ids[i].extend(block)
+        self.tokens_run += int(sizes.sum())
+        return out
+
+    def _last_or_zeros(self, logits: torch.Tensor) -> torch.Tensor:
+        if self.last_logits is None:
+            return torch.zeros_like(logits[:, 0])
+        return self.last_logits.to(logits.dtype)
+
+    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        kwargs = dict(
+            input_ids=input_ids, attention_mask=self.mask, position_ids=positions,
+            past_key_values=self.cache, use_cache=True,
+        )  # fmt: skip
+        if self.adapter is False:
+            with self.model.disable_adapter():
+                return self.model(**kwargs).logits
+        return self.model(**kwargs).logits
+
+    def rollback(self, row: int, k: int) -> None:
+        """Forgets the last `k` tokens of `row` (masked out of the cache). Re-feed at least one token after."""
+        if k <= 0:
+            return
+        if k > len(self.ids[row]):
+            raise ValueError(f"cannot roll back {k} tokens of a row holding {len(self.ids[row])}")
+        valid = self.mask[row].nonzero()[:, 0]
+        self.mask[row, valid[-k:]] = 0
+        self.length[row] -= k
+        del self.ids[row][-k:]
+
+    def select(self, index: list[int] | torch.Tensor) -> None:
+        """Keeps rows `index` in that order; a row may be repeated (beam copies) or dropped (finished)."""
+        index = torch.as_tensor(index, dtype=torch.long, device=self.mask.device)
+        self.cache.reorder_cache(index)
+        self.mask = self.mask[index]
+        self.length = self.length[index]
+        self.ids = [list(self.ids[i]) for i in index.tolist()]
+        if self.last_logits is not None:
+            self.last_logits = self.last_logits[index]
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the longest common prefix of two token lists."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def sync_tokens(state: LMState, row: int, target: list[int]) -> tuple[list[int], int]:
+    """Rolls `row` back to its longest prefix shared with `target`; returns (tokens to feed, how many are re-fed).
+
+    The last shared token is fed again so the row gets fresh next-token logits; its log-prob, computed
+    from stale logits, must be dropped by the caller. A row already equal to `target` needs nothing.
+    """
+    ids = state.ids[row]
+    if ids == target:
+        return [], 0
+    keep = min(common_prefix(ids, target), len(target))
+    if keep == 0:
+        state.rollback(row, len(ids))
+        return list(target), 0
+    state.rollback(row, len(ids) - keep + 1)
+    return target[keep - 1 :], 1
+
+
+@dataclass
+class SamplingParams:
+    """Every knob of next-token sampling (temperature 0 is greedy)."""
+
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+class Sampler:
+    """Draws next tokens from logits with a private, seeded random stream."""
+
+    def __init__(self, params: SamplingParams, device: torch.device | str = "cpu"):
+        self.params = params
+        self.generator = torch.Generator(device=device).manual_seed(params.seed)
+
+    def warp(self, logits: torch.Tensor) -> torch.Tensor:
+        """Temperature, top-k and top-p applied to (rows, vocab) logits, as log-probabilities."""
+        p = self.params
+        logits = logits.float() / max(p.temperature, 1e-6)
+        if p.top_k > 0 and p.top_k < logits.shape[-1]:
+            kth = logits.topk(p.top_k, dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        if p.top_p < 1.0:
+            sorted_logits, order = logits.sort(dim=-1, descending=True)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cumulative - sorted_logits.softmax(-1) >= p.top_p  # keep the smallest set reaching top_p
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+        return torch.log_softmax(logits, dim=-1)
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        """One token id per row."""
+        if self.params.temperature == 0:
+            return logits.argmax(-1)
+        probs = self.warp(logits).exp()
+        return torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+
+
+@dataclass
+class StopRule:
+    """When a response ends: an end-of-turn token, a stop string, or the token limit."""
+
+    eos_ids: set[int]
+    max_new_tokens: int
+    stop_strings: tuple[str, ...] = ()
+
+    @classmethod
+    def for_model(
+        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int, stop=()
+    ) -> StopRule:
+        """The model family's end tokens: the tokenizer's EOS and every EOS its generation config names."""
+        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+        config_eos = getattr(model.generation_config, "eos_token_id", None)
+        eos |= set(config_eos if isinstance(config_eos, list) else [config_eos] if config_eos is not None else [])
+        return cls(eos_ids=eos, max_new_tokens=max_new_tokens, stop_strings=tuple(stop))
+
+    def cut(self, text: str) -> tuple[str, bool]:
+        """Text up to the first stop string, and whether one was found."""
+        hits = [text.find(s) for s in self.stop_strings if s in text]
+        return (text[: min(hits)], True) if hits else (text, False)
+
+
+@dataclass
+class Row:
+    """One candidate response being written by the strong model."""
+
+    prompt: int  # index of its prompt
+    ids: list[int] = field(default_factory=list)  # the strong model's response tokens
+    text: str = ""
+    finished: bool = False  # ended by EOS or a stop string (not by the token limit)
+    done: bool = False  # will not grow any more (finished or out of tokens)
+    score: float = 0.0
+
+    def copy(self) -> Row:
+        return Row(self.prompt, list(self.ids), self.text, self.finished, self.done, self.score)
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int | None) -> list[list[int]]:
+    """Token ids of each prompt in the tokenizer's chat template; a clear error if one is too long."""
+    from guide.models import chat_prompt
+
+    out = []
+    for i, prompt in enumerate(prompts):
+        if not prompt or not prompt.strip():
+            raise ValueError(f"prompt {i} is empty")
+        ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False).input_ids
+        if max_length is not None and len(ids) >= max_length:
+            raise ValueError(
+                f"prompt {i} is {len(ids)} tokens in {tokenizer.name_or_path!r}'s template, but the model's context "
+                f"is {max_length} tokens: shorten it or use a model with a longer context"
+            )
+        out.append(ids)
+    return out
+
+
+def context_length(model: PreTrainedModel) -> int | None:
+    """The longest sequence the model's positions allow, if it says."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(model.config, name, None)
+        if value:
+            return int(value)
+    return None
+
+
+@dataclass
+class Generation:
+    """One response and what it cost."""
+
+    text: str
+    score: float | None = None  # the guide's (or reward model's) score of the chosen response
+    switch_at: int | None = None  # draft-switch decoding: the base's tokens of the draft that were kept
+    tokens: dict[str, int] = field(default_factory=dict)  # tokens run through each model for this item
+    seconds: float = 0.0  # this item's share of the batch's wall time
+
+
+class Engine:
+    """The strong model's side: prompts in, rows advanced token by token, finished rows dropped."""
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        sampling: SamplingParams,
+        stop: StopRule,
+        name: str = "strong",
+    ):
+        self.model, self.tokenizer, self.sampling, self.stop, self.name = model, tokenizer, sampling, stop, name
+        self.sampler = Sampler(sampling, device=model.device)
+
+    def start(self, prompts: list[str], row_prompts: list[int]) -> LMState:
+        """Prefills each prompt once and copies its cache to its rows."""
+        state = LMState(self.model, len(prompts), pad_id=self.tokenizer.pad_token_id or 0)
+        state.append(encode_prompts(self.tokenizer, prompts, context_length(self.model)))
+        state.select(row_prompts)
+        return state
+
+    def advance(self, state: LMState, rows: list[Row], steps: int) -> list[Row]:
+        """Samples up to `steps` tokens for every row; returns the rows still growing (state keeps only them)."""
+        limit = context_length(self.model)
+        for _ in range(steps):
+            if not rows:
+                break
+            tokens = self.sampler(state.last_logits).tolist()
+            for row, token in zip(rows, tokens, strict=True):
+                if token in self.stop.eos_ids:
+                    row.finished = row.done = True
+                    continue
+                row.ids.append(token)
+                if self.stop.stop_strings:
+                    text, hit = self.stop.cut(self.tokenizer.decode(row.ids, skip_special_tokens=True))
+                    if hit:
+                        row.text, row.finished, row.done = text, True, True
+                        continue
+                if len(row.ids) >= self.stop.max_new_tokens:
+                    row.done = True
+            growing = [i for i, row in enumerate(rows) if not row.done]
+            if len(growing) < len(rows):
+                state.select(growing)  # finished rows stop costing compute
+                rows = [rows[i] for i in growing]
+            if limit is not None and rows and int(state.length.max()) + 1 >= limit:
+                for row in rows:
+                    row.done = True  # the context is full: a counted truncation
+                state.select([])
+                return []
+            state.append([[row.ids[-1]] for row in rows])
+        return rows
+
+    def text(self, row: Row) -> str:
+        if row.finished and self.stop.stop_strings and row.text:
+            return row.text
+        return self.tokenizer.decode(row.ids, skip_special_tokens=True)

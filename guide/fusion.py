@@ -1,0 +1,146 @@
+"""Logit arithmetic over a shared vocabulary: EFT / proxy tuning and dynamic logit fusion.
+
+* Proxy tuning (EFT): ``logits = base + beta * (tuned - untuned)``.
+* Dynamic logit fusion (Fan et al. 2024): experts t over one untuned small model,
+  ``softmax(base + sum_t alpha_t (tuned_t - untuned))`` with, at each step, alpha chosen from a grid
+  (one expert active) to minimise ``sum_t (KL(P~||P) - KL(Q_t||Q))^2 + (KL(P||P~) - KL(Q||Q_t))^2``
+  (P the base, P~ the fused, Q the untuned small model, Q_t expert t).
+
+Both need every model to share one vocabulary; models with different vocabularies are guided
+through text instead, by chunk-level beam search (decoder: cbs) or draft-switch decoding (wsd).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from guide.engine import Generation, LMState, Row, encode_prompts
+
+
+def check_shared_vocabulary(tokenizers: dict[str, object]) -> None:
+    """Raises a clear error unless every tokenizer has the same vocabulary."""
+    names = list(tokenizers)
+    first = tokenizers[names[0]].get_vocab()
+    for name in names[1:]:
+        if tokenizers[name].get_vocab() != first:
+            raise ValueError(
+                f"logit arithmetic needs one shared vocabulary, but {names[0]!r} and {name!r} have different "
+                "vocabularies: use chunk-level beam search (decoder: cbs) or draft-switch decoding (decoder: wsd), "
+                "which pass text between models"
+            )
+
+
+def proxy_tuning_logits(base: torch.Tensor, tuned: torch.Tensor, untuned: torch.Tensor, beta: float) -> torch.Tensor:
+    """EFT / proxy tuning: base + beta * (tuned - untuned)."""
+    return base.float() + beta * (tuned.float() - untuned.float())
+
+
+def fusion_objective(base: torch.Tensor, experts: torch.Tensor, untuned: torch.Tensor, alphas: torch.Tensor):
+    """Objective of every (expert, alpha) candidate and the fused logits it gives.
+
+    base, untuned: (rows, vocab); experts: (T, rows, vocab); alphas: (A,).
+    Returns objective (rows, T, A) and fused logits (rows, T, A, vocab).
+    """
+    log_p = torch.log_softmax(base.float(), -1)  # (rows, V)
+    log_q = torch.log_softmax(untuned.float(), -1)
+    log_qt = torch.log_softmax(experts.float(), -1)  # (T, rows, V)
+    kl_qt_q = (log_qt.exp() * (log_qt - log_q)).sum(-1).T  # (rows, T): KL(Q_t || Q)
+    kl_q_qt = (log_q.exp() * (log_q - log_qt)).sum(-1).T  # (rows, T): KL(Q || Q_t)
+    shift = (experts.float() - untuned.float()).transpose(0, 1)  # (rows, T, V)
+    fused = base.float()[:, None, None] + alphas[None, None, :, None] * shift[:, :, None]  # (rows, T, A, V)
+    log_f = torch.log_softmax(fused, -1)
+    kl_f_p = (log_f.exp() * (log_f - log_p[:, None, None])).sum(-1)  # (rows, T, A)
+    kl_p_f = (log_p.exp()[:, None, None] * (log_p[:, None, None] - log_f)).sum(-1)
+    objective = (kl_f_p[..., None] - kl_qt_q[:, None, None]) ** 2 + (kl_p_f[..., None] - kl_q_qt[:, None, None]) ** 2
+    return objective.sum(-1), fused
+
+
+def fuse(base, experts, untuned, alphas) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused logits of the best candidate per row, and its alpha per expert (rows, T)."""
+    objective, fused = fusion_objective(base, experts, untuned, alphas)
+    rows, n_experts, n_alphas = objective.shape
+    best = objective.reshape(rows, -1).argmin(-1)  # ties: the first, i.e. the smallest alpha of expert 0
+    t, a = best // n_alphas, best % n_alphas
+    chosen = torch.zeros(rows, n_experts, dtype=alphas.dtype)
+    chosen[torch.arange(rows), t] = alphas[a]
+    return fused[torch.arange(rows), t, a], chosen
+
+
+@dataclass
+class ProxyTuning:
+    """EFT / proxy tuning with strength `beta`."""
+
+    beta: float = 1.0
+
+    def combine(self, base, experts, untuned):
+        return proxy_tuning_logits(base, experts[0], untuned, self.beta), None
+
+    def run(self, guide, prompts: list[str]) -> list[Generation]:
+        return _lockstep(guide, prompts, self.combine)
+
+
+@dataclass
+class DynamicFusion:
+    """Dynamic logit fusion with alpha from the grid 0..`alpha_max` step `alpha_step`, one expert per step."""
+
+    alpha_max: float = 2.0
+    alpha_step: float = 0.1
+
+    def combine(self, base, experts, untuned):
+        alphas = torch.arange(0, round(self.alpha_max / self.alpha_step) + 1) * self.alpha_step
+        return fuse(base, torch.stack(experts), untuned, alphas)
+
+    def run(self, guide, prompts: list[str]) -> list[Generation]:
+        return _lockstep(guide, prompts, self.combine)
+
+
+def _lockstep(guide, prompts: list[str], combine) -> list[Generation]:
+    """Steps the base, every expert and the untuned model together, sampling from the combined logits."""
+    start = time.perf_counter()
+    engine = guide.engine
+    pairs = guide.pairs
+    if not pairs:
+        raise ValueError("logit arithmetic needs a guide pair: set tuned and untuned (or adapter)")
+    if any(p.is_adapter for p in pairs) and len(pairs) > 1:
+        raise ValueError("dynamic fusion over several adapters is not supported: give experts as model folders")
+    untuned_model = pairs[0].untuned
+    if any(p.untuned is not untuned_model and p.untuned.name_or_path != untuned_model.name_or_path for p in pairs):
+        raise ValueError("logit fusion needs every expert to share one untuned model")
+    check_shared_vocabulary({"strong": engine.tokenizer, **{f"guide {i}": p.tokenizer for i, p in enumerate(pairs)}})
+    vocab = len(engine.tokenizer)
+    n = len(prompts)
+    pad = engine.tokenizer.pad_token_id or 0
+    states = [LMState(engine.model, n, pad_id=pad)]
+    states += [LMState(p.tuned, n, pad_id=pad, adapter=True if p.is_adapter else None) for p in pairs]
+    states.append(LMState(untuned_model, n, pad_id=pad, adapter=False if pairs[0].is_adapter else None))
+    tokenizers = [engine.tokenizer] + [p.tokenizer for p in pairs] + [pairs[0].tokenizer]
+    for state, tok in zip(states, tokenizers, strict=True):
+        state.append(encode_prompts(tok, prompts, None))  # each model sees the prompt in its own template
+    rows = [Row(p) for p in range(n)]
+    growing = list(rows)
+    for _ in range(engine.stop.max_new_tokens):
+        if not growing:
+            break
+        logits = [s.last_logits[:, :vocab] for s in states]  # lm heads may be padded past the vocabulary
+        combined, _ = combine(logits[0], logits[1:-1], logits[-1])
+        tokens = engine.sampler(combined).tolist()
+        for row, token in zip(growing, tokens, strict=True):
+            if token in engine.stop.eos_ids:
+                row.finished = row.done = True
+            else:
+                row.ids.append(token)
+                row.done = len(row.ids) >= engine.stop.max_new_tokens
+        keep = [i for i, r in enumerate(growing) if not r.done]
+        if len(keep) < len(growing):
+            for s in states:
+                s.select(keep)
+            growing = [growing[i] for i in keep]
+        for s in states:
+            s.append([[r.ids[-1]] for r in growing])
+    seconds = (time.perf_counter() - start) / n
+    names = ["strong", *[f"tuned_{i}" if len(pairs) > 1 else "tuned" for i in range(len(pairs))], "untuned"]
+    share = {name: s.tokens_run // n for name, s in zip(names, states, strict=True)}
+    return [Generation(engine.text(r), None, None, dict(share), seconds) for r in rows]

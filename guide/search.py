@@ -1,0 +1,90 @@
+"""Weak-to-strong search (Zhou et al., NeurIPS 2024): chunk-level beam search, with best-of-N and
+plain sampling as its special cases.
+
+Every `chunk_len` tokens, the W·K rows of each prompt are scored by the guides' cumulative
+log-likelihood ratio, the top `width` are kept and each is copied `successors` times. Finished and
+unfinished rows compete on the same score (a finished row carries over once: copies would be
+identical); a prompt is done when every kept row is finished.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from guide.engine import Engine, Generation, Row
+
+
+@dataclass
+class ChunkBeamSearch:
+    """CBS(W, K, L): `width` beams kept, `successors` samples per beam, `chunk_len` tokens per chunk (None: ∞)."""
+
+    width: int = 4
+    successors: int = 4
+    chunk_len: int | None = 5
+
+    def __post_init__(self):
+        if self.width < 1 or self.successors < 1 or (self.chunk_len is not None and self.chunk_len < 1):
+            raise ValueError(f"CBS needs width, successors and chunk_len >= 1, got {self}")
+
+    def run(self, engine: Engine, prompts: list[str], make_scorer) -> list[Generation]:
+        """Searches every prompt at once; `make_scorer(prompts, row_prompts)` builds the row scorer."""
+        start = time.perf_counter()
+        fanout = self.width * self.successors
+        row_prompts = [p for p in range(len(prompts)) for _ in range(fanout)]
+        state = engine.start(prompts, row_prompts)
+        scorer = make_scorer(prompts, row_prompts)
+        beams = [Row(p) for p in row_prompts]  # every row, in scorer order
+        growing = list(beams)  # the rows the strong state holds, in state order
+        best: dict[int, Row] = {}
+        chunk = self.chunk_len or engine.stop.max_new_tokens
+        while growing:
+            before = {id(r) for r in growing}
+            engine.advance(state, growing, chunk)
+            texts = [engine.text(r) if id(r) in before else None for r in beams]
+            for row, score in zip(beams, scorer.update(texts, [r.finished for r in beams]), strict=True):
+                row.score = score
+            # keep the top W rows of each prompt; copy each growing one K times
+            by_prompt: dict[int, list[int]] = {}
+            for i, row in enumerate(beams):
+                by_prompt.setdefault(row.prompt, []).append(i)
+            keep_index: list[int] = []
+            for p, members in by_prompt.items():
+                top = sorted(members, key=lambda i: beams[i].score, reverse=True)[: self.width]
+                if all(beams[i].done for i in top):
+                    best[p] = beams[top[0]]
+                    continue
+                for i in top:
+                    keep_index += [i] if beams[i].done else [i] * self.successors
+            scorer.select(keep_index)
+            new_beams = [beams[i].copy() for i in keep_index]
+            state_rows = [i for i in keep_index if not beams[i].done]
+            position = {id(r): k for k, r in enumerate(r for r in beams if not r.done)}
+            state.select([position[id(beams[i])] for i in state_rows])
+            beams = new_beams
+            growing = [r for r in beams if not r.done]
+        seconds = (time.perf_counter() - start) / len(prompts)
+        tokens = {engine.name: state.tokens_run, **scorer.tokens_run()}
+        share = {k: v // len(prompts) for k, v in tokens.items()}
+        return [
+            Generation(engine.text(best[p]), best[p].score, None, dict(share), seconds) for p in range(len(prompts))
+        ]
+
+
+def best_of_n(n: int) -> ChunkBeamSearch:
+    """Best-of-N is CBS with W=1, K=N, L=∞: N full samples, the best-scored one kept."""
+    return ChunkBeamSearch(width=1, successors=n, chunk_len=None)
+
+
+@dataclass
+class Sampling:
+    """Plain sampling from the strong model, `num_samples` per prompt (the first is returned)."""
+
+    def run(self, engine: Engine, prompts: list[str]) -> list[Generation]:
+        start = time.perf_counter()
+        rows = [Row(p) for p in range(len(prompts))]
+        state = engine.start(prompts, list(range(len(prompts))))
+        engine.advance(state, list(rows), engine.stop.max_new_tokens)
+        seconds = (time.perf_counter() - start) / len(prompts)
+        share = {engine.name: state.tokens_run // len(prompts)}
+        return [Generation(engine.text(r), None, None, dict(share), seconds) for r in rows]
