@@ -1,0 +1,50 @@
+"""The alignment tax: how a system's strong model does on standard benchmarks (lm-evaluation-harness).
+
+Guided decoding leaves the strong model's weights untouched, so its benchmark
+scores are those of the base; what a guide can cost shows up when a system
+*trains* the strong model (or in the guide's own scores). Run with
+`w2s eval --config <recipe> --lm_eval_tasks arc_easy,hellaswag [--lm_eval_limit 200]`
+after `pip install lm-eval`; results go to `<output_dir>/alignment_tax.json`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from eval.config import EvalConfig
+from eval.judges import JudgeError
+from eval.store import write_json
+
+logger = logging.getLogger(__name__)
+
+
+def run_lm_eval(model: str, tasks: list[str], *, limit: int | None = None, batch_size: int = 8) -> dict:
+    """lm-evaluation-harness scores of one HF model on `tasks` (needs the `lm-eval` package)."""
+    try:
+        from lm_eval import simple_evaluate
+    except ImportError as e:
+        raise JudgeError("alignment tax: lm-evaluation-harness is not installed (pip install lm-eval)") from e
+    from guide.models import resolve_model_path
+
+    path = resolve_model_path(model)
+    out = simple_evaluate(
+        model="hf",
+        model_args=f"pretrained={path},trust_remote_code=False",
+        tasks=tasks,
+        limit=limit,
+        batch_size=batch_size,
+    )
+    return out["results"]
+
+
+def alignment_tax(config: EvalConfig) -> dict:
+    """Runs the recipe's lm-eval tasks on every distinct strong model of its systems; writes alignment_tax.json."""
+    tasks = [t.strip() for t in (config.lm_eval_tasks or "").split(",") if t.strip()]
+    models = sorted({str(s.guide["strong_model"]) for s in config.system_list()})
+    results = {}
+    for model in models:
+        logger.info("alignment tax: lm-eval %s on %s", ",".join(tasks), model)
+        results[model] = run_lm_eval(model, tasks, limit=config.lm_eval_limit)
+    write_json(Path(config.output_dir) / "alignment_tax.json", results)
+    return results

@@ -1,0 +1,205 @@
+"""The eval recipe: which instructions, which systems (each one guide recipe), which judge, where to write.
+
+A recipe is a flat YAML mapping whose keys are the fields of :class:`EvalConfig`;
+`systems` is a list of `{name: ..., guide: {<a guide recipe>}}`. Unknown keys are
+an error naming the file and the key; flags (`--judge gold`) override the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+import types
+import typing
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+JUDGES = ("gold", "reward_model", "llm", "http")
+COMPUTE_AXES = ("tokens", "strong_tokens", "seconds")
+
+
+class EvalConfigError(ValueError):
+    """A recipe or flag that cannot be used: unknown key, wrong type, bad system."""
+
+
+@dataclass
+class System:
+    """One system under evaluation: a name and the guide recipe that generates its outputs."""
+
+    name: str
+    guide: dict
+
+
+@dataclass
+class EvalConfig:
+    """Everything one `w2s eval` run needs."""
+
+    # instruction set: AlpacaEval JSON/JSONL file, a folder (save_to_disk or JSON files), a hub id, or tiny:<split>
+    instructions: str = "tiny:test"
+    instructions_split: str = "eval"  # split of a hub id or save_to_disk folder (AlpacaEval's is "eval")
+    instructions_subset: str | None = None  # hub config name (AlpacaEval's is "alpaca_eval")
+    num_instructions: int | None = None  # first N instructions; None: all
+    # systems: [{name: ..., guide: {strong_model: ..., decoder: ..., ...}}, ...]
+    systems: list = field(default_factory=list)
+    # reference: a system's name, an AlpacaEval model_outputs JSON file, "dataset" (the set's `output` field), or none
+    reference: str | None = None
+    # judge
+    judge: str = "gold"  # gold | reward_model | llm | http
+    judge_model: str | None = None  # reward model / LLM judge folder or hub id; served model name for http
+    judge_batch_size: int = 8
+    judge_max_length: int = 1024  # tokens of a judged text kept (from the left) by local judges
+    judge_base_url_env: str = "W2S_JUDGE_BASE_URL"  # environment variable holding the http judge's base URL
+    judge_api_key_env: str = "W2S_JUDGE_API_KEY"  # environment variable holding its API key (never logged)
+    trust_remote_code: bool = False
+    # generation
+    batch_size: int = 16  # instructions per guide.generate call; outputs are saved after each
+    # metrics and report
+    bootstrap_samples: int = 2000
+    seed: int = 0
+    compute_axis: str = "tokens"  # x axis of the reward-vs-compute plot: tokens | strong_tokens | seconds
+    output_dir: str = "runs/eval"
+    # alignment tax (optional, needs `pip install lm-eval`): lm-evaluation-harness tasks run on each strong model
+    lm_eval_tasks: str | None = None  # comma-separated task names, e.g. "arc_easy,hellaswag"
+    lm_eval_limit: int | None = None  # examples per task; None: all
+
+    def system_list(self) -> list[System]:
+        return [System(**s) for s in self.systems]
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _base_type(tp):
+    """`int | None` -> (int, True); `list` -> (list, False)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return (origin or tp), False
+
+
+_TYPES = typing.get_type_hints(EvalConfig)
+
+
+def _check_value(key: str, value, where: str):
+    tp, optional = _base_type(_TYPES[key])
+    if value is None:
+        if optional:
+            return None
+        raise EvalConfigError(f"{where}: key {key!r} cannot be empty")
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise EvalConfigError(f"{where}: key {key!r} expects true or false, got {value!r}")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EvalConfigError(f"{where}: key {key!r} expects an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise EvalConfigError(f"{where}: key {key!r} expects a number, got {value!r}")
+        value = float(value)
+    elif tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise EvalConfigError(f"{where}: key {key!r} expects a string, got {value!r}")
+        value = str(value)
+    elif tp is list and not isinstance(value, list):
+        raise EvalConfigError(f"{where}: key {key!r} expects a list, got {value!r}")
+    return value
+
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def validate(config: EvalConfig, where: str = "eval recipe") -> EvalConfig:
+    """Checks the fields that depend on each other; raises EvalConfigError naming what is wrong."""
+    if config.judge not in JUDGES:
+        raise EvalConfigError(f"{where}: key 'judge': {config.judge!r} is not one of {list(JUDGES)}")
+    if config.compute_axis not in COMPUTE_AXES:
+        raise EvalConfigError(
+            f"{where}: key 'compute_axis': {config.compute_axis!r} is not one of {list(COMPUTE_AXES)}"
+        )
+    if not config.systems:
+        raise EvalConfigError(f"{where}: key 'systems' is empty: list at least one {{name: ..., guide: {{...}}}}")
+    names = set()
+    for i, s in enumerate(config.systems):
+        at = f"{where}: systems[{i}]"
+        if not isinstance(s, dict):
+            raise EvalConfigError(f"{at}: expects a mapping with 'name' and 'guide', got {s!r}")
+        for key in s:
+            if key not in ("name", "guide"):
+                raise EvalConfigError(f"{at}: unknown key {key!r}{_did_you_mean(key, ['name', 'guide'])}")
+        if "name" not in s or "guide" not in s:
+            raise EvalConfigError(f"{at}: needs both 'name' and 'guide' (a guide recipe mapping)")
+        name = str(s["name"])
+        if not _NAME.match(name):
+            raise EvalConfigError(f"{at}: name {name!r} must be letters, digits and _ . + - (it names a folder)")
+        if name in names:
+            raise EvalConfigError(f"{at}: duplicate system name {name!r}")
+        names.add(name)
+        s["name"] = name
+        if not isinstance(s["guide"], dict) or "strong_model" not in s["guide"]:
+            raise EvalConfigError(f"{at} ({name}): 'guide' must be a guide recipe mapping with a 'strong_model'")
+    if config.judge in ("reward_model", "llm", "http") and not config.judge_model:
+        raise EvalConfigError(f"{where}: judge {config.judge!r} needs 'judge_model'")
+    if config.judge in ("llm", "http") and config.reference is None:
+        raise EvalConfigError(
+            f"{where}: judge {config.judge!r} compares pairs: set 'reference' to a system's name, "
+            "a model_outputs JSON file or 'dataset'"
+        )
+    if config.num_instructions is not None and config.num_instructions < 1:
+        raise EvalConfigError(f"{where}: key 'num_instructions' must be at least 1")
+    for key in ("batch_size", "judge_batch_size", "bootstrap_samples"):
+        if getattr(config, key) < 1:
+            raise EvalConfigError(f"{where}: key {key!r} must be at least 1")
+    return config
+
+
+def load_config(path: str | Path | None = None, overrides: dict | None = None) -> EvalConfig:
+    """An EvalConfig from a recipe YAML (optional) and overrides (flags), checked."""
+    values: dict = {}
+    where = "flags"
+    known = {f.name for f in fields(EvalConfig)}
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        if not path.is_file():
+            raise EvalConfigError(f"recipe {where!r}: no such file")
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise EvalConfigError(f"{where}: not valid YAML ({e})") from e
+        loaded = loaded or {}
+        if not isinstance(loaded, dict):
+            raise EvalConfigError(f"{where}: an eval recipe is a YAML mapping of key: value")
+        for key, value in loaded.items():
+            if key not in known:
+                raise EvalConfigError(f"{where}: unknown key {key!r}{_did_you_mean(key, known)}")
+            values[key] = _check_value(key, value, where)
+    for key, value in (overrides or {}).items():
+        if key not in known:
+            raise EvalConfigError(f"unknown option {key!r}{_did_you_mean(key, known)}")
+        values[key] = _check_value(key, value, "flag")
+    return validate(EvalConfig(**values), where)
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """One `--<field>` flag per scalar field of EvalConfig (default: unset, so the recipe decides)."""
+    for f in fields(EvalConfig):
+        tp, _ = _base_type(_TYPES[f.name])
+        if tp is list:
+            continue
+        default = f.default if f.default is not MISSING else None
+        if tp is bool:
+            parser.add_argument(f"--{f.name}", type=lambda s: s.lower() in ("1", "true", "yes"), default=None,
+                                help=f"true/false (default {default})")  # fmt: skip
+        else:
+            parser.add_argument(f"--{f.name}", type=tp, default=None, help=f"default {default!r}")
+
+
+def config_dict(config: EvalConfig) -> dict:
+    """The config as plain data (for results.json)."""
+    return asdict(config)

@@ -1,0 +1,160 @@
+"""Generating every system's outputs through `guide/`, resumably, with the cost of each item.
+
+Outputs go to `<system_dir>/generations.jsonl`, one record per instruction,
+flushed after every batch: a killed run resumes with the instructions not yet
+written and never writes one twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from functools import cache
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from eval.instructions import Instruction
+from eval.store import JsonlLog, write_json
+
+logger = logging.getLogger(__name__)
+
+GENERATIONS = "generations.jsonl"
+
+
+class GenerationError(RuntimeError):
+    """A system whose outputs cannot be generated or resumed."""
+
+
+@cache
+def _fallback_model(spec: str):
+    from guide.models import load_model_and_tokenizer
+
+    return load_model_and_tokenizer(spec)
+
+
+def _fallback_sample(config: dict, prompts: list[str]) -> list[dict]:
+    # TEMPORARY: plain sampling through guide.sampling until guide.generate lands (the lead removes this).
+    from guide.models import chat_prompt
+    from guide.sampling import sample
+
+    model, tok = _fallback_model(str(config["strong_model"]))
+    start = time.perf_counter()
+    texts = sample(
+        model,
+        tok,
+        prompts,
+        num_samples=1,
+        max_new_tokens=int(config.get("max_new_tokens", 64)),
+        temperature=float(config.get("temperature", 1.0)),
+        top_k=int(config.get("top_k", 0)),
+        seed=config.get("seed"),
+    )
+    seconds = (time.perf_counter() - start) / len(prompts)
+    out = []
+    for p, (text,) in zip(prompts, texts, strict=True):
+        n = len(tok(chat_prompt(tok, p) + text, add_special_tokens=False)["input_ids"])
+        out.append({"text": text, "score": None, "switch_at": None, "tokens": {"strong": n}, "seconds": seconds})
+    return out
+
+
+def _records(gens) -> list[dict]:
+    return [
+        {"text": g.text, "score": g.score, "switch_at": g.switch_at, "tokens": dict(g.tokens), "seconds": g.seconds}
+        for g in gens
+    ]
+
+
+def check_guide_config(name: str, config: dict) -> None:
+    """Raises GenerationError naming the system if `guide/` rejects its recipe (unknown key, bad value)."""
+    try:
+        from guide import GuideConfig
+    except ImportError:
+        return
+    try:
+        GuideConfig.from_dict(dict(config), source=f"system {name!r}: guide")
+    except (ValueError, TypeError) as e:
+        raise GenerationError(str(e)) from e
+
+
+class SystemGenerator:
+    """Generates one system's outputs batch by batch through `guide/`, loading its models once (on first use)."""
+
+    def __init__(self, config: dict):
+        self.config = dict(config)
+        self._guide = None
+
+    def __call__(self, prompts: list[str]) -> list[dict]:
+        """One batch of outputs as plain records (text, score, switch_at, tokens, seconds)."""
+        try:
+            from guide import Guide, GuideConfig
+        except ImportError:
+            if self.config.get("decoder", "sample") != "sample":
+                raise GenerationError(
+                    f"decoder {self.config.get('decoder')!r} needs guide.generate, which this installation lacks"
+                ) from None
+            return _fallback_sample(self.config, prompts)
+        if self._guide is None:
+            self._guide = Guide(GuideConfig.from_dict(dict(self.config)))
+        gens = self._guide.generate(prompts, progress=False)
+        if len(gens) != len(prompts):
+            raise GenerationError(f"guide returned {len(gens)} outputs for {len(prompts)} prompts")
+        return _records(gens)
+
+
+def _check_system(system_dir: Path, name: str, guide_config: dict) -> None:
+    meta = system_dir / "system.json"
+    if meta.exists():
+        stored = json.loads(meta.read_text())
+        if stored.get("guide") != guide_config:
+            raise GenerationError(
+                f"system {name!r}: its guide recipe changed since {system_dir / GENERATIONS} was written "
+                f"(was {stored.get('guide')}, now {guide_config}); give the system a new name or delete that folder"
+            )
+    else:
+        write_json(meta, {"name": name, "guide": guide_config})
+
+
+def generate_outputs(
+    name: str,
+    guide_config: dict,
+    instructions: list[Instruction],
+    system_dir: Path,
+    *,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> tuple[list[dict], dict]:
+    """Every instruction's output of one system (resuming what is on disk), and counts {reused, generated}."""
+    system_dir = Path(system_dir)
+    system_dir.mkdir(parents=True, exist_ok=True)
+    check_guide_config(name, guide_config)
+    _check_system(system_dir, name, guide_config)
+    log = JsonlLog(system_dir / GENERATIONS, "index")
+    for i, ins in enumerate(instructions):
+        rec = log.get(i)
+        if rec is not None and rec["instruction"] != ins.instruction:
+            raise GenerationError(
+                f"{log.path} line for index {i}: written for another instruction set "
+                f"({rec['instruction'][:60]!r} vs {ins.instruction[:60]!r}); use a new output_dir or delete it"
+            )
+    todo = [i for i in range(len(instructions)) if i not in log]
+    reused = len(instructions) - len(todo)
+    if reused:
+        logger.info("%s: %d outputs already on disk, %d to generate", name, reused, len(todo))
+    generator = SystemGenerator(guide_config)
+    attempt = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    bar = tqdm(total=len(todo), desc=f"generating {name}", disable=not progress or not todo)
+    for start in range(0, len(todo), batch_size):
+        idx = todo[start : start + batch_size]
+        results = generator([instructions[i].instruction for i in idx])
+        log.append(
+            {"index": i, "instruction": instructions[i].instruction, **res, "attempt": attempt}
+            for i, res in zip(idx, results, strict=True)
+        )
+        bar.update(len(idx))
+    bar.close()
+    records = [log.get(i) for i in range(len(instructions))]
+    return records, {"reused": reused, "generated": len(todo)}

@@ -1,0 +1,131 @@
+"""Instruction sets: AlpacaEval JSON/JSONL files, folders, hub ids, and the tiny world's held-out prompts.
+
+Every source becomes a list of :class:`Instruction` (the instruction, its optional
+reference output and the sub-dataset it came from), in the source's order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+TINY_PREFIX = "tiny:"
+TINY_SIZE = 300  # instructions in the tiny world's set unless num_instructions asks for fewer or more
+
+
+class InstructionSetError(ValueError):
+    """An instruction set that cannot be read: missing file, bad JSON, missing field."""
+
+
+@dataclass
+class Instruction:
+    """One instruction; `reference` is the set's own reference output when it has one."""
+
+    instruction: str
+    reference: str | None = None
+    dataset: str = "unknown"
+
+
+def _from_records(records, where: str, default_dataset: str) -> list[Instruction]:
+    out = []
+    for i, rec in enumerate(records):
+        at = f"{where} {i + 1}"
+        if not isinstance(rec, dict):
+            raise InstructionSetError(f"{at}: expected an object with an 'instruction' field, got {type(rec).__name__}")
+        if "instruction" not in rec:
+            raise InstructionSetError(f"{at}: missing field 'instruction' (fields: {sorted(rec)})")
+        if not isinstance(rec["instruction"], str):
+            raise InstructionSetError(f"{at}: field 'instruction' must be a string")
+        ref = rec.get("output")
+        if ref is not None and not isinstance(ref, str):
+            raise InstructionSetError(f"{at}: field 'output' must be a string")
+        out.append(Instruction(rec["instruction"], ref, str(rec.get("dataset") or default_dataset)))
+    return out
+
+
+def read_json_records(path: Path) -> tuple[list, str]:
+    """The records of a JSON list or JSONL file, and how to name a record's place in errors."""
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise InstructionSetError(f"{path} line {n}: not valid JSON ({e.msg})") from e
+        return records, f"{path} line"
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InstructionSetError(f"{path} line {e.lineno} column {e.colno}: not valid JSON ({e.msg})") from e
+    if not isinstance(data, list):
+        raise InstructionSetError(
+            f"{path}: expected a JSON list of records (AlpacaEval format), got {type(data).__name__}"
+        )
+    return data, f"{path} record"
+
+
+def _from_file(path: Path) -> list[Instruction]:
+    records, where = read_json_records(path)
+    return _from_records(records, where, path.stem)
+
+
+def _from_dataset(ds, where: str) -> list[Instruction]:
+    if "instruction" not in ds.column_names:
+        raise InstructionSetError(f"{where}: no 'instruction' column (columns: {ds.column_names})")
+    return _from_records(ds, f"{where} row", where)
+
+
+def _from_folder(path: Path, split: str) -> list[Instruction]:
+    if (path / "dataset_dict.json").is_file() or (path / "dataset_info.json").is_file():
+        from datasets import DatasetDict, load_from_disk
+
+        ds = load_from_disk(str(path))
+        if isinstance(ds, DatasetDict):
+            if split not in ds:
+                raise InstructionSetError(f"{path}: no split {split!r} (splits: {sorted(ds)}); set instructions_split")
+            ds = ds[split]
+        return _from_dataset(ds, str(path))
+    files = sorted([*path.glob("*.json"), *path.glob("*.jsonl")])
+    if not files:
+        raise InstructionSetError(f"{path}: neither a save_to_disk data set nor a folder of JSON/JSONL files")
+    return [ins for f in files for ins in _from_file(f)]
+
+
+def load_instructions(
+    source: str, *, split: str = "eval", subset: str | None = None, limit: int | None = None
+) -> list[Instruction]:
+    """The instructions of `source`: a JSON/JSONL file, a folder, a hub id, or `tiny:<split>` (the tiny world)."""
+    if source.startswith(TINY_PREFIX):
+        from data.world import world_prompts
+
+        world_split = source[len(TINY_PREFIX) :] or "test"
+        prompts = world_prompts(world_split, limit or TINY_SIZE)
+        return [Instruction(p, None, f"tiny-{world_split}") for p in prompts]
+    path = Path(source).expanduser()
+    if path.is_file():
+        items = _from_file(path)
+    elif path.is_dir():
+        items = _from_folder(path, split)
+    elif source.startswith((".", "/", "~")) or source.endswith((".json", ".jsonl")):
+        raise InstructionSetError(f"instruction set {source!r}: no such file or folder")
+    else:
+        from datasets import load_dataset
+
+        try:
+            ds = load_dataset(source, subset, split=split)
+        except Exception as e:
+            raise InstructionSetError(
+                f"instruction set {source!r}: not a local file or folder, and the hub did not serve it "
+                f"(subset {subset!r}, split {split!r}): {e.__class__.__name__}: {e}"
+            ) from e
+        items = _from_dataset(ds, source)
+    if not items:
+        raise InstructionSetError(f"instruction set {source!r} is empty")
+    return items[:limit] if limit else items

@@ -1,0 +1,169 @@
+"""One evaluation, end to end: instructions → each system's outputs → judgements → metrics → report.
+
+Layout of `output_dir`:
+
+    <system>/generations.jsonl   outputs as they are generated, with cost per item (resumable)
+    <system>/model_outputs.json  AlpacaEval format: instruction, output, generator, dataset
+    <system>/annotations.json    AlpacaEval format: output_1 (reference), output_2 (system), preference, rewards
+    judgements/<judge>.jsonl     the judge's verdict cache (a rerun never judges twice)
+    leaderboard.csv, leaderboard.md, win_rate.png, reward_vs_compute.png, results.json
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from eval.annotate import JudgeCounts, annotate, judgement_log
+from eval.config import EvalConfig, EvalConfigError
+from eval.generate import generate_outputs
+from eval.instructions import Instruction, InstructionSetError, load_instructions, read_json_records
+from eval.judges import make_judge
+from eval.metrics import cost, length_controlled_win_rates, mean_and_se, win_rate
+from eval.report import plot_reward_vs_compute, plot_win_rates, write_tables
+from eval.store import write_json
+
+logger = logging.getLogger(__name__)
+
+RESERVED = {"judgements"}
+
+
+@dataclass
+class EvalResult:
+    """What a run produced and how much of it was reused from an earlier (interrupted) run."""
+
+    rows: list[dict]
+    generation: dict[str, dict] = field(default_factory=dict)  # system -> {reused, generated}
+    judging: dict = field(default_factory=dict)  # {judged, cached}
+    files: list[str] = field(default_factory=list)
+
+
+def _reference_outputs(config: EvalConfig, instructions: list[Instruction], outputs: dict[str, list[str]]):
+    ref = config.reference
+    if ref is None:
+        return None, None
+    if ref in outputs:
+        return ref, outputs[ref]
+    if ref == "dataset":
+        missing = [n for n, ins in enumerate(instructions) if ins.reference is None]
+        if missing:
+            raise InstructionSetError(
+                f"reference 'dataset': instruction {missing[0] + 1} of {config.instructions!r} has no 'output' field"
+            )
+        return "dataset", [ins.reference for ins in instructions]
+    path = Path(ref)
+    if not path.is_file():
+        raise EvalConfigError(
+            f"reference {ref!r}: neither a system of this recipe ({sorted(outputs)}), 'dataset', nor a JSON/JSONL file"
+        )
+    records, where = read_json_records(path)
+    by_instruction: dict[str, str] = {}
+    generator = path.stem
+    for n, rec in enumerate(records):
+        if not isinstance(rec, dict) or "instruction" not in rec or "output" not in rec:
+            raise InstructionSetError(f"{where} {n + 1}: a reference output needs 'instruction' and 'output' fields")
+        by_instruction.setdefault(rec["instruction"], rec["output"])
+        generator = rec.get("generator", generator)
+    refs = []
+    for n, ins in enumerate(instructions):
+        if ins.instruction not in by_instruction:
+            raise InstructionSetError(f"{path}: no reference output for instruction {n + 1} ({ins.instruction[:60]!r})")
+        refs.append(by_instruction[ins.instruction])
+    return str(generator), refs
+
+
+def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
+    """Runs (or resumes) the evaluation a config describes and writes its outputs, report and plots."""
+    out = Path(config.output_dir)
+    systems = config.system_list()
+    for s in systems:
+        if s.name in RESERVED:
+            raise EvalConfigError(f"system name {s.name!r} is reserved (it names a folder of the output): rename it")
+    instructions = load_instructions(
+        config.instructions,
+        split=config.instructions_split,
+        subset=config.instructions_subset,
+        limit=config.num_instructions,
+    )
+    logger.info("%d instructions from %s, %d systems", len(instructions), config.instructions, len(systems))
+    result = EvalResult(rows=[])
+
+    records: dict[str, list[dict]] = {}
+    for s in systems:
+        recs, counts = generate_outputs(
+            s.name, s.guide, instructions, out / s.name, batch_size=config.batch_size, progress=progress
+        )
+        records[s.name], result.generation[s.name] = recs, counts
+        write_json(
+            out / s.name / "model_outputs.json",
+            [
+                {"instruction": ins.instruction, "output": r["text"], "generator": s.name, "dataset": ins.dataset}
+                for ins, r in zip(instructions, recs, strict=True)
+            ],
+        )
+    outputs = {name: [r["text"] for r in recs] for name, recs in records.items()}
+    ref_name, references = _reference_outputs(config, instructions, outputs)
+
+    judge = make_judge(config)
+    log = judgement_log(judge, out)
+    counts = JudgeCounts()
+    texts = [ins.instruction for ins in instructions]
+    annotations = {}
+    for s in systems:
+        annotations[s.name] = annotate(
+            judge,
+            log,
+            s.name,
+            texts,
+            outputs[s.name],
+            ref_name,
+            references,
+            batch_size=config.judge_batch_size,
+            counts=counts,
+        )
+        write_json(out / s.name / "annotations.json", annotations[s.name])
+    result.judging = {"judged": counts.judged, "cached": counts.cached, "judge": judge.name}
+
+    rows = []
+    for s in systems:
+        ann = annotations[s.name]
+        row: dict = {"system": s.name, "decoder": s.guide.get("decoder", "sample"), "n_total": len(ann)}
+        if references is not None:
+            row.update(
+                win_rate(
+                    [a["preference"] for a in ann], bootstrap_samples=config.bootstrap_samples, seed=config.seed
+                ).as_dict()
+            )
+        if "reward_2" in ann[0]:
+            row["reward_mean"], row["reward_se"] = mean_and_se(a["reward_2"] for a in ann)
+        row["avg_length"] = sum(len(o) for o in outputs[s.name]) / len(ann)
+        c = cost(records[s.name])
+        row.update({k: c[k] for k in ("tokens_per_item", "strong_tokens_per_item", "seconds_per_item")})
+        row["tokens"] = c["tokens"]
+        rows.append(row)
+    if references is not None:
+        tables = {
+            s.name: {
+                "preferences": [a["preference"] for a in annotations[s.name]],
+                "len_system": [len(o) for o in outputs[s.name]],
+                "len_reference": [len(o) for o in references],
+                "instruction_ids": list(range(len(instructions))),
+            }
+            for s in systems
+            if s.name != ref_name
+        }
+        lc = length_controlled_win_rates(tables) if tables else {}
+        for row in rows:
+            row["lc_win_rate"] = 50.0 if row["system"] == ref_name else lc.get(row["system"])
+    result.rows = rows
+
+    write_tables(rows, out, reference=ref_name, judge=judge.name)
+    files = [str(out / "leaderboard.csv"), str(out / "leaderboard.md")]
+    if plot_win_rates(rows, out / "win_rate.png", reference=ref_name, judge=judge.name):
+        files.append(str(out / "win_rate.png"))
+    if plot_reward_vs_compute(rows, out / "reward_vs_compute.png", compute_axis=config.compute_axis, judge=judge.name):
+        files.append(str(out / "reward_vs_compute.png"))
+    result.files = files
+    write_json(out / "results.json", {"config": asdict(config), "reference": ref_name, **asdict(result)})
+    return result

@@ -1,0 +1,85 @@
+"""Crash-safe files: an append-only JSONL log of finished work, and atomic whole-file writes.
+
+A job killed at any instant leaves the log with whole records plus at most one
+partial last line; :class:`JsonlLog` cuts that line off on opening, so a rerun
+continues from the last record that reached the disk and never writes a record twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+
+class JsonlLog:
+    """Records keyed by `key_field`, appended and flushed to disk batch by batch."""
+
+    def __init__(self, path: Path, key_field: str):
+        self.path = Path(path)
+        self.key_field = key_field
+        self.records: dict = {}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):  # killed in the middle of a line: drop the fragment
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+        for n, line in enumerate(data[:end].splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(
+                    f"{self.path} line {n}: not valid JSON ({e.msg}); delete the file to start over"
+                ) from e
+            self.records.setdefault(rec[self.key_field], rec)
+
+    def __contains__(self, key) -> bool:
+        return key in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, key):
+        return self.records.get(key)
+
+    def append(self, records: Iterable[dict]) -> None:
+        """Writes the records not already present, then flushes them to disk."""
+        new = [r for r in records if r[self.key_field] not in self.records]
+        if not new:
+            return
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
+            f.flush()
+            os.fsync(f.fileno())
+        for r in new:
+            self.records[r[self.key_field]] = r
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Writes `text` to `path` through a temporary file and a rename: readers see the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data) -> None:
+    """`data` as indented JSON, written atomically."""
+    write_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
