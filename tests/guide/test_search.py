@@ -1,0 +1,77 @@
+"""Chunk-level beam search, best-of-N and sampling through the shared engine."""
+
+import pytest
+
+from data.world import world_prompts
+from guide import Guide, GuideConfig
+from guide.engine import Row
+from guide.pair import GuidePair
+
+PROMPTS = world_prompts("test", 6)
+COMMON = dict(temperature=1.0, top_k=0, max_new_tokens=40, seed=3, batch_size=6)
+
+
+@pytest.fixture(scope="module")
+def guided():
+    return Guide(GuideConfig(decoder="cbs", tuned="tiny:strong", untuned="tiny:weak", **COMMON))
+
+
+def test_cbs_with_one_beam_and_one_successor_is_sampling(guided):
+    sampled = Guide(GuideConfig(decoder="sample", **COMMON)).generate(PROMPTS, progress=False)
+    guided.config.width = guided.config.successors = 1
+    searched = guided.generate(PROMPTS, progress=False)
+    assert [g.text for g in searched] == [g.text for g in sampled]
+
+
+def test_best_of_n_equals_scoring_every_sample(guided):
+    n = 5
+    engine = guided.engine
+    engine.sampler = type(engine.sampler)(engine.sampling)  # fresh seeded stream
+    rows = [Row(p) for p in range(len(PROMPTS)) for _ in range(n)]
+    state = engine.start(PROMPTS, [r.prompt for r in rows])
+    engine.advance(state, list(rows), engine.stop.max_new_tokens)
+    texts = [engine.text(r) for r in rows]
+    pair: GuidePair = guided.pairs[0]
+    scores = pair.score([PROMPTS[r.prompt] for r in rows], texts, [r.finished for r in rows])
+    expected = []
+    for p in range(len(PROMPTS)):
+        candidates = [(scores[i], texts[i]) for i, r in enumerate(rows) if r.prompt == p]
+        expected.append(max(candidates, key=lambda c: c[0]))
+
+    guided.config.decoder, guided.config.num_samples = "bon", n
+    engine.sampler = type(engine.sampler)(engine.sampling)
+    bon = guided.generate(PROMPTS, progress=False)
+    assert [g.text for g in bon] == [t for _, t in expected]
+    assert [g.score for g in bon] == pytest.approx([s for s, _ in expected], abs=1e-4)
+
+    # ... and best-of-N is CBS(1, N, ∞)
+    guided.config.decoder, guided.config.width, guided.config.successors = "cbs", 1, n
+    guided.config.chunk_len = 10_000
+    engine.sampler = type(engine.sampler)(engine.sampling)
+    assert [g.text for g in guided.generate(PROMPTS, progress=False)] == [g.text for g in bon]
+
+
+def test_cbs_reports_the_true_score_of_its_choice(guided):
+    guided.config.decoder, guided.config.width, guided.config.successors, guided.config.chunk_len = "cbs", 2, 3, 4
+    out = guided.generate(PROMPTS, progress=False)
+    finished = [True] * len(out)  # the tiny world's strong base always ends within 40 tokens here
+    assert [g.score for g in out] == pytest.approx(
+        guided.pairs[0].score(PROMPTS, [g.text for g in out], finished), abs=1e-3
+    )
+    assert all(g.tokens["strong"] > 0 and g.tokens["tuned"] > 0 for g in out)
+
+
+def test_cbs_with_family_b_guides_steers_a_family_a_model(lora_guide_b):
+    config = GuideConfig(decoder="cbs", tuned="tiny:weak_b", untuned="tiny:weak", width=2, successors=2, chunk_len=5)
+    with pytest.raises(ValueError, match="share one tokenizer"):
+        Guide(config)
+    config = GuideConfig(
+        decoder="cbs", adapter=str(lora_guide_b["adapter"]), width=2, successors=2, chunk_len=5, **COMMON
+    )
+    guide = Guide(config)
+    assert guide.pairs[0].tokenizer.get_vocab() != guide.engine.tokenizer.get_vocab()
+    out = guide.generate(PROMPTS, progress=False)
+    assert all(g.text for g in out)
+    full = guide.pairs[0].score(PROMPTS, [g.text for g in out], [True] * len(out))
+    assert [g.score for g in out] == pytest.approx(full, abs=1e-3)
+    assert max(abs(s) for s in full) > 0.1
