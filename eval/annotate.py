@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -36,7 +36,6 @@ class JudgeCounts:
 
     judged: int = 0
     cached: int = 0
-    by_batch: list[int] = field(default_factory=list)
 
 
 def cached_rewards(

@@ -128,9 +128,9 @@ def generate_outputs(
     progress: bool = True,
 ) -> tuple[list[dict], dict]:
     """Every instruction's output of one system (resuming what is on disk), and counts {reused, generated}."""
+    check_guide_config(name, guide_config)
     system_dir = Path(system_dir)
     system_dir.mkdir(parents=True, exist_ok=True)
-    check_guide_config(name, guide_config)
     _check_system(system_dir, name, guide_config)
     log = JsonlLog(system_dir / GENERATIONS, "index")
     for i, ins in enumerate(instructions):

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 
@@ -318,6 +319,17 @@ class HTTPJudge(Judge):
             p1, p2 = prob_b(*lps[k]), prob_b(*lps[n + k])
             out.append({"preference": preference_from_orders(p1, p2), "p_b_ref_first": p1, "p_b_sys_first": p2})
         return out
+
+
+def check_judge(config) -> None:
+    """Cheap checks of the judge a config names, run before any generation (a missing URL fails early)."""
+    if config.judge == "http" and not (os.environ.get(config.judge_base_url_env) or os.environ.get("OPENAI_BASE_URL")):
+        raise JudgeError(f"http judge: set {config.judge_base_url_env} (or OPENAI_BASE_URL) to the server's base URL")
+    if config.judge in ("reward_model", "llm"):
+        spec = str(config.judge_model)
+        looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1
+        if looks_local and not Path(spec).expanduser().is_dir():
+            raise JudgeError(f"judge_model {spec!r}: no such local folder")
 
 
 def make_judge(config) -> Judge:

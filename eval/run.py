@@ -17,9 +17,9 @@ from pathlib import Path
 
 from eval.annotate import JudgeCounts, annotate, judgement_log
 from eval.config import EvalConfig, EvalConfigError
-from eval.generate import generate_outputs
+from eval.generate import check_guide_config, generate_outputs
 from eval.instructions import Instruction, InstructionSetError, load_instructions, read_json_records
-from eval.judges import make_judge
+from eval.judges import check_judge, make_judge
 from eval.metrics import cost, length_controlled_win_rates, mean_and_se, win_rate
 from eval.report import plot_reward_vs_compute, plot_win_rates, write_tables
 from eval.store import write_json
@@ -77,9 +77,17 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
     """Runs (or resumes) the evaluation a config describes and writes its outputs, report and plots."""
     out = Path(config.output_dir)
     systems = config.system_list()
-    for s in systems:
+    for s in systems:  # every check that can fail comes before anything is written
         if s.name in RESERVED:
             raise EvalConfigError(f"system name {s.name!r} is reserved (it names a folder of the output): rename it")
+        check_guide_config(s.name, s.guide)
+    ref = config.reference
+    if ref is not None and ref != "dataset" and ref not in {s.name for s in systems} and not Path(ref).is_file():
+        raise EvalConfigError(
+            f"reference {ref!r}: neither a system of this recipe ({[s.name for s in systems]}), 'dataset', "
+            "nor a JSON/JSONL file of reference outputs"
+        )
+    check_judge(config)
     instructions = load_instructions(
         config.instructions,
         split=config.instructions_split,

@@ -1,0 +1,92 @@
+"""Instruction sets and eval recipes: every source reads, every bad input names its file, line or key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.config import EvalConfigError, load_config
+from eval.instructions import InstructionSetError, load_instructions
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORDS = [
+    {"instruction": "say hi", "output": "hi", "dataset": "greet"},
+    {"instruction": "count to two", "output": "one two"},
+    {"instruction": "no reference here"},
+]
+
+
+def test_alpacaeval_json_and_jsonl(tmp_path):
+    (tmp_path / "set.json").write_text(json.dumps(RECORDS))
+    (tmp_path / "set.jsonl").write_text("\n".join(json.dumps(r) for r in RECORDS) + "\n")
+    for name in ("set.json", "set.jsonl"):
+        items = load_instructions(str(tmp_path / name))
+        assert [i.instruction for i in items] == [r["instruction"] for r in RECORDS]
+        assert [i.reference for i in items] == ["hi", "one two", None]
+        assert items[0].dataset == "greet" and items[1].dataset == "set"
+    assert len(load_instructions(str(tmp_path / "set.json"), limit=2)) == 2
+
+
+def test_folders_saved_datasets_and_json_files(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    DatasetDict({"eval": Dataset.from_list(RECORDS[:2])}).save_to_disk(str(tmp_path / "saved"))
+    items = load_instructions(str(tmp_path / "saved"), split="eval")
+    assert [i.reference for i in items] == ["hi", "one two"]
+    with pytest.raises(InstructionSetError, match="no split 'test'"):
+        load_instructions(str(tmp_path / "saved"), split="test")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.json").write_text(json.dumps(RECORDS[:1]))
+    (tmp_path / "files" / "b.jsonl").write_text(json.dumps(RECORDS[1]) + "\n")
+    assert [i.instruction for i in load_instructions(str(tmp_path / "files"))] == ["say hi", "count to two"]
+
+
+def test_tiny_world_set():
+    from data.world import world_prompts
+
+    items = load_instructions("tiny:test", limit=5)
+    assert [i.instruction for i in items] == world_prompts("test", 5)
+    assert all(i.reference is None for i in items)
+
+
+def test_bad_instruction_files_name_the_place(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "ok"}\n{"instruction": \n')
+    with pytest.raises(InstructionSetError, match=r"bad.jsonl line 2: not valid JSON"):
+        load_instructions(str(bad))
+    missing = tmp_path / "missing.jsonl"
+    missing.write_text('{"instruction": "ok"}\n{"prompt": "no"}\n')
+    with pytest.raises(InstructionSetError, match=r"missing.jsonl line 2: missing field 'instruction'"):
+        load_instructions(str(missing))
+    with pytest.raises(InstructionSetError, match="no such file"):
+        load_instructions(str(tmp_path / "nope.json"))
+
+
+SYSTEMS = [{"name": "base", "guide": {"strong_model": "tiny:strong", "decoder": "sample"}}]
+
+
+def test_recipe_errors_name_the_key(tmp_path):
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text("judeg: gold\nsystems: []\n")
+    with pytest.raises(EvalConfigError, match=r"eval.yaml: unknown key 'judeg' \(did you mean 'judge'\?\)"):
+        load_config(recipe)
+    recipe.write_text("num_instructions: many\n")
+    with pytest.raises(EvalConfigError, match="'num_instructions' expects an integer"):
+        load_config(recipe)
+    with pytest.raises(EvalConfigError, match="'judge': 'oracle' is not one of"):
+        load_config(None, {"judge": "oracle", "systems": SYSTEMS})
+    with pytest.raises(EvalConfigError, match="judge 'llm' compares pairs"):
+        load_config(None, {"judge": "llm", "judge_model": "tiny:strong", "systems": SYSTEMS})
+    with pytest.raises(EvalConfigError, match=r"systems\[1\]: duplicate system name 'base'"):
+        load_config(None, {"systems": SYSTEMS + SYSTEMS})
+
+
+@pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*/eval.yaml")), ids=lambda p: p.parent.name)
+def test_shipped_eval_recipes_parse(recipe):
+    from guide import GuideConfig
+
+    config = load_config(recipe)
+    for s in config.system_list():
+        GuideConfig.from_dict(dict(s.guide), source=f"{recipe}: {s.name}")  # every system is a valid guide recipe

@@ -1,0 +1,157 @@
+"""Judges on real tiny models: gold reward, a reward model, a local LLM judge, an HTTP judge on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+
+from data.world import gold_reward
+from eval.annotate import JudgeCounts, annotate, judgement_log
+from eval.judges import (
+    LABELS,
+    GoldJudge,
+    HTTPJudge,
+    JudgeError,
+    LocalLLMJudge,
+    RewardModelJudge,
+    pairwise_prompt,
+)
+from guide.models import chat_prompt
+
+PROMPTS = ["the hero was really boring .", "the film was good .", "the songs were dull .", "the director was clever ."]
+GOOD = " the film was great . it was fun ."
+BAD = " the film were great . they was"
+OUT_1 = [GOOD, BAD, GOOD, " the plot was dull ."]
+OUT_2 = [BAD, GOOD, GOOD, " the plot was not bad ."]
+
+
+def test_gold_judge_prefers_the_higher_gold_reward(tmp_path):
+    judge = GoldJudge()
+    ann = annotate(judge, judgement_log(judge, tmp_path), "sys", PROMPTS, OUT_2, "ref", OUT_1)
+    r1, r2 = gold_reward(PROMPTS, OUT_1), gold_reward(PROMPTS, OUT_2)
+    assert [a["preference"] for a in ann] == [
+        2.0 if b > a else 1.0 if b < a else 1.5 for a, b in zip(r1, r2, strict=True)
+    ]
+    # rewards 3 vs -6, -6 vs 3, 3 vs 3, -1 vs 0.5: bad loses, good wins, identical ties, 'not bad' beats 'dull'
+    assert [a["preference"] for a in ann] == [1.0, 2.0, 1.5, 2.0]
+    assert [a["reward_2"] for a in ann] == r2
+    assert {a["annotator"] for a in ann} == {"tiny_gold_reward"}
+
+
+def test_judgements_are_cached_and_never_repeated(tmp_path):
+    judge = GoldJudge()
+    first, second = JudgeCounts(), JudgeCounts()
+    annotate(judge, judgement_log(judge, tmp_path), "sys", PROMPTS, OUT_2, "ref", OUT_1, counts=first)
+    again = annotate(judge, judgement_log(judge, tmp_path), "sys", PROMPTS, OUT_2, "ref", OUT_1, counts=second)
+    # a reward is keyed by (instruction, output): 4 system outputs + 3 reference ones (the third is the same text)
+    assert (first.judged, first.cached) == (7, 1)
+    assert (second.judged, second.cached) == (0, 8)
+    assert len(again) == 4
+    lines = (judgement_log(judge, tmp_path).path).read_text().splitlines()
+    assert len(lines) == 7
+
+
+@torch.no_grad()
+def test_reward_model_judge_is_a_bradley_terry_sigmoid(tiny_reward_model, tmp_path):
+    judge = RewardModelJudge(str(tiny_reward_model), batch_size=3)
+    ann = annotate(judge, judgement_log(judge, tmp_path), "sys", PROMPTS, OUT_2, "ref", OUT_1)
+
+    # brute force: one text at a time, no padding
+    def reward(i, o):
+        ids = judge.tokenizer(judge.text(i, o), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        return float(judge.model(input_ids=ids).logits[0, 0])
+
+    for a, p, o1, o2 in zip(ann, PROMPTS, OUT_1, OUT_2, strict=True):
+        r1, r2 = reward(p, o1), reward(p, o2)
+        assert a["reward_1"] == pytest.approx(r1, abs=1e-4)
+        assert a["reward_2"] == pytest.approx(r2, abs=1e-4)
+        assert a["preference"] == pytest.approx(1 + 1 / (1 + math.exp(r1 - r2)), abs=1e-5)
+    assert ann[2]["preference"] == 1.5  # identical outputs
+
+
+@torch.no_grad()
+def _label_logprobs(model, tokenizer, prompt: str) -> tuple[float, float]:
+    ids = tokenizer(chat_prompt(tokenizer, prompt), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    logp = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
+    a, b = (tokenizer.encode(label, add_special_tokens=False)[0] for label in LABELS)
+    return float(logp[a]), float(logp[b])
+
+
+def _p_b(la, lb):
+    return math.exp(lb) / (math.exp(la) + math.exp(lb))
+
+
+def test_local_llm_judge_reads_both_orders_from_log_probs(strong, world_paths):
+    model, tok = strong
+    judge = LocalLLMJudge(str(world_paths["strong"]), batch_size=3)
+    verdicts = judge.compare(PROMPTS, OUT_1, OUT_2)
+    swapped = judge.compare(PROMPTS, OUT_2, OUT_1)
+    for v, s, p, o1, o2 in zip(verdicts, swapped, PROMPTS, OUT_1, OUT_2, strict=True):
+        # brute force: each ordered prompt alone, unpadded
+        p1 = _p_b(*_label_logprobs(model, tok, pairwise_prompt(p, o1, o2)))
+        p2 = _p_b(*_label_logprobs(model, tok, pairwise_prompt(p, o2, o1)))
+        assert v["p_b_ref_first"] == pytest.approx(p1, abs=1e-4)
+        assert v["p_b_sys_first"] == pytest.approx(p2, abs=1e-4)
+        assert v["preference"] == pytest.approx(1 + (p1 + 1 - p2) / 2, abs=1e-4)
+        assert v["preference"] + s["preference"] == pytest.approx(3.0, abs=1e-4)  # order-balanced judge
+
+
+def _expected_http_p_b(model, tok, prompt):
+    """The documented rule: P(b) among the labels found in the top-20 tokens; a missing label gets the 20th's logprob."""
+    ids = tok(chat_prompt(tok, prompt), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
+    top = torch.topk(logp, 20)
+    found = {}
+    for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        label = tok.decode([i]).strip().lower().strip("()")
+        if label in LABELS and label not in found:
+            found[label] = v
+    if not found:
+        return None
+    floor = min(top.values.tolist())
+    return _p_b(found.get("a", floor), found.get("b", floor))
+
+
+def test_http_judge_against_a_local_openai_compatible_server(strong, tiny_openai_server_class, monkeypatch, caplog):
+    model, tok = strong
+    key = "sk-test-0123456789abcdef"
+    with tiny_openai_server_class(model, tok, api_key=key) as server:
+        assert server.base_url.startswith("http://127.0.0.1:")
+        monkeypatch.setenv("W2S_TEST_JUDGE_URL", server.base_url)
+        monkeypatch.setenv("W2S_TEST_JUDGE_KEY", key)
+        caplog.set_level(logging.DEBUG)
+        judge = HTTPJudge(
+            "tiny-strong", base_url_env="W2S_TEST_JUDGE_URL", api_key_env="W2S_TEST_JUDGE_KEY", concurrency=2
+        )
+        assert key not in repr(judge)
+        verdicts = judge.compare(PROMPTS, OUT_1, OUT_2)
+        assert len(server.requests) == 2 * len(PROMPTS)  # both orders of every pair
+        assert set(server.auth_headers) == {f"Bearer {key}"}
+        assert all(r["logprobs"] and r["max_tokens"] == 1 for r in server.requests)
+        for v, p, o1, o2 in zip(verdicts, PROMPTS, OUT_1, OUT_2, strict=True):
+            for got, prompt in (
+                (v["p_b_ref_first"], pairwise_prompt(p, o1, o2)),
+                (v["p_b_sys_first"], pairwise_prompt(p, o2, o1)),
+            ):
+                expected = _expected_http_p_b(model, tok, prompt)
+                if expected is not None:
+                    assert got == pytest.approx(expected, abs=1e-4)
+            assert v["preference"] == pytest.approx(1 + (v["p_b_ref_first"] + 1 - v["p_b_sys_first"]) / 2)
+
+        monkeypatch.setenv("W2S_TEST_JUDGE_KEY", "sk-wrong-key-xyz")
+        wrong = HTTPJudge("tiny-strong", base_url_env="W2S_TEST_JUDGE_URL", api_key_env="W2S_TEST_JUDGE_KEY", retries=0)
+        with pytest.raises(JudgeError, match="HTTP 401") as err:
+            wrong.compare(PROMPTS[:1], OUT_1[:1], OUT_2[:1])
+        assert "sk-wrong-key-xyz" not in str(err.value)
+    assert key not in caplog.text
+
+
+def test_http_judge_needs_its_base_url(monkeypatch):
+    monkeypatch.delenv("W2S_TEST_NO_URL", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(JudgeError, match="set W2S_TEST_NO_URL"):
+        HTTPJudge("m", base_url_env="W2S_TEST_NO_URL")

@@ -1,0 +1,132 @@
+"""A run killed (SIGKILL) during generation or judging resumes without redoing finished items or duplicating any."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eval.config import load_config
+from eval.run import evaluate
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = {"decoder": "sample", "temperature": 1.0, "top_k": 0, "seed": 0}
+
+
+def _complete_lines(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip()]
+
+
+def _run_and_kill(recipe: Path, watched: Path, at_least: int, total: int) -> int:
+    """Starts `w2s eval` in a subprocess, SIGKILLs it once `watched` holds `at_least` records; returns how many it held."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "w2s.cli", "eval", "--config", str(recipe), "--quiet"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while len(_complete_lines(watched)) < at_least:
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("the run wrote nothing for 300 s")
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    done = len(_complete_lines(watched))
+    assert at_least <= done < total, f"killed too late: {done} of {total} already done"
+    return done
+
+
+@pytest.mark.slow
+def test_killed_during_generation_resumes_without_redoing_or_duplicating(tmp_path, world_paths):
+    n = 24
+    out = tmp_path / "out"
+    recipe = tmp_path / "eval.yaml"
+    settings = {
+        "num_instructions": n,
+        "reference": None,
+        "judge": "gold",
+        "batch_size": 2,
+        "bootstrap_samples": 100,
+        "output_dir": str(out),
+        "systems": [
+            {"name": "base", "guide": {"strong_model": "tiny:strong", "max_new_tokens": 40, "batch_size": 2, **SAMPLE}}
+        ],
+    }
+    recipe.write_text(yaml.safe_dump(settings))
+    log = out / "base" / "generations.jsonl"
+    done = _run_and_kill(recipe, log, at_least=4, total=n)
+    before = _complete_lines(log)
+
+    result = evaluate(load_config(recipe), progress=False)
+    assert result.generation["base"] == {"reused": done, "generated": n - done}  # finished items were not redone
+    after = _complete_lines(log)
+    assert len(after) == n and sorted(r["index"] for r in after) == list(range(n))  # no duplicates, none missing
+    assert after[:done] == before  # the killed run's records are kept as they were
+    assert len({r["attempt"] for r in after[:done]}) == 1
+    assert {r["attempt"] for r in after[done:]}.isdisjoint({r["attempt"] for r in after[:done]})
+    outputs = json.loads((out / "base" / "model_outputs.json").read_text())
+    assert [o["output"] for o in outputs] == [r["text"] for r in sorted(after, key=lambda r: r["index"])]
+
+
+@pytest.mark.slow
+def test_killed_during_judging_resumes_without_judging_twice(tmp_path, world_paths):
+    n = 24
+    out = tmp_path / "out"
+    recipe = tmp_path / "eval.yaml"
+    gen = {"max_new_tokens": 16, "batch_size": 16, **SAMPLE}
+    settings = {
+        "num_instructions": n,
+        "reference": "base",
+        "judge": "llm",
+        "judge_model": "tiny:strong",
+        "judge_batch_size": 1,
+        "batch_size": 16,
+        "bootstrap_samples": 100,
+        "output_dir": str(out),
+        "systems": [
+            {"name": "base", "guide": {"strong_model": "tiny:strong", **gen}},
+            {"name": "weak", "guide": {"strong_model": "tiny:weak", **gen}},
+        ],
+    }
+    recipe.write_text(yaml.safe_dump(settings))
+    config = load_config(recipe)
+    # the outputs first (uninterrupted), so the kill below lands in judging
+    evaluate(load_config(None, {**settings, "judge": "gold"}), progress=False)
+    weak = [r["text"] for r in sorted(_complete_lines(out / "weak" / "generations.jsonl"), key=lambda r: r["index"])]
+    base = [r["text"] for r in sorted(_complete_lines(out / "base" / "generations.jsonl"), key=lambda r: r["index"])]
+    pairs = sum(a != b for a, b in zip(base, weak, strict=True))  # identical outputs tie without a judge
+
+    from eval.annotate import judgement_log
+    from eval.judges import LocalLLMJudge
+
+    cache = judgement_log(LocalLLMJudge("tiny:strong"), out).path
+    done = _run_and_kill(recipe, cache, at_least=3, total=pairs)
+
+    result = evaluate(config, progress=False)
+    assert result.generation["weak"] == {"reused": n, "generated": 0}
+    assert result.judging["judged"] == pairs - done  # only what the killed run had not judged
+    assert result.judging["cached"] == done
+    lines = _complete_lines(cache)
+    assert len(lines) == pairs == len({r["key"] for r in lines})  # every pair judged exactly once
+    ann = json.loads((out / "weak" / "annotations.json").read_text())
+    assert len(ann) == n and all(1 <= a["preference"] <= 2 for a in ann)

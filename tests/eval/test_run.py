@@ -1,0 +1,130 @@
+"""`w2s eval` end to end on the tiny world: AlpacaEval files, leaderboard, plots, reruns that redo nothing."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from data.world import gold_reward
+from eval.cli import main as eval_main
+from eval.config import load_config
+from eval.generate import GenerationError
+from eval.run import evaluate
+
+N = 12
+
+
+def _systems(max_new_tokens=24):
+    sample = {"decoder": "sample", "max_new_tokens": max_new_tokens, "temperature": 1.0, "top_k": 0, "seed": 0}
+    return [
+        {"name": "base", "guide": {"strong_model": "tiny:strong", **sample}},
+        {"name": "weak", "guide": {"strong_model": "tiny:weak", **sample}},
+    ]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, world_paths):
+    out = tmp_path_factory.mktemp("eval")
+    config = load_config(
+        None,
+        {"systems": _systems(), "num_instructions": N, "reference": "base", "judge": "gold", "output_dir": str(out),
+         "batch_size": 5, "bootstrap_samples": 200},
+    )  # fmt: skip
+    first = evaluate(config, progress=False)
+    second = evaluate(config, progress=False)
+    return out, config, first, second
+
+
+def test_outputs_are_alpacaeval_files_and_the_leaderboard_recomputes(run_dir):
+    out, _, first, _ = run_dir
+    rows = {r["system"]: r for r in csv.DictReader((out / "leaderboard.csv").open())}
+    assert set(rows) == {"base", "weak"}
+    for name in ("base", "weak"):
+        outputs = json.loads((out / name / "model_outputs.json").read_text())
+        assert len(outputs) == N
+        assert set(outputs[0]) == {"instruction", "output", "generator", "dataset"}
+        assert {o["generator"] for o in outputs} == {name}
+        ann = json.loads((out / name / "annotations.json").read_text())
+        assert len(ann) == N
+        assert {"instruction", "output_1", "generator_1", "output_2", "generator_2", "annotator", "preference"} <= set(
+            ann[0]
+        )
+        base = json.loads((out / "base" / "model_outputs.json").read_text())
+        assert [a["output_1"] for a in ann] == [o["output"] for o in base]
+        # recompute the gold reward and the preferences from the written outputs
+        instr = [o["instruction"] for o in outputs]
+        mine, ref = gold_reward(instr, [o["output"] for o in outputs]), gold_reward(instr, [o["output"] for o in base])
+        prefs = [2.0 if m > r else 1.0 if m < r else 1.5 for m, r in zip(mine, ref, strict=True)]
+        assert [a["preference"] for a in ann] == prefs
+        assert float(rows[name]["win_rate"]) == pytest.approx(100 * sum(p - 1 for p in prefs) / N)
+        assert float(rows[name]["reward_mean"]) == pytest.approx(sum(mine) / N)
+        assert float(rows[name]["avg_length"]) == pytest.approx(sum(len(o["output"]) for o in outputs) / N)
+        assert float(rows[name]["tokens_per_item"]) > 0
+    assert float(rows["base"]["win_rate"]) == 50.0  # the reference against itself: all ties
+    md = (out / "leaderboard.md").read_text()
+    assert "| base |" in md and "| weak |" in md and "LC win rate" in md
+    for png in ("win_rate.png", "reward_vs_compute.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+    assert first.generation == {"base": {"reused": 0, "generated": N}, "weak": {"reused": 0, "generated": N}}
+
+
+def test_a_rerun_generates_and_judges_nothing(run_dir):
+    out, _, first, second = run_dir
+    assert second.generation == {"base": {"reused": N, "generated": 0}, "weak": {"reused": N, "generated": 0}}
+    assert second.judging["judged"] == 0 and first.judging["judged"] > 0
+    assert second.rows == first.rows
+    for name in ("base", "weak"):
+        lines = (out / name / "generations.jsonl").read_text().splitlines()
+        assert sorted(json.loads(line)["index"] for line in lines) == list(range(N))
+
+
+def test_reference_from_a_file_and_from_the_dataset(run_dir, tmp_path):
+    out, config, _, _ = run_dir
+    base = json.loads((out / "base" / "model_outputs.json").read_text())
+    ref_file = tmp_path / "reference.json"
+    ref_file.write_text(json.dumps([{**o, "generator": "ref"} for o in base]))
+    # a copy of the run folder resumes everything and only judges the new reference
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    cfg = load_config(None, {**{k: getattr(config, k) for k in ("systems", "num_instructions", "batch_size")},
+                             "reference": str(ref_file), "output_dir": str(copy), "bootstrap_samples": 200})  # fmt: skip
+    res = evaluate(cfg, progress=False)
+    by_name = {r["system"]: r for r in res.rows}
+    assert by_name["base"]["win_rate"] == 50.0
+    ann = json.loads((copy / "weak" / "annotations.json").read_text())
+    assert {a["generator_1"] for a in ann} == {"ref"}
+    assert res.judging["judged"] == 0  # same texts, same judge: all from the cache
+
+    instr = tmp_path / "set.jsonl"
+    instr.write_text("".join(json.dumps({"instruction": o["instruction"]}) + "\n" for o in base))
+    with pytest.raises(Exception, match=r"instruction 1 .* has no 'output' field"):
+        evaluate(load_config(None, {"systems": _systems(), "instructions": str(instr), "reference": "dataset",
+                                    "output_dir": str(copy)}), progress=False)  # fmt: skip
+
+
+def test_a_changed_system_is_refused_not_mixed(run_dir, tmp_path):
+    out, _, _, _ = run_dir
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    cfg = load_config(None, {"systems": _systems(max_new_tokens=30), "num_instructions": N, "output_dir": str(copy)})
+    with pytest.raises(GenerationError, match="system 'base': its guide recipe changed"):
+        evaluate(cfg, progress=False)
+
+
+def test_cli_bad_recipe_exits_non_zero_and_writes_nothing(tmp_path, capsys):
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(
+        f"output_dir: {tmp_path / 'out'}\nsystems:\n  - name: base\n    guide: {{strong_model: tiny:strong, decodr: sample}}\n"
+    )
+    assert eval_main(["--config", str(recipe), "--quiet"]) == 2
+    assert "unknown key 'decodr' (did you mean 'decoder'?)" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert eval_main(["--config", str(recipe), "--judge", "oracle"]) == 2
+    assert "'oracle' is not one of" in capsys.readouterr().err
