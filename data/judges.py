@@ -209,7 +209,8 @@ class PairwiseJudge:
         self.label_ids = []
         for label in config.labels:
             ids = self.tokenizer(label, add_special_tokens=False)["input_ids"]
-            if len(ids) != 1 or ids[0] == self.tokenizer.unk_token_id:
+            lost = self.tokenizer.decode(ids).strip() != label.strip()  # e.g. mapped to an unknown piece
+            if len(ids) != 1 or ids[0] == self.tokenizer.unk_token_id or lost:
                 raise JudgeError(
                     f"judge {config.name!r}: label {label!r} is not one token of {config.model!r}'s vocabulary "
                     f"(it encodes to {ids}): choose labels that are"

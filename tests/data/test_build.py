@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -31,7 +30,7 @@ def _rows(path: Path) -> dict[str, list[dict]]:
 
 @pytest.mark.slow
 def test_tiny_recipe_pairs_follow_the_gold_reward_and_the_card_recounts(tmp_path):
-    recipe = load_recipe(TINY, {"num_prompts": 300, "shard_size": 64, "output_dir": str(tmp_path)})
+    recipe = load_recipe(TINY, {"num_prompts": 200, "shard_size": 64, "output_dir": str(tmp_path)})
     out = build(recipe, progress=False)
     card = json.loads((out / "card.json").read_text())
     pairs = _rows(out / "pairs")
@@ -45,7 +44,7 @@ def test_tiny_recipe_pairs_follow_the_gold_reward_and_the_card_recounts(tmp_path
     assert [p["score_chosen"] for p in everything] == chosen
 
     # 2. the card's prompt counts equal a brute-force recount of the source
-    source = world_prompts("train", 300)
+    source = world_prompts("train", 200)
     seen, exact, kept = set(), 0, []
     for text in source:
         if normalise(text) in seen:
@@ -69,12 +68,12 @@ def test_tiny_recipe_pairs_follow_the_gold_reward_and_the_card_recounts(tmp_path
     contaminated = sum(bool(windows(t) & evaluation) for t in kept_near)
     counts = card["counts"]
     assert counts["prompts"] == {
-        "loaded": 300,
+        "loaded": 200,
         "empty": 0,
         "exact duplicates": exact,
         "near duplicates": near,
         "contaminated": contaminated,
-        "kept": 300 - exact - near - contaminated,
+        "kept": 200 - exact - near - contaminated,
     }
 
     # 3. responses and pairs recount from the generation shards and the gold reward
@@ -103,17 +102,17 @@ def test_tiny_recipe_pairs_follow_the_gold_reward_and_the_card_recounts(tmp_path
 
 KILL_RECIPE = {
     "seed": 7,
-    "shard_size": 8,
+    "shard_size": 4,
     "prompt_source": "tiny:train",
-    "num_prompts": 48,
+    "num_prompts": 20,
     "dedup_prompts": "exact",
     "generators": [
-        {"name": "weak", "model": "tiny:weak", "num_samples": 2, "max_new_tokens": 40},
-        {"name": "strong", "model": "tiny:strong", "num_samples": 1, "max_new_tokens": 40, "temperature": 0.8},
+        {"name": "weak", "model": "tiny:weak", "num_samples": 2, "max_new_tokens": 24},
+        {"name": "strong", "model": "tiny:strong", "num_samples": 1, "max_new_tokens": 24, "temperature": 0.8},
     ],
     "judges": [
         {"name": "gold", "kind": "rule", "rule": "tiny_gold", "weight": 2.0},
-        {"name": "pairwise", "kind": "pairwise", "model": "tiny:strong", "labels": ["A", "B"]},
+        {"name": "pairwise", "kind": "pairwise", "model": "tiny:weak", "labels": ["A", "B"]},
     ],
     "test_fraction": 0.25,
 }
@@ -159,7 +158,8 @@ def test_a_build_killed_mid_generation_and_mid_judging_resumes_to_the_uninterrup
     resumed = tmp_path / "resumed"
     config = tmp_path / "resumed.yaml"
     config.write_text(yaml.safe_dump({**KILL_RECIPE, "output_dir": str(resumed)}))
-    n_shards = 6
+    n_shards = len(plan(recipe).shards)
+    assert n_shards >= 4
 
     _kill_when(_start(config), "gen-weak-*", resumed)  # mid-generation
     assert 0 < _shards(resumed, "gen-weak-*") < n_shards or _shards(resumed, "gen-strong-*") < n_shards

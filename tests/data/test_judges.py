@@ -1,0 +1,119 @@
+"""Judges on tiny real models, checked against brute-force recomputations."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from data.judges import JudgeError, agreement_rate, make_judge, response_logprobs
+from data.recipe import JudgeConfig
+from data.world.cache import build_once, cache_root, content_key
+from guide.models import chat_prompt
+
+PROMPTS = [
+    [{"role": "user", "content": "the film was good ."}],
+    [{"role": "user", "content": "the actors of the film are dull ."}],
+    [{"role": "user", "content": "it is great ."}],
+]
+RESPONSES = [
+    ["it was very good .", "it were bad .", "the plot was fun but silly ."],
+    ["they are not bad .", "the songs is lovely ."],
+    ["the hero is awful . it is dull .", "", "the film is so great .", "they are fun ."],
+]
+
+
+def test_pairwise_judge_asks_in_both_orders_and_reports_its_agreement_rate(world_paths):
+    judge = make_judge(JudgeConfig(name="pw", kind="pairwise", model=str(world_paths["weak"]), labels=["A", "B"]))
+    scores, extras = judge.score(PROMPTS, RESPONSES)
+    # brute force: every comparison one by one, in both orders
+    agreed = compared = 0
+    for prompt, responses, got, extra in zip(PROMPTS, RESPONSES, scores, extras, strict=True):
+        n = len(responses)
+        expected = [0.0] * n
+        for i in range(n):
+            for j in range(i + 1, n):
+                (p_ij,) = judge.prefer_first([prompt], [responses[i]], [responses[j]])
+                (p_ji,) = judge.prefer_first([prompt], [responses[j]], [responses[i]])
+                expected[i] += (p_ij + 1 - p_ji) / 2
+                expected[j] += (p_ji + 1 - p_ij) / 2
+                compared += 1
+                agreed += (p_ij > 0.5) == (p_ji < 0.5)
+        assert got == pytest.approx([e / (n - 1) for e in expected], abs=1e-5)
+        assert sum(got) == pytest.approx(n / 2)  # each comparison hands out one unit of preference
+        assert extra["compared"] == n * (n - 1) // 2
+    assert agreement_rate(extras) == pytest.approx(agreed / compared)
+    assert compared == 3 + 1 + 6
+
+
+def test_pairwise_judge_checks_its_labels_are_tokens(world_paths):
+    with pytest.raises(JudgeError, match="label 'A' is not one token"):  # family B has no 'A' token
+        make_judge(JudgeConfig(name="pw", kind="pairwise", model=str(world_paths["weak_b"])))
+
+
+def test_implicit_reward_is_the_log_likelihood_ratio_across_vocabularies(world_paths, strong, weak_b):
+    judge = make_judge(
+        JudgeConfig(name="imp", kind="implicit", tuned=str(world_paths["strong"]), untuned=str(world_paths["weak_b"]))
+    )
+    scores, _ = judge.score(PROMPTS, RESPONSES)
+
+    def brute(model, tok, prompt, response):  # one sequence, no padding, token by token
+        ids = tok(chat_prompt(tok, prompt), add_special_tokens=False)["input_ids"]
+        new = tok(response, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([ids + new])).logits[0]
+        return sum(torch.log_softmax(logits[len(ids) + t - 1], -1)[new[t]].item() for t in range(len(new)))
+
+    for prompt, responses, got in zip(PROMPTS, RESPONSES, scores, strict=True):
+        expected = [brute(*strong, prompt, r) - brute(*weak_b, prompt, r) for r in responses]
+        assert got == pytest.approx(expected, abs=1e-3)
+    assert scores[2][1] == 0.0  # an empty response has no tokens to score
+
+
+def _tiny_reward_model(weak_path) -> str:
+    """A sequence-classification head on the weak base (seeded, built locally, cached)."""
+
+    def build(tmp):
+        torch.manual_seed(0)
+        model = AutoModelForSequenceClassification.from_pretrained(str(weak_path), num_labels=1)
+        model.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(str(weak_path)).save_pretrained(tmp)
+
+    return str(build_once(cache_root() / "tiny-world" / f"test-reward-model-{content_key(weak_path.name)}", build))
+
+
+def test_reward_model_judge_scores_batched_like_one_by_one(world_paths):
+    path = _tiny_reward_model(world_paths["weak"])
+    judge = make_judge(JudgeConfig(name="rm", kind="reward_model", model=path, batch_size=4))
+    scores, _ = judge.score(PROMPTS, RESPONSES)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    tok = AutoTokenizer.from_pretrained(path)
+    for prompt, responses, got in zip(PROMPTS, RESPONSES, scores, strict=True):
+        for response, value in zip(responses, got, strict=True):
+            text = tok.apply_chat_template([*prompt, {"role": "assistant", "content": response}], tokenize=False)
+            with torch.no_grad():
+                expected = model(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
+            assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_rule_judge_is_the_gold_reward():
+    from data.world import gold_reward
+
+    scores, _ = make_judge(JudgeConfig(name="g", kind="rule")).score(PROMPTS, RESPONSES)
+    for prompt, responses, got in zip(PROMPTS, RESPONSES, scores, strict=True):
+        assert got == gold_reward([prompt[0]["content"]] * len(responses), responses)
+    assert scores[0][0] == 2.0 and scores[2][1] == -3.0  # hand-worked: "very good"; empty
+
+
+def test_a_judge_that_cannot_load_names_itself_and_the_model(tmp_path):
+    with pytest.raises(JudgeError, match="judge 'rm' .*no-such-model"):
+        make_judge(JudgeConfig(name="rm", kind="reward_model", model=str(tmp_path / "no-such-model")))
+
+
+def test_response_logprobs_pads_without_changing_values(strong):
+    model, tok = strong
+    prompts = [PROMPTS[0]] * 3
+    responses = ["it was good .", "it was very very very good . it was fun .", "x"]
+    batched = response_logprobs(model, tok, prompts, responses, batch_size=3)
+    single = [response_logprobs(model, tok, [p], [r], batch_size=1)[0] for p, r in zip(prompts, responses)]
+    assert batched == pytest.approx(single, abs=1e-4)
