@@ -106,7 +106,7 @@ def test_rule_judge_is_the_gold_reward():
 
 
 def test_a_judge_that_cannot_load_names_itself_and_the_model(tmp_path):
-    with pytest.raises(JudgeError, match="judge 'rm' .*no-such-model"):
+    with pytest.raises(JudgeError, match=r"judge 'rm' .*no-such-model"):
         make_judge(JudgeConfig(name="rm", kind="reward_model", model=str(tmp_path / "no-such-model")))
 
 
@@ -115,5 +115,5 @@ def test_response_logprobs_pads_without_changing_values(strong):
     prompts = [PROMPTS[0]] * 3
     responses = ["it was good .", "it was very very very good . it was fun .", "x"]
     batched = response_logprobs(model, tok, prompts, responses, batch_size=3)
-    single = [response_logprobs(model, tok, [p], [r], batch_size=1)[0] for p, r in zip(prompts, responses)]
+    single = [response_logprobs(model, tok, [p], [r], batch_size=1)[0] for p, r in zip(prompts, responses, strict=True)]
     assert batched == pytest.approx(single, abs=1e-4)
