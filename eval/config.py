@@ -50,6 +50,7 @@ class EvalConfig:
     judge: str = "gold"  # gold | reward_model | llm | http
     judge_model: str | None = None  # reward model / LLM judge folder or hub id; served model name for http
     judge_batch_size: int = 8
+    judge_labels: str = "a,b"  # how the pairwise judges' prompt names the two outputs (the answer it reads)
     judge_max_length: int = 1024  # tokens of a judged text kept (from the left) by local judges
     judge_base_url_env: str = "W2S_JUDGE_BASE_URL"  # environment variable holding the http judge's base URL
     judge_api_key_env: str = "W2S_JUDGE_API_KEY"  # environment variable holding its API key (never logged)

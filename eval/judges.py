@@ -34,24 +34,26 @@ the more helpful, correct and well-written one. Ignore their order and their len
 ## Instruction
 {instruction}
 
-## Output (a)
+## Output ({label_a})
 {output_a}
 
-## Output (b)
+## Output ({label_b})
 {output_b}
 
-Which output is better? Answer with a single letter: a or b."""
+Which output is better? Answer with a single word: {label_a} or {label_b}."""
 LABELS = ("a", "b")
-PROMPT_VERSION = "1"
+PROMPT_VERSION = "2"
 
 
 class JudgeError(RuntimeError):
     """A judge that cannot run: missing model, unreachable server, unusable answer."""
 
 
-def pairwise_prompt(instruction: str, output_a: str, output_b: str) -> str:
-    """The judge's prompt for one ordered pair."""
-    return PAIRWISE_PROMPT.format(instruction=instruction, output_a=output_a, output_b=output_b)
+def pairwise_prompt(instruction: str, output_a: str, output_b: str, labels: tuple[str, str] = LABELS) -> str:
+    """The judge's prompt for one ordered pair, the outputs named by `labels`."""
+    return PAIRWISE_PROMPT.format(
+        instruction=instruction, output_a=output_a, output_b=output_b, label_a=labels[0], label_b=labels[1]
+    )
 
 
 def prob_b(logprob_a: float, logprob_b: float) -> float:
@@ -161,29 +163,65 @@ class RewardModelJudge(Judge):
         return out
 
 
-class LocalLLMJudge(Judge):
-    """A local causal LM asked AlpacaEval's question in both orders; P(b) from its next-token log-probabilities."""
+class PairwiseJudge(Judge):
+    """A judge that reads both outputs, asked once in each order; subclasses give the two labels' log-probabilities."""
 
     pairwise = True
+    labels: tuple[str, str] = LABELS
 
-    def __init__(self, model: str, *, batch_size: int = 8, max_length: int = 1024, trust_remote_code: bool = False):
+    def cache_id(self) -> str:
+        return f"{self.name}:prompt{PROMPT_VERSION}:{','.join(self.labels)}"
+
+    def label_logprobs_batch(self, prompts: list[str]) -> list[tuple[float, float]]:
+        raise NotImplementedError
+
+    def compare(self, instructions, outputs_1, outputs_2):
+        triples = list(zip(instructions, outputs_1, outputs_2, strict=True))
+        prompts = [pairwise_prompt(i, o1, o2, self.labels) for i, o1, o2 in triples]  # reference first
+        prompts += [pairwise_prompt(i, o2, o1, self.labels) for i, o1, o2 in triples]  # system first
+        lps = self.label_logprobs_batch(prompts)
+        n = len(triples)
+        out = []
+        for k in range(n):
+            p1, p2 = prob_b(*lps[k]), prob_b(*lps[n + k])
+            out.append({"preference": preference_from_orders(p1, p2), "p_b_ref_first": p1, "p_b_sys_first": p2})
+        return out
+
+
+def _labels(labels) -> tuple[str, str]:
+    labels = tuple(str(x).strip() for x in (labels.split(",") if isinstance(labels, str) else labels))
+    if len(labels) != 2 or not all(labels) or labels[0].lower() == labels[1].lower():
+        raise JudgeError(f"judge_labels {labels!r}: give two different non-empty labels, e.g. 'a,b'")
+    return labels
+
+
+class LocalLLMJudge(PairwiseJudge):
+    """A local causal LM asked AlpacaEval's question in both orders; P(b) from its next-token log-probabilities."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: int = 8,
+        max_length: int = 1024,
+        trust_remote_code: bool = False,
+        labels: tuple[str, str] | str = LABELS,
+    ):
         from guide.models import load_model_and_tokenizer
 
+        self.labels = _labels(labels)
         self.name = f"llm:{model}"
         self.model, self.tokenizer = load_model_and_tokenizer(model, trust_remote_code=trust_remote_code)
         self.tokenizer.truncation_side = "left"  # the question sits at the end: keep it
-        self.label_ids = [self.tokenizer.encode(label, add_special_tokens=False)[0] for label in LABELS]
+        self.label_ids = [self.tokenizer.encode(label, add_special_tokens=False)[0] for label in self.labels]
         if self.label_ids[0] == self.label_ids[1]:
-            raise JudgeError(f"LLM judge {model!r}: its tokenizer gives 'a' and 'b' the same first token")
+            raise JudgeError(f"LLM judge {model!r}: its tokenizer gives {self.labels} the same first token")
         self.batch_size = batch_size
         self.max_length = max_length
 
-    def cache_id(self) -> str:
-        return f"{self.name}:prompt{PROMPT_VERSION}"
-
     @torch.no_grad()
-    def label_logprobs(self, prompts: list[str]) -> list[tuple[float, float]]:
-        """(log P(a), log P(b)) of the judge's first answer token for each prompt."""
+    def label_logprobs_batch(self, prompts: list[str]) -> list[tuple[float, float]]:
+        """(log P(label a), log P(label b)) of the judge's first answer token for each prompt."""
         from guide.models import chat_prompt
 
         texts = [chat_prompt(self.tokenizer, p) for p in prompts]
@@ -204,31 +242,19 @@ class LocalLLMJudge(Judge):
             out += [tuple(row) for row in logp.tolist()]
         return out
 
-    def compare(self, instructions, outputs_1, outputs_2):
-        ref_first = [pairwise_prompt(i, o1, o2) for i, o1, o2 in zip(instructions, outputs_1, outputs_2, strict=True)]
-        sys_first = [pairwise_prompt(i, o2, o1) for i, o1, o2 in zip(instructions, outputs_1, outputs_2, strict=True)]
-        lps = self.label_logprobs(ref_first + sys_first)
-        n = len(instructions)
-        out = []
-        for k in range(n):
-            p1, p2 = prob_b(*lps[k]), prob_b(*lps[n + k])
-            out.append({"preference": preference_from_orders(p1, p2), "p_b_ref_first": p1, "p_b_sys_first": p2})
-        return out
 
-
-class HTTPJudge(Judge):
+class HTTPJudge(PairwiseJudge):
     """An OpenAI-compatible `/chat/completions` server asked for one token with log-probabilities.
 
     Base URL and key come from environment variables (names set in the recipe); the key is sent
     as a bearer token and never logged.
     """
 
-    pairwise = True
-
     def __init__(
         self,
         model: str,
         *,
+        labels: tuple[str, str] | str = LABELS,
         base_url_env: str = "W2S_JUDGE_BASE_URL",
         api_key_env: str = "W2S_JUDGE_API_KEY",
         concurrency: int = 8,
@@ -244,12 +270,10 @@ class HTTPJudge(Judge):
         self._key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY")
         self.model_id = model
         self.name = f"http:{model}"
+        self.labels = _labels(labels)
         self.concurrency = concurrency
         self.timeout = timeout
         self.retries = retries
-
-    def cache_id(self) -> str:
-        return f"{self.name}:prompt{PROMPT_VERSION}"
 
     def __repr__(self) -> str:  # never show the key
         return f"HTTPJudge(model={self.model_id!r}, url={self.url!r})"
@@ -278,7 +302,7 @@ class HTTPJudge(Judge):
         raise AssertionError("unreachable")
 
     def label_logprobs(self, prompt: str) -> tuple[float, float]:
-        """(log P(a), log P(b)) of the served model's first answer token."""
+        """(log P(label a), log P(label b)) of the served model's first answer token."""
         body = {
             "model": self.model_id,
             "messages": [{"role": "user", "content": prompt}],
@@ -294,37 +318,32 @@ class HTTPJudge(Judge):
             top = content["content"][0]["top_logprobs"] if content.get("content") else []
         except (KeyError, IndexError, TypeError) as e:
             raise JudgeError(f"http judge {self.url}: reply is not an OpenAI chat completion ({e!r})") from e
+        a, b = (label.lower() for label in self.labels)
         found: dict[str, float] = {}
         for entry in top:
-            label = str(entry.get("token", "")).strip().lower().strip("()")
-            if label in LABELS and label not in found:
-                found[label] = float(entry["logprob"])
+            token = str(entry.get("token", "")).strip().lower().strip("()")
+            if token in (a, b) and token not in found:
+                found[token] = float(entry["logprob"])
         if not found:  # no log-probabilities for either label: read the answer's text instead
             text = str((choice.get("message") or {}).get("content") or "").strip().lower().strip("()")
-            if text[:1] in LABELS:
-                return (0.0, -math.inf) if text[:1] == "a" else (-math.inf, 0.0)
-            logger.warning("http judge: answer %r names neither a nor b; counting a tie", text[:20])
+            if text.startswith(a) != text.startswith(b):
+                return (0.0, -math.inf) if text.startswith(a) else (-math.inf, 0.0)
+            logger.warning("http judge: answer %r names neither %s nor %s; counting a tie", text[:20], a, b)
             return (0.0, 0.0)
         floor = min(float(e["logprob"]) for e in top)  # an unlisted label is at most as likely as the last listed
-        return (found.get("a", floor), found.get("b", floor))
+        return (found.get(a, floor), found.get(b, floor))
 
-    def compare(self, instructions, outputs_1, outputs_2):
-        prompts = [pairwise_prompt(i, o1, o2) for i, o1, o2 in zip(instructions, outputs_1, outputs_2, strict=True)]
-        prompts += [pairwise_prompt(i, o2, o1) for i, o1, o2 in zip(instructions, outputs_1, outputs_2, strict=True)]
+    def label_logprobs_batch(self, prompts: list[str]) -> list[tuple[float, float]]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            lps = list(pool.map(self.label_logprobs, prompts))
-        n = len(instructions)
-        out = []
-        for k in range(n):
-            p1, p2 = prob_b(*lps[k]), prob_b(*lps[n + k])
-            out.append({"preference": preference_from_orders(p1, p2), "p_b_ref_first": p1, "p_b_sys_first": p2})
-        return out
+            return list(pool.map(self.label_logprobs, prompts))
 
 
 def check_judge(config) -> None:
     """Cheap checks of the judge a config names, run before any generation (a missing URL fails early)."""
     if config.judge == "http" and not (os.environ.get(config.judge_base_url_env) or os.environ.get("OPENAI_BASE_URL")):
         raise JudgeError(f"http judge: set {config.judge_base_url_env} (or OPENAI_BASE_URL) to the server's base URL")
+    if config.judge in ("llm", "http"):
+        _labels(config.judge_labels)
     if config.judge in ("reward_model", "llm"):
         spec = str(config.judge_model)
         looks_local = spec.startswith((".", "/", "~")) or spec.count("/") > 1
@@ -341,10 +360,13 @@ def make_judge(config) -> Judge:
     if kind == "reward_model":
         return RewardModelJudge(config.judge_model, trust_remote_code=config.trust_remote_code, **kwargs)
     if kind == "llm":
-        return LocalLLMJudge(config.judge_model, trust_remote_code=config.trust_remote_code, **kwargs)
+        return LocalLLMJudge(
+            config.judge_model, trust_remote_code=config.trust_remote_code, labels=config.judge_labels, **kwargs
+        )
     if kind == "http":
         return HTTPJudge(
             config.judge_model,
+            labels=config.judge_labels,
             base_url_env=config.judge_base_url_env,
             api_key_env=config.judge_api_key_env,
             concurrency=config.judge_batch_size,

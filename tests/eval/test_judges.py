@@ -99,7 +99,12 @@ def test_local_llm_judge_reads_both_orders_from_log_probs(strong, world_paths):
         assert v["preference"] + s["preference"] == pytest.approx(3.0, abs=1e-4)  # order-balanced judge
 
 
-def _expected_http_p_b(model, tok, prompt):
+# The tiny model cannot follow the question, and "a"/"b" are never among its 20 likeliest next tokens; to
+# exercise the log-probability path for real, the HTTP test names the outputs by two tokens it does rank there.
+HTTP_LABELS = ("i", "the")
+
+
+def _expected_http_p_b(model, tok, prompt, labels):
     """The documented rule: P(b) among the labels found in the top-20 tokens; a missing label gets the 20th's logprob."""
     ids = tok(chat_prompt(tok, prompt), return_tensors="pt", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
@@ -107,13 +112,13 @@ def _expected_http_p_b(model, tok, prompt):
     top = torch.topk(logp, 20)
     found = {}
     for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-        label = tok.decode([i]).strip().lower().strip("()")
-        if label in LABELS and label not in found:
-            found[label] = v
+        token = tok.decode([i]).strip().lower().strip("()")
+        if token in labels and token not in found:
+            found[token] = v
     if not found:
-        return None
+        return None, 0
     floor = min(top.values.tolist())
-    return _p_b(found.get("a", floor), found.get("b", floor))
+    return _p_b(found.get(labels[0], floor), found.get(labels[1], floor)), len(found)
 
 
 def test_http_judge_against_a_local_openai_compatible_server(strong, tiny_openai_server_class, monkeypatch, caplog):
@@ -124,26 +129,33 @@ def test_http_judge_against_a_local_openai_compatible_server(strong, tiny_openai
         monkeypatch.setenv("W2S_TEST_JUDGE_URL", server.base_url)
         monkeypatch.setenv("W2S_TEST_JUDGE_KEY", key)
         caplog.set_level(logging.DEBUG)
-        judge = HTTPJudge(
-            "tiny-strong", base_url_env="W2S_TEST_JUDGE_URL", api_key_env="W2S_TEST_JUDGE_KEY", concurrency=2
-        )
+        env = {"base_url_env": "W2S_TEST_JUDGE_URL", "api_key_env": "W2S_TEST_JUDGE_KEY"}
+        judge = HTTPJudge("tiny-strong", labels=HTTP_LABELS, concurrency=2, **env)
         assert key not in repr(judge)
         verdicts = judge.compare(PROMPTS, OUT_1, OUT_2)
         assert len(server.requests) == 2 * len(PROMPTS)  # both orders of every pair
         assert set(server.auth_headers) == {f"Bearer {key}"}
         assert all(r["logprobs"] and r["max_tokens"] == 1 for r in server.requests)
+        both_found = 0
         for v, p, o1, o2 in zip(verdicts, PROMPTS, OUT_1, OUT_2, strict=True):
             for got, prompt in (
-                (v["p_b_ref_first"], pairwise_prompt(p, o1, o2)),
-                (v["p_b_sys_first"], pairwise_prompt(p, o2, o1)),
+                (v["p_b_ref_first"], pairwise_prompt(p, o1, o2, HTTP_LABELS)),
+                (v["p_b_sys_first"], pairwise_prompt(p, o2, o1, HTTP_LABELS)),
             ):
-                expected = _expected_http_p_b(model, tok, prompt)
-                if expected is not None:
-                    assert got == pytest.approx(expected, abs=1e-4)
+                expected, found = _expected_http_p_b(model, tok, prompt, HTTP_LABELS)
+                assert expected is not None
+                assert got == pytest.approx(expected, abs=1e-4)
+                both_found += found == 2
             assert v["preference"] == pytest.approx(1 + (v["p_b_ref_first"] + 1 - v["p_b_sys_first"]) / 2)
+        assert both_found >= 6  # the log-probabilities, not the fall-backs, decided
+        assert len({round(v["preference"], 6) for v in verdicts}) > 1
+
+        # with the default labels the tiny model answers neither "a" nor "b": every pair is a tie
+        ties = HTTPJudge("tiny-strong", **env).compare(PROMPTS[:2], OUT_1[:2], OUT_2[:2])
+        assert [v["preference"] for v in ties] == [1.5, 1.5]
 
         monkeypatch.setenv("W2S_TEST_JUDGE_KEY", "sk-wrong-key-xyz")
-        wrong = HTTPJudge("tiny-strong", base_url_env="W2S_TEST_JUDGE_URL", api_key_env="W2S_TEST_JUDGE_KEY", retries=0)
+        wrong = HTTPJudge("tiny-strong", retries=0, **env)
         with pytest.raises(JudgeError, match="HTTP 401") as err:
             wrong.compare(PROMPTS[:1], OUT_1[:1], OUT_2[:1])
         assert "sk-wrong-key-xyz" not in str(err.value)
