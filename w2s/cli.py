@@ -11,6 +11,8 @@ from w2s import __version__
 COMMANDS = {
     "world": ("train.cli", "world", "build the tiny world's tokenizers and base models, show samples"),
     "demo": ("eval.cli", "demo", "run the main job on the tiny world"),
+    "generate": ("guide.cli", "generate", "steer a strong model with guides: cbs, wsd, eft, fusion, bon, sample"),
+    "bench": ("guide.cli", "bench", "benchmarks: `w2s bench guide`, `w2s bench data`"),
     "eval": ("eval.cli", "main", "compare systems on an instruction set: generate, judge, win rates, report"),
     "data": ("data.cli", "main", "build preference data sets: generate, judge, pair, filter (resumable, sharded)"),
 }

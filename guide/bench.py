@@ -1,0 +1,230 @@
+"""`w2s bench guide`: the engine against baselines, every ratio measured side by side in one run.
+
+Fixed lengths (EOS disabled) so every method does the same work. Models are random-initialised
+Llamas with the tiny world's family-A tokenizer: a strong 6 x 256 model and guides 2 x 96 (over ten
+times smaller). The baseline re-implements the public weak-to-strong search approach: one prompt at
+a time, both small models re-run over the whole prompt and response at every chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import time
+
+import torch
+from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from data.world import world_prompts
+from data.world.tokenizers import world_tokenizer_path
+from guide.engine import Engine, LMState, Row, SamplingParams, StopRule, encode_prompts
+from guide.fusion import DynamicFusion, ProxyTuning
+from guide.pair import GuidePair
+from guide.scorers import GuideScorer
+from guide.search import ChunkBeamSearch, Sampling
+
+logger = logging.getLogger(__name__)
+
+
+def make_model(tokenizer, layers: int, width: int, seed: int, context: int = 2048) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=width, num_hidden_layers=layers, num_attention_heads=max(2, width // 64),
+        intermediate_size=int(width * 8 / 3), max_position_embeddings=context, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )  # fmt: skip
+    return LlamaForCausalLM(config).eval()
+
+
+class _Guide:
+    """The little a decoder needs from `guide.run.Guide`, over in-memory models."""
+
+    def __init__(self, engine, pairs, config=None):
+        self.engine, self.pairs, self.config = engine, pairs, config
+
+
+def cache_bytes(state: LMState) -> int:
+    return sum(
+        t.numel() * t.element_size()
+        for layer in state.cache.layers
+        for t in (layer.keys, layer.values)
+        if t is not None
+    )
+
+
+@torch.no_grad()
+def baseline_cbs(engine: Engine, pair: GuidePair, prompts: list[str], width: int, successors: int, chunk: int):
+    """The public implementation's approach: one prompt at a time, full re-scoring at every chunk."""
+    tok = pair.tokenizer
+    for prompt in prompts:
+        rows = [Row(0) for _ in range(width * successors)]
+        state = engine.start([prompt], [0] * len(rows))
+        prompt_ids = encode_prompts(tok, [prompt], None)[0]
+        while any(not r.done for r in rows):
+            engine.advance(state, rows, chunk)
+            seqs = [prompt_ids + tok(engine.text(r), add_special_tokens=False).input_ids for r in rows]
+            ids = torch.nn.utils.rnn.pad_sequence(
+                [torch.tensor(s) for s in seqs], batch_first=True, padding_value=tok.pad_token_id, padding_side="left"
+            )
+            mask = (
+                torch.arange(ids.shape[1])[None] >= (ids.shape[1] - torch.tensor([len(s) for s in seqs]))[:, None]
+            ).long()
+            score = torch.zeros(len(rows))
+            for model, sign in ((pair.tuned, 1), (pair.untuned, -1)):
+                positions = (mask.cumsum(1) - 1).clamp(min=0)
+                lp = torch.log_softmax(model(ids, attention_mask=mask, position_ids=positions).logits[:, :-1], -1)
+                lp = lp.gather(-1, ids[:, 1:, None])[..., 0]
+                for i, s in enumerate(seqs):
+                    score[i] += sign * lp[i, ids.shape[1] - len(s) + len(prompt_ids) - 1 :].sum()
+            top = score.topk(width).indices.tolist()
+            if all(rows[i].done for i in top):
+                break
+            index = [i for i in top for _ in range(successors)]
+            state.select(index)
+            rows = [rows[i].copy() for i in index]
+
+
+def timed(fn, repeats: int) -> float:
+    """Best of `repeats` wall times (the least disturbed by other work on the machine)."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def run(lengths=(256, 1024), num_prompts: int = 8, repeats: int = 1, device: str = "cpu") -> list[tuple[str, float]]:
+    """Every comparison; returns (label, ratio) rows and logs them as they come."""
+    tokenizer = AutoTokenizer.from_pretrained(world_tokenizer_path("a"))
+    strong = make_model(tokenizer, 6, 256, seed=0).to(device)
+    tuned, untuned = make_model(tokenizer, 2, 96, seed=1).to(device), make_model(tokenizer, 2, 96, seed=2).to(device)
+    n_strong, n_guide = strong.num_parameters(), tuned.num_parameters()
+    logger.info("strong %.2fM parameters, guides %.2fM each (%.0fx)", n_strong / 1e6, n_guide / 1e6, n_strong / n_guide)
+    pair = GuidePair(tuned, untuned, tokenizer)
+    prompts = world_prompts("test", num_prompts)
+    rows: list[tuple[str, float]] = []
+
+    def report(label: str, value: float, unit: str = "x"):
+        rows.append((label, value))
+        print(f"  {label:<64} {value:8.2f}{unit}", flush=True)
+
+    for n in lengths:
+        compare_at_length(n, strong, tokenizer, pair, prompts, repeats, device, report)
+
+    n = lengths[0]
+    stop = StopRule(eos_ids=set(), max_new_tokens=n)
+    sampling = SamplingParams(1.0, 0, 1.0, seed=0)
+    print(f"\nlogit arithmetic and draft-switch decoding, {n} new tokens ({device})", flush=True)
+    g = _Guide(Engine(strong, tokenizer, sampling, stop), [pair])
+    t_eft = timed(lambda: ProxyTuning(1.0).run(g, prompts), repeats)
+    t_fusion = timed(lambda: DynamicFusion(2.0, 0.1).run(g, prompts), repeats)
+    report(f"dynamic logit fusion / proxy tuning, {n} tok", t_fusion / t_eft)
+    report("WSD / strong model alone (tiny world, see below)", wsd_ratio(n, repeats, device))
+
+    print("\nmemory", flush=True)
+    report("adapter pair / two model copies (parameter bytes)", adapter_memory_ratio(tuned))
+    return rows
+
+
+def compare_at_length(n: int, strong, tokenizer, pair: GuidePair, prompts, repeats: int, device: str, report):
+    """CBS against plain batched sampling and against the baseline approach, at `n` new tokens."""
+    stop = StopRule(eos_ids=set(), max_new_tokens=n)
+
+    def engine():
+        return Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop)
+
+    fanout = 16
+    row_prompts = [p for p in range(len(prompts)) for _ in range(fanout)]
+
+    def hf_sampling():
+        enc = tokenizer([encode_text(tokenizer, p) for p in prompts], return_tensors="pt", padding=True)
+        enc = {k: v.repeat_interleave(fanout, 0).to(device) for k, v in enc.items()}
+        strong.generate(**enc, do_sample=True, max_new_tokens=n, min_new_tokens=n, top_k=0,
+                        pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+
+    def engine_sampling():
+        e = engine()
+        state = e.start(prompts, row_prompts)
+        e.advance(state, [Row(p) for p in row_prompts], n)
+
+    def cbs():
+        ChunkBeamSearch(4, 4, 30).run(engine(), prompts, lambda ps, rp: GuideScorer([pair], ps, rp))
+
+    def baseline():
+        baseline_cbs(engine(), pair, prompts, 4, 4, 30)
+
+    print(f"\n{n} new tokens, {len(prompts)} prompts, CBS(4,4,30) = 16 rows per prompt ({device})", flush=True)
+    t_hf = timed(hf_sampling, repeats)
+    t_eng = timed(engine_sampling, repeats)
+    t_cbs = timed(cbs, repeats)
+    t_base = timed(baseline, repeats)
+    print(f"  seconds: HF sampling {t_hf:.1f}, engine sampling {t_eng:.1f}, CBS {t_cbs:.1f}, baseline {t_base:.1f}")
+    report(f"CBS / plain batched sampling (HF generate), {n} tok", t_cbs / t_hf)
+    report(f"CBS / plain batched sampling (w2s engine), {n} tok", t_cbs / t_eng)
+    report(f"baseline (one prompt at a time, full re-scoring) / CBS, {n} tok", t_base / t_cbs)
+    report(f"baseline / plain batched sampling (HF generate), {n} tok", t_base / t_hf)
+
+
+def encode_text(tokenizer, prompt: str) -> str:
+    from guide.models import chat_prompt
+
+    return chat_prompt(tokenizer, prompt)
+
+
+def wsd_ratio(n: int, repeats: int, device: str) -> float:
+    """WSD with the tiny world's trained strong base and weak pilot, against the strong base alone."""
+    from guide.draft import DraftSwitch
+    from guide.models import load_model, load_tokenizer
+
+    strong, tok = load_model("tiny:strong", device=device), load_tokenizer("tiny:strong")
+    pilot = (load_model("tiny:weak", device=device), load_tokenizer("tiny:weak"))
+    prompts = world_prompts("test", 32)
+    stop = StopRule(eos_ids=set(), max_new_tokens=n)
+    sampling = SamplingParams(1.0, 0, 1.0, seed=0)
+
+    class Config:
+        pilot, max_new_tokens, temperature, top_k, top_p, seed = "tiny:weak", n, 1.0, 0, 1.0, 0
+
+    g = _Guide(Engine(strong, tok, sampling, stop), [], Config)
+    g._pilot = pilot
+    switches = []
+
+    def wsd():
+        out = DraftSwitch(window=6, threshold=0.4, check_every=4).run(g, prompts)
+        switches[:] = [o.switch_at for o in out]
+
+    t_wsd = timed(wsd, repeats)
+    t_alone = timed(lambda: Sampling().run(Engine(strong, tok, sampling, stop), prompts), repeats)
+    kept = [s for s in switches if s is not None]
+    print(
+        f"  WSD(w=6, tau=0.4): {len(kept)}/{len(prompts)} switched, median switch at base token "
+        f"{statistics.median(kept) if kept else float('nan')}"
+    )
+    return t_wsd / t_alone
+
+
+def adapter_memory_ratio(model) -> float:
+    from peft import LoraConfig, get_peft_model
+
+    base_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    lora = get_peft_model(make_model_like(model), LoraConfig(r=8, target_modules=["q_proj", "v_proj"]))
+    pair_bytes = sum(p.numel() * p.element_size() for p in lora.parameters())
+    return pair_bytes / (2 * base_bytes)
+
+
+def make_model_like(model):
+    return LlamaForCausalLM(model.config).eval()
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="w2s bench guide", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024], help="new tokens per response")
+    parser.add_argument("--prompts", type=int, default=8, help="prompts decoded together")
+    parser.add_argument("--repeats", type=int, default=1, help="best of this many runs per method")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    run(tuple(args.lengths), args.prompts, args.repeats, args.device)
+    return 0

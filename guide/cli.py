@@ -1,0 +1,86 @@
+"""`w2s generate` and `w2s bench guide`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+
+from guide.config import GuideConfig
+
+
+def load_prompts(source: str, limit: int | None) -> list[str]:
+    """`tiny:<split>` prompts, or the `instruction` field of an AlpacaEval JSON / JSONL file."""
+    if source.startswith("tiny:"):
+        from data.world import world_prompts
+
+        return world_prompts(source[len("tiny:") :], limit or 64)
+    path = Path(source)
+    if not path.is_file():
+        raise FileNotFoundError(f"prompts {source!r}: no such file (or use tiny:test)")
+    if path.suffix == ".jsonl":
+        items = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{number}: not valid JSON ({e.msg})") from e
+    else:
+        items = json.loads(path.read_text())
+    prompts = []
+    for number, item in enumerate(items, 1):
+        if "instruction" not in item:
+            raise ValueError(f"{path}: item {number} has no 'instruction' field")
+        prompts.append(item["instruction"])
+    return prompts[:limit] if limit else prompts
+
+
+def generate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="w2s generate",
+        description="Decode prompts with a guide recipe and write AlpacaEval-format outputs "
+        "(instruction, output, generator) with per-item score, switch point, tokens per model and wall time.",
+        epilog="Any recipe key can be overridden: --decoder cbs --width 2 --output out.json",
+    )
+    parser.add_argument("--config", required=True, help="a guide recipe, e.g. recipes/tiny/guide.yaml")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = GuideConfig.from_yaml(args.config, overrides)
+
+    from guide.run import Guide
+
+    prompts = load_prompts(config.prompts, config.num_prompts)
+    generations = Guide(config).generate(prompts)
+    name = config.generator or config.decoder
+    items = [
+        {"instruction": p, "output": g.text, "generator": name, **{k: v for k, v in asdict(g).items() if k != "text"}}
+        for p, g in zip(prompts, generations, strict=True)
+    ]
+    out = Path(config.output or f"outputs/{name}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
+        json.dump(items, f, indent=2)
+    os.replace(f.name, out)  # atomic: never a half-written output
+    print(f"wrote {len(items)} outputs to {out}")
+    return 0
+
+
+def bench(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: w2s bench guide [options]   (w2s bench guide --help)")
+        return 0 if argv else 2
+    if argv[0] == "guide":
+        from guide.bench import main
+
+        return main(argv[1:])
+    if argv[0] == "data":
+        from data.bench import main as data_main
+
+        return data_main(argv[1:])
+    print(f"w2s bench: unknown benchmark {argv[0]!r}: choose guide or data")
+    return 2

@@ -1,0 +1,66 @@
+"""Bad input to the guide engine: each a clear error naming what is wrong."""
+
+import json
+
+import pytest
+
+from guide import Guide, GuideConfig
+from guide.cli import generate, load_prompts
+from guide.models import load_tokenizer
+from guide.pair import GuidePair
+from guide.scorers import GuideScorer
+
+
+def test_empty_prompt_is_named():
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        Guide(GuideConfig(decoder="sample")).generate(["the film was good .", "  "], progress=False)
+
+
+def test_no_prompts():
+    with pytest.raises(ValueError, match="no prompts"):
+        Guide(GuideConfig(decoder="sample")).generate([], progress=False)
+
+
+def test_prompt_longer_than_the_context_is_named():
+    long = "the film was good . " * 60  # far beyond the strong base's 128 positions
+    with pytest.raises(ValueError, match=r"prompt 0 is \d+ tokens .* context is 128 tokens"):
+        Guide(GuideConfig(decoder="sample")).generate([long], progress=False)
+
+
+def test_guide_without_chat_template_is_named():
+    pair = GuidePair.from_folders("tiny:strong", "tiny:weak")
+    pair.tokenizer = load_tokenizer("tiny:weak")
+    pair.tokenizer.chat_template = None
+    with pytest.raises(ValueError, match="has no chat template"):
+        GuideScorer([pair], ["the film was good ."], [0])
+
+
+def test_recipe_unknown_key_names_file_and_key(tmp_path):
+    recipe = tmp_path / "guide.yaml"
+    recipe.write_text("decoder: cbs\nwidht: 4\n")
+    with pytest.raises(ValueError, match=r"guide\.yaml: unknown key 'widht' \(did you mean 'width'\?\)"):
+        GuideConfig.from_yaml(recipe)
+    recipe.write_text("decoder: cbs\nwidth: four\n")
+    with pytest.raises(ValueError, match="key 'width': expected int"):
+        GuideConfig.from_yaml(recipe)
+    with pytest.raises(ValueError, match="decoder 'beam'"):
+        GuideConfig.from_yaml(recipe, ["--width", "2", "--decoder", "beam"])
+
+
+def test_broken_jsonl_prompt_file_names_the_line(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text('{"instruction": "the film was good ."}\n{"instruction": oops}\n')
+    with pytest.raises(ValueError, match=r"prompts\.jsonl:2"):
+        load_prompts(str(path), None)
+
+
+def test_generate_writes_alpaca_eval_outputs(tmp_path):
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps([{"instruction": "the film was good ."}, {"instruction": "the songs were dull ."}]))
+    out = tmp_path / "out.json"
+    recipe = tmp_path / "guide.yaml"
+    recipe.write_text(f"decoder: sample\nprompts: {prompts}\noutput: {out}\nmax_new_tokens: 16\ngenerator: plain\n")
+    assert generate(["--config", str(recipe)]) == 0
+    items = json.loads(out.read_text())
+    assert [i["instruction"] for i in items] == ["the film was good .", "the songs were dull ."]
+    assert all(i["generator"] == "plain" and i["output"] and i["tokens"]["strong"] > 0 for i in items)
