@@ -52,6 +52,10 @@ class IncompleteError(RuntimeError):
     """Merging before every shard was generated and judged."""
 
 
+class NoPairsError(ValueError):
+    """Pairing and filters left nothing (the shards stay, so a rerun with other filters only re-merges)."""
+
+
 def fingerprint(obj: Any) -> str:
     """A short hash of a JSON-able object."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -397,7 +401,7 @@ def merge(p: Plan) -> Path:
         "kept": len(pair_rows),
     }
     if not pair_rows:
-        raise RuntimeError(f"{p.out}: no pair survived pairing and filters ({counts}); see the recipe's filters")
+        raise NoPairsError(f"{p.out}: no pair survived pairing and filters ({counts}); see the recipe's filters")
     judge_info = {j.name: {"agreement_rate": agreement_rate(extras[j.name])} for j in r.judges if j.kind == "pairwise"}
     card = {
         "recipe": recipe_to_dict(r),
@@ -424,7 +428,8 @@ def _save(out: Path, pair_rows: list, sft_rows: list, card: dict, jsonl: bool) -
                     for split in ("train", "test")
                 }
             )
-            splits.save_to_disk(str(tmp / name))
+            # an empty split needs one (empty) shard, or load_from_disk cannot read it back
+            splits.save_to_disk(str(tmp / name), num_shards={k: 1 for k, d in splits.items() if len(d) == 0})
             card["splits"][name] = {split: len(d) for split, d in splits.items()}
             if jsonl:
                 for split, d in splits.items():

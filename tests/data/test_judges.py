@@ -76,10 +76,13 @@ def _tiny_reward_model(weak_path) -> str:
     def build(tmp):
         torch.manual_seed(0)
         model = AutoModelForSequenceClassification.from_pretrained(str(weak_path), num_labels=1)
+        model.score.weight.data.mul_(100)  # scores spread over several units, like a real reward model's
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(str(weak_path)).save_pretrained(tmp)
 
-    return str(build_once(cache_root() / "tiny-world" / f"test-reward-model-{content_key(weak_path.name)}", build))
+    return str(
+        build_once(cache_root() / "tiny-world" / f"test-reward-model-{content_key(weak_path.name, 'scaled')}", build)
+    )
 
 
 def test_reward_model_judge_scores_batched_like_one_by_one(world_paths):
