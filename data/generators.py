@@ -99,28 +99,30 @@ class HFGenerator:
 
 
 class GuideGenerator:
-    """A `guide/` decoder as a generator: `guide.generate(config.guide, prompts)` -> objects with `.text`."""
+    """A `guide/` decoder as a generator: the `guide` settings are a guide recipe (`guide.GuideConfig` keys).
+
+    For example weak-to-strong search over a strong model as a teacher:
+    `{decoder: cbs, strong_model: ..., tuned: ..., untuned: ..., width: 4, successors: 4, chunk_len: 5}`.
+    """
 
     def __init__(self, config: GeneratorConfig):
-        import guide
+        from guide import Guide, GuideConfig
 
-        if not hasattr(guide, "generate"):
-            raise RuntimeError(
-                f"generator {config.name!r} (kind guide) needs guide.generate, which this version of w2s lacks: "
-                "use kind hf, or update w2s"
-            )
-        self.generate_fn = guide.generate
+        self.guide = Guide(GuideConfig.from_dict(dict(config.guide), source=f"generator {config.name!r}: guide"))
         self.config = config
         self.name = config.name
         self.num_samples = config.num_samples
         self.tokens = 0
 
     def generate(self, prompts: list[Messages], *, seed: int) -> list[list[str]]:
+        if any(len(p) != 1 for p in prompts):
+            raise ValueError(f"generator {self.name!r} (kind guide) takes single-turn prompts (one user message)")
         torch.manual_seed(seed)
+        self.guide.engine.sampler.generator.manual_seed(seed)  # the engine's private stream: same seed, same text
         n = self.num_samples
-        expanded = [p for p in prompts for _ in range(n)]
-        generations = self.generate_fn(self.config.guide, expanded)
-        self.tokens += sum(int(getattr(g, "num_tokens", 0) or 0) for g in generations)
+        expanded = [p[0]["content"] for p in prompts for _ in range(n)]
+        generations = self.guide.generate(expanded, progress=False)
+        self.tokens += sum(sum(g.tokens.values()) for g in generations)  # forward tokens over every model
         texts = [g.text.strip() for g in generations]
         return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 

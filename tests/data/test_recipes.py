@@ -80,3 +80,25 @@ def test_unknown_keys_are_errors_that_name_the_file_and_the_key(tmp_path):
         load_recipe(path)
     with pytest.raises(RecipeError, match="key 'seed': expected int"):
         load_recipe(ROOT / "recipes" / "tiny" / "data.yaml", {"seed": "zero"})
+
+
+@pytest.mark.slow
+def test_a_guide_decoder_is_a_generator(tmp_path, world_paths):
+    cbs = {"decoder": "cbs", "strong_model": "tiny:strong", "tuned": "tiny:strong", "untuned": "tiny:weak",
+           "width": 2, "successors": 2, "chunk_len": 4, "max_new_tokens": 12}  # fmt: skip
+    values = {
+        "output_dir": str(tmp_path / "out"),
+        "num_prompts": 4,
+        "generators": [
+            {"name": "cbs", "kind": "guide", "num_samples": 2, "guide": cbs},
+            {"name": "weak", "model": "tiny:weak", "num_samples": 1, "max_new_tokens": 12},
+        ],  # fmt: skip
+        "judges": [{"name": "gold", "kind": "rule"}],
+        "test_fraction": 0.0,
+    }
+    out = build(recipe_from_dict(values), progress=False)
+    card = json.loads((out / "card.json").read_text())
+    assert card["counts"]["responses"]["generated"] == 4 * 3
+    assert card["generator_tokens"]["cbs"] > 0
+    with pytest.raises(RecipeError, match=r"generators\[0\].kind 'gide'"):
+        recipe_from_dict({**values, "generators": [{"name": "x", "kind": "gide"}]})
