@@ -92,7 +92,7 @@ def test_a_guide_decoder_is_a_generator(tmp_path, world_paths):
         "generators": [
             {"name": "cbs", "kind": "guide", "num_samples": 2, "guide": cbs},
             {"name": "weak", "model": "tiny:weak", "num_samples": 1, "max_new_tokens": 12},
-        ],  # fmt: skip
+        ],
         "judges": [{"name": "gold", "kind": "rule"}],
         "test_fraction": 0.0,
     }
