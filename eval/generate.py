@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 import uuid
-from functools import cache
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -29,38 +27,6 @@ class GenerationError(RuntimeError):
     """A system whose outputs cannot be generated or resumed."""
 
 
-@cache
-def _fallback_model(spec: str):
-    from guide.models import load_model_and_tokenizer
-
-    return load_model_and_tokenizer(spec)
-
-
-def _fallback_sample(config: dict, prompts: list[str]) -> list[dict]:
-    # TEMPORARY: plain sampling through guide.sampling until guide.generate lands (the lead removes this).
-    from guide.models import chat_prompt
-    from guide.sampling import sample
-
-    model, tok = _fallback_model(str(config["strong_model"]))
-    start = time.perf_counter()
-    texts = sample(
-        model,
-        tok,
-        prompts,
-        num_samples=1,
-        max_new_tokens=int(config.get("max_new_tokens", 64)),
-        temperature=float(config.get("temperature", 1.0)),
-        top_k=int(config.get("top_k", 0)),
-        seed=config.get("seed"),
-    )
-    seconds = (time.perf_counter() - start) / len(prompts)
-    out = []
-    for p, (text,) in zip(prompts, texts, strict=True):
-        n = len(tok(chat_prompt(tok, p) + text, add_special_tokens=False)["input_ids"])
-        out.append({"text": text, "score": None, "switch_at": None, "tokens": {"strong": n}, "seconds": seconds})
-    return out
-
-
 def _records(gens) -> list[dict]:
     return [
         {"text": g.text, "score": g.score, "switch_at": g.switch_at, "tokens": dict(g.tokens), "seconds": g.seconds}
@@ -70,10 +36,8 @@ def _records(gens) -> list[dict]:
 
 def check_guide_config(name: str, config: dict) -> None:
     """Raises GenerationError naming the system if `guide/` rejects its recipe (unknown key, bad value)."""
-    try:
-        from guide import GuideConfig
-    except ImportError:
-        return
+    from guide import GuideConfig
+
     try:
         GuideConfig.from_dict(dict(config), source=f"system {name!r}: guide")
     except (ValueError, TypeError) as e:
@@ -89,14 +53,8 @@ class SystemGenerator:
 
     def __call__(self, prompts: list[str]) -> list[dict]:
         """One batch of outputs as plain records (text, score, switch_at, tokens, seconds)."""
-        try:
-            from guide import Guide, GuideConfig
-        except ImportError:
-            if self.config.get("decoder", "sample") != "sample":
-                raise GenerationError(
-                    f"decoder {self.config.get('decoder')!r} needs guide.generate, which this installation lacks"
-                ) from None
-            return _fallback_sample(self.config, prompts)
+        from guide import Guide, GuideConfig
+
         if self._guide is None:
             self._guide = Guide(GuideConfig.from_dict(dict(self.config)))
         gens = self._guide.generate(prompts, progress=False)

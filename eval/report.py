@@ -94,11 +94,12 @@ def plot_win_rates(rows: list[dict], path: Path, *, reference: str | None, judge
         ax.bar([i + shift for i in x], lc, width, color="tab:orange", label="length-controlled win rate")
     ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="tie with the reference (50%)")
     ax.set_xticks(list(x), [r["system"] for r in rows], rotation=20, ha="right")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 118)  # room above 100% for the legend
+    ax.set_yticks(range(0, 101, 20))
     ax.set_ylabel(f"win rate against {reference} (%)")
     ax.set_xlabel("system")
     ax.set_title(f"Win rate per system (judge: {judge})")
-    ax.legend(loc="upper left", fontsize=8)
+    ax.legend(loc="upper center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     _save(fig, path)
     return True

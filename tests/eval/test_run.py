@@ -14,6 +14,7 @@ from eval.generate import GenerationError
 from eval.run import evaluate
 
 N = 12
+pytestmark = pytest.mark.slow  # the module's shared run generates with two models (tens of seconds on 2 cores)
 
 
 def _systems(max_new_tokens=24):
