@@ -9,22 +9,27 @@ after `pip install lm-eval`; results go to `<output_dir>/alignment_tax.json`.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from pathlib import Path
 
-from eval.config import EvalConfig
-from eval.judges import JudgeError
+from eval.config import EvalConfig, EvalConfigError
 from eval.store import write_json
 
 logger = logging.getLogger(__name__)
 
 
+def check_lm_eval() -> None:
+    """Raises EvalConfigError unless lm-evaluation-harness is importable (checked before any generation)."""
+    if importlib.util.find_spec("lm_eval") is None:
+        raise EvalConfigError("lm_eval_tasks: lm-evaluation-harness is not installed (pip install lm-eval)")
+
+
 def run_lm_eval(model: str, tasks: list[str], *, limit: int | None = None, batch_size: int = 8) -> dict:
     """lm-evaluation-harness scores of one HF model on `tasks` (needs the `lm-eval` package)."""
-    try:
-        from lm_eval import simple_evaluate
-    except ImportError as e:
-        raise JudgeError("alignment tax: lm-evaluation-harness is not installed (pip install lm-eval)") from e
+    check_lm_eval()
+    from lm_eval import simple_evaluate
+
     from guide.models import resolve_model_path
 
     path = resolve_model_path(model)

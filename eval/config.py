@@ -183,6 +183,8 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     for key, value in (overrides or {}).items():
         if key not in known:
             raise EvalConfigError(f"unknown option {key!r}{_did_you_mean(key, known)}")
+        if value in ("none", "null") and _base_type(_TYPES[key])[1]:
+            value = None  # `--reference none` clears an optional key
         values[key] = _check_value(key, value, "flag")
     return validate(EvalConfig(**values), where)
 

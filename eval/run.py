@@ -88,6 +88,10 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
             "nor a JSON/JSONL file of reference outputs"
         )
     check_judge(config)
+    if config.lm_eval_tasks:
+        from eval.alignment_tax import check_lm_eval
+
+        check_lm_eval()
     instructions = load_instructions(
         config.instructions,
         split=config.instructions_split,

@@ -90,3 +90,19 @@ def test_shipped_eval_recipes_parse(recipe):
     config = load_config(recipe)
     for s in config.system_list():
         GuideConfig.from_dict(dict(s.guide), source=f"{recipe}: {s.name}")  # every system is a valid guide recipe
+
+
+def test_alignment_tax_without_lm_eval_fails_before_any_work(tmp_path, capsys):
+    import importlib.util
+
+    from eval.cli import main as eval_main
+
+    if importlib.util.find_spec("lm_eval") is not None:
+        pytest.skip("lm-evaluation-harness is installed here")
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(
+        f"output_dir: {tmp_path / 'out'}\nsystems:\n  - name: base\n    guide: {{strong_model: tiny:strong}}\n"
+    )
+    assert eval_main(["--config", str(recipe), "--lm_eval_tasks", "arc_easy"]) == 2
+    assert "pip install lm-eval" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
