@@ -30,3 +30,11 @@ def weak(world_paths):
 def weak_b(world_paths):
     """(model, tokenizer) of weak base B (family B tokenizer, GPT-2)."""
     return load_model_and_tokenizer(str(world_paths["weak_b"]))
+
+
+@pytest.fixture(scope="session")
+def tiny_guide():
+    """The tiny world's DPO guide pair: {"tuned": folder, "untuned": folder of its twin, the weak base}."""
+    from train.world import ensure_base, ensure_guide
+
+    return {"tuned": ensure_guide("dpo"), "untuned": ensure_base("weak")}

@@ -59,8 +59,64 @@ def ensure_base(name: str, recipe: Path | None = None, overrides: list[str] = ()
     return build_once(path, build)
 
 
-# Named tiny-world models that recipes refer to as `tiny:<name>`; train/ adds trained guides here.
+# The tiny world's guides: the base each is tuned from, its training stages, and extra flags.
+# `dpo` skips SFT on evidence: on the weak base, SFT on the chosen responses before DPO lowered held-out
+# reward accuracy (0.88 -> 0.83) and the share of well-formed samples (0.43 -> 0.37); `sft_dpo` keeps it.
+GUIDES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "dpo": ("weak", ("dpo",), ()),
+    "sft_dpo": ("weak", ("sft", "dpo"), ()),
+    "lora": ("weak", ("dpo",), ("--use_peft", "--lora_r", "16", "--lora_alpha", "32",
+                                "--lora_target_modules", "all-linear", "--learning_rate", "2.0e-3")),
+    "b": ("weak_b", ("dpo",), ()),
+}  # fmt: skip
+GUIDE_RECIPES = {"sft": RECIPES_DIR / "sft.yaml", "dpo": RECIPES_DIR / "dpo.yaml"}
+
+
+def guide_path(kind: str = "dpo") -> Path:
+    """The cache folder of the tiny-world guide `kind` (it may not be built yet)."""
+    if kind not in GUIDES:
+        raise ValueError(f"unknown tiny-world guide {kind!r}: choose one of {sorted(GUIDES)}")
+    base, stages, flags = GUIDES[kind]
+    recipes = [GUIDE_RECIPES[stage].read_bytes() for stage in stages]
+    key = content_key(*recipes, base_path(base).name, " ".join(stages), " ".join(flags))
+    return cache_root() / "tiny-world" / f"guide-{kind.replace('_', '-')}-{key}"
+
+
+def ensure_guide(kind: str = "dpo") -> Path:
+    """The tiny world's guide `kind`, trained by train/sft.py and/or train/dpo.py on first use and cached.
+
+    `dpo`: DPO of the weak base, full fine-tune (an HF model folder; its untuned twin is `tiny:weak`);
+    `sft_dpo`: SFT then DPO; `lora`: a LoRA adapter on the weak base (adapter off is the untuned twin);
+    `b`: like `dpo`, on `weak_b` (family B tokenizer).
+    """
+    import tempfile
+
+    from train import dpo, sft
+    from train.recipes import parse_recipe
+
+    path = guide_path(kind)
+    base, stages, flags = GUIDES[kind]
+    scripts = {"sft": sft, "dpo": dpo}
+
+    def build(tmp: Path) -> None:
+        model = str(ensure_base(base))
+        data = "tiny:preferences" if base == "weak" else "tiny:preferences_b"
+        logger.info("training the tiny world's %s guide (%s of %s; cached in %s)", kind, "+".join(stages), base, path)
+        with tempfile.TemporaryDirectory(dir=tmp.parent) as work:
+            for i, stage in enumerate(stages):
+                out = str(tmp) if i == len(stages) - 1 else f"{work}/{stage}"
+                args = ["--config", str(GUIDE_RECIPES[stage]), "--output_dir", out, "--model_name_or_path", model,
+                        "--dataset_name", data, *flags]  # fmt: skip
+                scripts[stage].main(*parse_recipe(scripts[stage].DATACLASSES, args))
+                model = out
+
+    return build_once(path, build)
+
+
+# Named tiny-world models that recipes refer to as `tiny:<name>`: the bases and the trained guides.
 TINY_MODELS: dict[str, Callable[[], Path]] = {name: partial(ensure_base, name) for name in BASES}
+TINY_MODELS |= {"guide": partial(ensure_guide, "dpo"), "guide_sft_dpo": partial(ensure_guide, "sft_dpo"),
+                "guide_lora": partial(ensure_guide, "lora"), "guide_b": partial(ensure_guide, "b")}  # fmt: skip
 
 
 def ensure_tiny(name: str) -> Path:

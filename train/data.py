@@ -1,0 +1,197 @@
+"""Training data for the scripts: hub ids, `save_to_disk` folders, JSON/JSONL files, and mixtures of them.
+
+A recipe names one source (`dataset_name`) or a mixture (`datasets:`, a list of
+TRL `DatasetConfig` entries with optional `fraction`s); either way the columns
+are checked against what the trainer needs before any model is loaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import datasets
+from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
+from trl import ScriptArguments
+from trl.scripts.utils import DatasetConfig
+
+from train.recipes import RecipeError
+
+logger = logging.getLogger(__name__)
+
+JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
+
+# What each trainer reads: every inner tuple is one accepted set of columns.
+SFT_COLUMNS = (("messages",), ("prompt", "completion"), ("text",))
+DPO_COLUMNS = (("prompt", "chosen", "rejected"),)
+DISTILL_COLUMNS = (("prompt",), ("messages",))
+
+
+class DataError(RecipeError):
+    """A data source that cannot be read, or lacks the columns a trainer needs."""
+
+
+@dataclass
+class TrainScriptArguments(ScriptArguments):
+    """The script's own arguments: where the data comes from (`dataset_name` or a `datasets` mixture), what to save."""
+
+    datasets: list[DatasetConfig] = field(
+        default_factory=list,
+        metadata={"help": "mixture: list of {path, name, data_files, split, columns, fraction} (fractions are shares)"},
+    )
+    test_split_size: float | None = field(
+        default=None, metadata={"help": "hold out this share of a mixture (or of a source with no test split)"}
+    )
+    max_train_samples: int | None = field(default=None, metadata={"help": "keep only the first N training rows"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "keep only the first N evaluation rows"})
+    completion_column: str | None = field(
+        default=None,
+        metadata={"help": "SFT: train on this column as the completion (e.g. 'chosen' of a preference set)"},
+    )
+    merge_adapter: bool = field(
+        default=False, metadata={"help": "with use_peft: also save base+adapter merged, in <output_dir>/merged"}
+    )
+
+    def __post_init__(self):
+        self.datasets = [DatasetConfig(**d) if isinstance(d, dict) else d for d in self.datasets]
+
+
+TINY_PREFIX = "tiny:"
+
+
+def _tiny_preferences(base: str) -> Path:
+    from data.world.preferences import world_preferences
+    from train.world import ensure_base
+
+    return world_preferences(ensure_base(base))
+
+
+def _tiny_teacher_outputs() -> Path:
+    from train.world import ensure_teacher_outputs
+
+    return ensure_teacher_outputs()
+
+
+# Tiny-world data sets that recipes name as `tiny:<name>`, built on first use and cached.
+TINY_DATA = {
+    "preferences": lambda: _tiny_preferences("weak"),  # gold-judged pairs of the weak base's samples
+    "preferences_b": lambda: _tiny_preferences("weak_b"),  # the same for weak base B (family B tokenizer)
+    "teacher_outputs": _tiny_teacher_outputs,  # the strong base's samples, prompt/completion (JSONL)
+}
+
+
+def resolve_data_path(spec: str) -> str:
+    """A data source; `tiny:<name>` names a tiny-world data set, built on first use."""
+    if not spec.startswith(TINY_PREFIX):
+        return spec
+    name = spec[len(TINY_PREFIX) :]
+    if name not in TINY_DATA:
+        raise DataError(f"unknown tiny-world data set {spec!r}: choose one of {['tiny:' + n for n in TINY_DATA]}")
+    return str(TINY_DATA[name]())
+
+
+def _looks_local(path: str) -> bool:
+    return path.startswith((".", "/", "~")) or path.endswith(JSON_SUFFIXES) or Path(path).exists()
+
+
+def load_source(path: str, *, name: str | None = None, data_files=None, split: str | None = None):
+    """A `Dataset` (with `split`) or `DatasetDict` from a save_to_disk folder, a JSON/JSONL file or a hub id."""
+    path = resolve_data_path(path)
+    local = Path(path).expanduser()
+    if _looks_local(path):
+        if not local.exists():
+            raise DataError(f"data source {path!r}: no such file or folder")
+        if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
+            data = load_from_disk(str(local))
+        elif local.is_file() and path.endswith(JSON_SUFFIXES):
+            try:
+                data = datasets.load_dataset("json", data_files=str(local))
+            except Exception as e:  # datasets raises several types for malformed JSON
+                raise DataError(f"data source {path!r}: not readable as JSON/JSONL ({e})") from e
+        elif local.is_dir():
+            data = datasets.load_dataset(str(local), name=name, data_files=data_files)
+        else:
+            raise DataError(f"data source {path!r}: expected a save_to_disk folder or a .json/.jsonl file")
+    else:
+        data = datasets.load_dataset(path, name=name, data_files=data_files)
+    if split is None:
+        return data if isinstance(data, DatasetDict) else DatasetDict({"train": data})
+    if isinstance(data, Dataset):
+        return data
+    if split not in data:
+        raise DataError(f"data source {path!r}: no split {split!r} (it has {sorted(data)})")
+    return data[split]
+
+
+def _mix(args: TrainScriptArguments) -> Dataset:
+    parts = []
+    for cfg in args.datasets:
+        part = load_source(cfg.path, name=cfg.name, data_files=cfg.data_files, split=cfg.split or "train")
+        if cfg.columns is not None:
+            missing = [c for c in cfg.columns if c not in part.column_names]
+            if missing:
+                raise DataError(f"data source {cfg.path!r}: no column(s) {missing} (it has {part.column_names})")
+            part = part.select_columns(cfg.columns)
+        parts.append(part)
+    fractions = [cfg.fraction for cfg in args.datasets]
+    if any(f is not None for f in fractions):
+        if any(f is None for f in fractions):
+            raise DataError("datasets: set 'fraction' on every source of the mixture or on none")
+        if any(f <= 0 for f in fractions):
+            raise DataError(f"datasets: fractions must be positive, got {fractions}")
+        weights = [f / sum(fractions) for f in fractions]
+        # the largest mixture in which no source has to repeat rows
+        total = min(len(p) / w for p, w in zip(parts, weights, strict=True))
+        parts = [p.select(range(round(w * total))) for p, w in zip(parts, weights, strict=True)]
+    names = [set(p.column_names) for p in parts]
+    if any(n != names[0] for n in names):
+        common = set.intersection(*names)
+        parts = [p.select_columns(sorted(common)) for p in parts]
+    return concatenate_datasets(parts)
+
+
+def load_training_data(args: TrainScriptArguments, seed: int = 0) -> tuple[Dataset, Dataset | None]:
+    """(train, eval or None) as the recipe describes them."""
+    if args.datasets:
+        if args.dataset_name:
+            logger.warning("both 'datasets' and 'dataset_name' are set: using the mixture in 'datasets'")
+        data = DatasetDict({"train": _mix(args)})
+    elif args.dataset_name:
+        data = load_source(args.dataset_name, name=args.dataset_config)
+    else:
+        raise DataError("no training data: set 'dataset_name' or a 'datasets' mixture in the recipe")
+    if args.dataset_train_split not in data:
+        raise DataError(f"data {args.dataset_name!r}: no split {args.dataset_train_split!r} (it has {sorted(data)})")
+    train = data[args.dataset_train_split]
+    evaluation = data.get(args.dataset_test_split)
+    if args.test_split_size is not None and evaluation is None:
+        split = train.train_test_split(test_size=args.test_split_size, seed=seed)
+        train, evaluation = split["train"], split["test"]
+    if args.max_train_samples is not None:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    if evaluation is not None and args.max_eval_samples is not None:
+        evaluation = evaluation.select(range(min(args.max_eval_samples, len(evaluation))))
+    if args.completion_column:
+        train, evaluation = (_as_completion(d, args.completion_column) for d in (train, evaluation))
+    return train, evaluation
+
+
+def _as_completion(dataset: Dataset | None, column: str) -> Dataset | None:
+    if dataset is None:
+        return None
+    if column not in dataset.column_names:
+        raise DataError(f"completion_column: no column {column!r} in the data (it has {dataset.column_names})")
+    keep = [c for c in ("prompt", column) if c in dataset.column_names]
+    return dataset.select_columns(keep).rename_column(column, "completion")
+
+
+def check_columns(dataset: Dataset, accepted: tuple[tuple[str, ...], ...], what: str) -> None:
+    """Raises a DataError naming the missing columns unless `dataset` has one of the `accepted` column sets."""
+    have = set(dataset.column_names)
+    if any(set(cols) <= have for cols in accepted):
+        return
+    closest = min(accepted, key=lambda cols: len(set(cols) - have))
+    missing = [c for c in closest if c not in have]
+    options = " or ".join("+".join(cols) for cols in accepted)
+    raise DataError(f"{what}: missing column(s) {missing} (needs {options}; it has {sorted(have)})")

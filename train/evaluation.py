@@ -1,0 +1,74 @@
+"""How good a guide is: DPO reward accuracy on held-out pairs, and the gold reward of what it writes.
+
+A guide pair scores a response by `log pi_tuned(y|x) - log pi_untuned(y|x)`; its
+reward accuracy is the share of held-out pairs where the chosen response scores
+higher than the rejected one.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from guide.models import chat_prompt, load_model_and_tokenizer
+
+
+def _text(turns) -> str:
+    return turns if isinstance(turns, str) else turns[-1]["content"]
+
+
+@torch.no_grad()
+def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64) -> list[float]:
+    """log p(response + end of turn | prompt), each in the model's chat template (summed over response tokens)."""
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        ps, rs = prompts[start : start + batch_size], responses[start : start + batch_size]
+        heads = [chat_prompt(tokenizer, p) for p in ps]
+        fulls = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
+            )
+            for p, r in zip(ps, rs, strict=True)
+        ]
+        enc = tokenizer(fulls, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        head_lens = [len(tokenizer(h, add_special_tokens=False).input_ids) for h in heads]
+        logprobs = torch.log_softmax(model(**enc).logits[:, :-1].float(), dim=-1)
+        token_lp = logprobs.gather(-1, enc.input_ids[:, 1:, None])[..., 0]  # (batch, seq-1)
+        pad = (enc.attention_mask == 0).sum(1)  # left padding
+        for i in range(len(ps)):
+            first = int(pad[i]) + head_lens[i] - 1  # position predicting the first response token
+            out.append(token_lp[i, first:].sum().item())
+    return out
+
+
+def reward_accuracy(tuned: str | Path, untuned: str | Path, pairs: Dataset) -> float:
+    """Share of `pairs` (prompt/chosen/rejected) where the guide's log-ratio prefers `chosen`."""
+    prompts = [_text(p) for p in pairs["prompt"]]
+    chosen, rejected = [_text(c) for c in pairs["chosen"]], [_text(r) for r in pairs["rejected"]]
+    scores = {}
+    for name, path in (("tuned", tuned), ("untuned", untuned)):
+        model, tokenizer = load_model_and_tokenizer(str(path))
+        scores[name] = (
+            response_logprobs(model, tokenizer, prompts, chosen),
+            response_logprobs(model, tokenizer, prompts, rejected),
+        )
+    (tc, tr), (uc, ur) = scores["tuned"], scores["untuned"]
+    wins = [(a - b) > (c - d) for a, b, c, d in zip(tc, uc, tr, ur, strict=True)]
+    return sum(wins) / len(wins)
+
+
+def sample_reward(
+    path: str | Path, num_prompts: int = 100, seed: int = 0, max_new_tokens: int = 64
+) -> tuple[float, float]:
+    """(mean gold reward, share of well-formed samples) of one sample per test prompt at temperature 1."""
+    from data.world import score_review, world_prompts
+    from guide.sampling import sample
+
+    model, tokenizer = load_model_and_tokenizer(str(path))
+    prompts = world_prompts("test", num_prompts)
+    responses = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    scores = [score_review(p, r) for p, (r,) in zip(prompts, responses, strict=True)]
+    return statistics.mean(s.reward for s in scores), sum(s.well_formed for s in scores) / len(scores)

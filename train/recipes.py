@@ -1,0 +1,163 @@
+"""Reading a recipe: a flat YAML whose keys are fields of the script's dataclasses, overridable by flags.
+
+TRL's `TrlParser` sets YAML values as argparse defaults without checking them,
+so a typo'd key or a string where a number belongs would slip through or fail
+deep inside a trainer. :func:`parse_recipe` checks every key and value first
+and names the file and key that are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import sys
+from collections.abc import Iterable
+from dataclasses import fields
+from pathlib import Path
+
+import yaml
+from trl import TrlParser
+
+
+class RecipeError(ValueError):
+    """A recipe or a flag that cannot be used: unknown key, wrong type, missing file or column."""
+
+
+def _did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _convert(action: argparse.Action, value, where: str):
+    """`value` converted the way the command line would convert it, or a RecipeError naming `where`."""
+    if value is None or action.type is None or isinstance(value, dict):
+        return value
+    if isinstance(value, list):
+        if action.nargs not in ("+", "*"):
+            if all(isinstance(v, dict) for v in value):  # e.g. a list of dataset mixture entries
+                return value
+            raise RecipeError(f"{where}: expects a single value, got the list {value!r}")
+        return [_convert(argparse.Action([], action.dest, type=action.type, choices=action.choices), v, where)
+                for v in value]  # fmt: skip
+    if isinstance(value, str) or not isinstance(value, (int, float, bool)):
+        text = str(value)
+    else:
+        text = str(value).lower() if isinstance(value, bool) else repr(value)
+    expected = getattr(action.type, "__name__", str(action.type))
+    if action.type in (int, float) and isinstance(value, bool):
+        raise RecipeError(f"{where}: expects {expected}, got {value!r}")
+    try:
+        converted = action.type(text)
+    except (TypeError, ValueError, argparse.ArgumentTypeError) as e:
+        raise RecipeError(f"{where}: expects {expected}, got {value!r}") from e
+    if action.choices is not None and converted not in action.choices:
+        raise RecipeError(f"{where}: {value!r} is not one of {list(action.choices)}")
+    return converted
+
+
+def _check_mixture(entries, where: str) -> None:
+    from trl.scripts.utils import DatasetConfig
+
+    if not isinstance(entries, list):
+        raise RecipeError(f"{where}: expects a list of data sources (each with a 'path'), got {entries!r}")
+    known = {f.name for f in fields(DatasetConfig)}
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise RecipeError(f"{where}[{i}]: expects a mapping with a 'path', got {entry!r}")
+        for key in entry:
+            if key not in known:
+                raise RecipeError(
+                    f"{where}[{i}]: unknown key {key!r}{_did_you_mean(key, known)}; known: {sorted(known)}"
+                )
+        if "path" not in entry:
+            raise RecipeError(
+                f"{where}[{i}]: missing key 'path' (a hub id, a save_to_disk folder or a JSON/JSONL file)"
+            )
+        if entry.get("fraction") is not None and not isinstance(entry["fraction"], (int, float)):
+            raise RecipeError(f"{where}[{i}].fraction: expects a number, got {entry['fraction']!r}")
+
+
+def load_recipe(path: str | Path, parser: argparse.ArgumentParser) -> dict:
+    """The recipe at `path` as a dict of checked, converted values (its `env:` mapping applied to os.environ)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe {str(path)!r}: no such file")
+    try:
+        config = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise RecipeError(f"{path}: not valid YAML ({e})") from e
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise RecipeError(f"{path}: a recipe is a flat YAML mapping of field: value, got {type(config).__name__}")
+    actions: dict[str, argparse.Action] = {}
+    for a in parser._actions:  # `--no_<flag>` shares its dest with `--<flag>`: keep the one that converts
+        if a.dest != "help" and (a.dest not in actions or actions[a.dest].type is None):
+            actions[a.dest] = a
+    env = config.pop("env", {})
+    if not isinstance(env, dict):
+        raise RecipeError(f"{path}: 'env' must be a mapping of VARIABLE: value")
+    checked = {}
+    for key, value in config.items():
+        if key not in actions:
+            raise RecipeError(f"{path}: unknown key {key!r}{_did_you_mean(key, actions)}")
+        where = f"{path}: key {key!r}"
+        if key == "datasets":
+            _check_mixture(value, where)
+            checked[key] = value
+        else:
+            checked[key] = _convert(actions[key], value, where)
+    for name, value in env.items():
+        os.environ[str(name)] = str(value)
+    return checked
+
+
+def parse_recipe(dataclass_types: tuple[type, ...], args: list[str] | None = None) -> tuple:
+    """Dataclass instances from `--config recipe.yaml` (optional) and flags; flags win over the recipe."""
+    parser = TrlParser(dataclass_types)
+    args = list(sys.argv[1:] if args is None else args)
+    if "--config" in args:
+        i = args.index("--config")
+        if i + 1 >= len(args):
+            raise RecipeError("--config needs a recipe file")
+        config_path = args[i + 1]
+        del args[i : i + 2]
+        parser.set_defaults_with_config(**load_recipe(config_path, parser))
+    known = {opt for a in parser._actions for opt in a.option_strings}
+    for arg in args:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--") and flag not in known:
+            names = [o[2:] for o in known if o.startswith("--")]
+            raise RecipeError(f"unknown flag {flag!r}{_did_you_mean(flag[2:], names)}")
+    try:
+        return tuple(parser.parse_args_into_dataclasses(args=args))
+    except SystemExit as e:  # argparse already printed which flag and why
+        raise RecipeError(f"bad command-line flags {args}: see the message above") from e
+
+
+def run(main, dataclass_types: tuple[type, ...], args: list[str] | None = None) -> int:
+    """Parses the recipe and flags, calls `main(*dataclasses)`; a RecipeError exits non-zero with its message."""
+    try:
+        parsed = parse_recipe(dataclass_types, args)
+        main(*parsed)
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def resume_checkpoint(value: str | None, output_dir: str) -> str | bool | None:
+    """`resume_from_checkpoint` as the Trainer takes it: a path, `true`/`last` (latest in output_dir), or
+    `auto` (latest in output_dir if there is one, else a fresh start)."""
+    if value is None or value.lower() in ("false", "none", ""):
+        return None
+    if value.lower() in ("true", "last"):
+        return True
+    if value.lower() == "auto":
+        from transformers.trainer_utils import get_last_checkpoint
+
+        return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    if not Path(value).is_dir():
+        raise RecipeError(f"resume_from_checkpoint: no checkpoint folder {value!r}")
+    return value

@@ -1,0 +1,74 @@
+"""Supervised fine-tuning of a guide model with TRL's SFTTrainer, from a recipe.
+
+    # the tiny world's guide, SFT step (a few seconds on a laptop CPU)
+    python train/sft.py --config recipes/tiny/sft.yaml --output_dir out/tiny-sft
+    # the same with accelerate, LoRA, and a flag overriding the recipe
+    accelerate launch --config_file recipes/accelerate_configs/single_device.yaml train/sft.py \\
+        --config recipes/tiny/sft.yaml --output_dir out/tiny-sft-lora --use_peft --lora_r 8 --merge_adapter
+    # sequence-level distillation: SFT on a teacher's outputs (a JSONL of prompt/completion)
+    python train/sft.py --config recipes/tiny/distill_sequence.yaml --output_dir out/tiny-seqdistill
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository's stage packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transformers import set_seed
+from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config, get_quantization_config
+
+from guide.models import resolve_model_path
+from train.cards import save_run
+from train.data import SFT_COLUMNS, TrainScriptArguments, check_columns, load_training_data
+from train.recipes import resume_checkpoint, run
+
+DATACLASSES = (TrainScriptArguments, SFTConfig, ModelConfig)
+
+
+def model_init_kwargs(training_args, model_args: ModelConfig) -> dict:
+    """How the trainer loads the model: revision, dtype, attention, remote code (off unless asked)."""
+    kwargs = dict(
+        revision=model_args.model_revision,
+        trust_remote_code=training_args.trust_remote_code,
+        attn_implementation=model_args.attn_implementation,
+        dtype=model_args.dtype,
+        quantization_config=get_quantization_config(model_args),
+        use_safetensors=True,
+    )
+    return {k: v for k, v in kwargs.items() if v is not None} | (training_args.model_init_kwargs or {})
+
+
+def main(script_args: TrainScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
+    set_seed(training_args.seed)
+    model = resolve_model_path(model_args.model_name_or_path)
+    training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
+    train, evaluation = load_training_data(script_args, seed=training_args.seed)
+    for split, data in (("train", train), ("eval", evaluation)):
+        if data is not None:
+            check_columns(data, SFT_COLUMNS, f"SFT {split} data")
+
+    trainer = SFTTrainer(
+        model=model,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation if training_args.eval_strategy != "no" else None,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(
+        resume_from_checkpoint=resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    )
+    if trainer.eval_dataset is not None:
+        trainer.evaluate()
+    data = script_args.dataset_name or ", ".join(d.path for d in script_args.datasets)
+    save_run(trainer, stage="sft", base_model=model_args.model_name_or_path, data=data,
+             args=(script_args, training_args, model_args), merge=script_args.merge_adapter)  # fmt: skip
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    trainer.accelerator.end_training()
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, DATACLASSES))
