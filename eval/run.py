@@ -15,6 +15,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from eval.annotate import JudgeCounts, annotate, judgement_log
 from eval.config import EvalConfig, EvalConfigError
 from eval.generate import check_guide_config, generate_outputs
@@ -99,6 +101,21 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
         limit=config.num_instructions,
     )
     logger.info("%d instructions from %s, %d systems", len(instructions), config.instructions, len(systems))
+    out.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(out / ".w2s-eval.lock"))  # released by the OS if the process dies
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise EvalConfigError(
+            f"{out}: another `w2s eval` is writing there; wait for it or use another output_dir"
+        ) from None
+    try:
+        return _evaluate(config, systems, instructions, out, progress=progress)
+    finally:
+        lock.release()
+
+
+def _evaluate(config: EvalConfig, systems, instructions: list[Instruction], out: Path, *, progress: bool) -> EvalResult:
     result = EvalResult(rows=[])
 
     records: dict[str, list[dict]] = {}

@@ -129,3 +129,28 @@ def test_cli_bad_recipe_exits_non_zero_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
     assert eval_main(["--config", str(recipe), "--judge", "oracle"]) == 2
     assert "'oracle' is not one of" in capsys.readouterr().err
+
+
+def test_without_a_reference_rewards_only_and_one_writer_at_a_time(run_dir, tmp_path):
+    import shutil
+
+    from filelock import FileLock
+
+    from eval.config import EvalConfigError
+
+    out, _, first, _ = run_dir
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    cfg = load_config(
+        None, {"systems": _systems(), "num_instructions": N, "output_dir": str(copy), "reference": "none"}
+    )
+    res = evaluate(cfg, progress=False)
+    assert res.judging["judged"] == 0  # the gold rewards of these outputs are all in the cache
+    rows = {r["system"]: r for r in res.rows}
+    assert "win_rate" not in rows["weak"] and "lc_win_rate" not in rows["weak"]
+    assert rows["weak"]["reward_mean"] == pytest.approx({r["system"]: r for r in first.rows}["weak"]["reward_mean"])
+    ann = json.loads((copy / "weak" / "annotations.json").read_text())
+    assert "preference" not in ann[0] and "output_1" not in ann[0] and "reward_2" in ann[0]
+
+    with FileLock(str(copy / ".w2s-eval.lock")), pytest.raises(EvalConfigError, match="another `w2s eval` is writing"):
+        evaluate(cfg, progress=False)
