@@ -154,6 +154,36 @@ def _evaluate(config: EvalConfig, systems, instructions: list[Instruction], out:
         write_json(out / s.name / "annotations.json", annotations[s.name])
     result.judging = {"judged": counts.judged, "cached": counts.cached, "judge": judge.name}
 
+    result.rows = rows = leaderboard_rows(config, systems, records, annotations, ref_name, references)
+
+    write_tables(rows, out, reference=ref_name, judge=judge.name)
+    files = [str(out / "leaderboard.csv"), str(out / "leaderboard.md")]
+    plots = {
+        "win_rate.png": lambda path: plot_win_rates(rows, path, reference=ref_name, judge=judge.name),
+        "reward_vs_compute.png": lambda path: plot_reward_vs_compute(
+            rows, path, compute_axis=config.compute_axis, judge=judge.name
+        ),
+    }
+    for name, plot in plots.items():
+        if plot(out / name):
+            files.append(str(out / name))
+        else:  # nothing to draw (e.g. no reference): leave no stale plot of an earlier run
+            (out / name).unlink(missing_ok=True)
+    result.files = files
+    write_json(out / "results.json", {"config": asdict(config), "reference": ref_name, **asdict(result)})
+    return result
+
+
+def leaderboard_rows(
+    config: EvalConfig,
+    systems,
+    records: dict[str, list[dict]],
+    annotations: dict[str, list[dict]],
+    ref_name: str | None,
+    references: list[str] | None,
+) -> list[dict]:
+    """One row per system: win rate with SE and interval, LC win rate, reward, length, cost."""
+    outputs = {name: [r["text"] for r in recs] for name, recs in records.items()}
     rows = []
     for s in systems:
         ann = annotations[s.name]
@@ -177,7 +207,7 @@ def _evaluate(config: EvalConfig, systems, instructions: list[Instruction], out:
                 "preferences": [a["preference"] for a in annotations[s.name]],
                 "len_system": [len(o) for o in outputs[s.name]],
                 "len_reference": [len(o) for o in references],
-                "instruction_ids": list(range(len(instructions))),
+                "instruction_ids": list(range(len(references))),
             }
             for s in systems
             if s.name != ref_name
@@ -185,14 +215,4 @@ def _evaluate(config: EvalConfig, systems, instructions: list[Instruction], out:
         lc = length_controlled_win_rates(tables) if tables else {}
         for row in rows:
             row["lc_win_rate"] = 50.0 if row["system"] == ref_name else lc.get(row["system"])
-    result.rows = rows
-
-    write_tables(rows, out, reference=ref_name, judge=judge.name)
-    files = [str(out / "leaderboard.csv"), str(out / "leaderboard.md")]
-    if plot_win_rates(rows, out / "win_rate.png", reference=ref_name, judge=judge.name):
-        files.append(str(out / "win_rate.png"))
-    if plot_reward_vs_compute(rows, out / "reward_vs_compute.png", compute_axis=config.compute_axis, judge=judge.name):
-        files.append(str(out / "reward_vs_compute.png"))
-    result.files = files
-    write_json(out / "results.json", {"config": asdict(config), "reference": ref_name, **asdict(result)})
-    return result
+    return rows
