@@ -51,6 +51,8 @@ class EvalConfig:
     judge_model: str | None = None  # reward model / LLM judge folder or hub id; served model name for http
     judge_batch_size: int = 8
     judge_labels: str = "a,b"  # how the pairwise judges' prompt names the two outputs (the answer it reads)
+    judge_dtype: str = "auto"  # local judges: auto | float32 | bfloat16 | float16
+    judge_device: str | None = None  # local judges: e.g. cuda; None: CPU
     judge_max_length: int = 1024  # tokens of a judged text kept (from the left) by local judges
     judge_base_url_env: str = "W2S_JUDGE_BASE_URL"  # environment variable holding the http judge's base URL
     judge_api_key_env: str = "W2S_JUDGE_API_KEY"  # environment variable holding its API key (never logged)
@@ -144,6 +146,10 @@ def validate(config: EvalConfig, where: str = "eval recipe") -> EvalConfig:
         s["name"] = name
         if not isinstance(s["guide"], dict) or "strong_model" not in s["guide"]:
             raise EvalConfigError(f"{at} ({name}): 'guide' must be a guide recipe mapping with a 'strong_model'")
+    if config.judge_dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise EvalConfigError(
+            f"{where}: key 'judge_dtype': {config.judge_dtype!r} is not auto, float32, bfloat16 or float16"
+        )
     if config.judge in ("reward_model", "llm", "http") and not config.judge_model:
         raise EvalConfigError(f"{where}: judge {config.judge!r} needs 'judge_model'")
     if config.judge in ("llm", "http") and config.reference is None:

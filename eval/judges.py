@@ -112,10 +112,19 @@ class RewardModelJudge(Judge):
 
     soft = True
 
-    def __init__(self, model: str, *, batch_size: int = 8, max_length: int = 1024, trust_remote_code: bool = False):
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: int = 8,
+        max_length: int = 1024,
+        trust_remote_code: bool = False,
+        dtype: str = "auto",
+        device: str | None = None,
+    ):
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from guide.models import resolve_model_path
+        from guide.models import DTYPES, resolve_model_path
 
         path = resolve_model_path(model)
         self.name = f"reward_model:{model}"
@@ -123,8 +132,10 @@ class RewardModelJudge(Judge):
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
             self.model = AutoModelForSequenceClassification.from_pretrained(
-                path, trust_remote_code=trust_remote_code, use_safetensors=True
+                path, trust_remote_code=trust_remote_code, use_safetensors=True, dtype=DTYPES[dtype]
             ).eval()
+            if device is not None:
+                self.model.to(device)
         except OSError as e:
             raise JudgeError(f"reward model {model!r}: cannot load it as a local folder or hub id ({e})") from e
         if self.model.config.num_labels != 1:
@@ -206,12 +217,16 @@ class LocalLLMJudge(PairwiseJudge):
         max_length: int = 1024,
         trust_remote_code: bool = False,
         labels: tuple[str, str] | str = LABELS,
+        dtype: str = "auto",
+        device: str | None = None,
     ):
         from guide.models import load_model_and_tokenizer
 
         self.labels = _labels(labels)
         self.name = f"llm:{model}"
-        self.model, self.tokenizer = load_model_and_tokenizer(model, trust_remote_code=trust_remote_code)
+        self.model, self.tokenizer = load_model_and_tokenizer(
+            model, trust_remote_code=trust_remote_code, dtype=dtype, device=device
+        )
         self.tokenizer.truncation_side = "left"  # the question sits at the end: keep it
         self.label_ids = [self.tokenizer.encode(label, add_special_tokens=False)[0] for label in self.labels]
         if self.label_ids[0] == self.label_ids[1]:
@@ -356,7 +371,12 @@ def make_judge(config) -> Judge:
     kind = config.judge
     if kind == "gold":
         return GoldJudge()
-    kwargs = {"batch_size": config.judge_batch_size, "max_length": config.judge_max_length}
+    kwargs = {
+        "batch_size": config.judge_batch_size,
+        "max_length": config.judge_max_length,
+        "dtype": config.judge_dtype,
+        "device": config.judge_device,
+    }
     if kind == "reward_model":
         return RewardModelJudge(config.judge_model, trust_remote_code=config.trust_remote_code, **kwargs)
     if kind == "llm":
