@@ -110,7 +110,7 @@ def binarize(argv: list[str]) -> int:
 
 
 def bench(argv: list[str]) -> int:
-    from eval.bench_data import main as bench_main
+    from data.bench import main as bench_main
 
     return bench_main(argv)
 

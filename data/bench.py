@@ -1,0 +1,131 @@
+"""`w2s bench data`: the generation stage's tokens per second against a plain batched `generate` loop.
+
+Both sides run in one process over the same prompts, models and sampling settings, after
+a warm-up, back to back in rounds that alternate which side goes first; the figure is the
+median of the rounds' ratios, by wall clock and by CPU time (steadier on a shared machine).
+Each side's time includes loading its models. The stage is `data.build.generate_shards` (chat templates, per-shard seeds, atomic
+shard files); the reference is the shortest loop that does the same sampling.
+
+    w2s bench data                       # tiny world: weak and strong bases, 32 prompts x 4 samples
+    w2s bench data --num_prompts 512 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+
+import torch
+
+from data.build import generate_shards, plan
+from data.generators import count_new_tokens
+from data.recipe import recipe_from_dict
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def plain_loop(model_name: str, prompts: list[str], *, num_samples: int, max_new_tokens: int, batch_size: int) -> int:
+    """Loads a model and samples every prompt `num_samples` times, `batch_size` rows per call; returns tokens."""
+    from guide.models import chat_prompt, load_model_and_tokenizer
+
+    model, tok = load_model_and_tokenizer(model_name)
+    torch.manual_seed(0)
+    texts = [chat_prompt(tok, p) for p in prompts for _ in range(num_samples)]
+    tokens = 0
+    for start in range(0, len(texts), batch_size):
+        batch = tok(texts[start : start + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        out = model.generate(
+            **batch,
+            do_sample=True,
+            temperature=1.0,
+            top_k=None,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        tokens += count_new_tokens(out[:, batch["input_ids"].shape[1] :], tok.pad_token_id, tok.eos_token_id)
+    return tokens
+
+
+def stage(models: list[str], num_prompts: int, *, num_samples: int, max_new_tokens: int, batch_size: int) -> int:
+    """The build's generation stage over the same prompts, in a fresh folder; returns tokens."""
+    with tempfile.TemporaryDirectory() as out:
+        recipe = recipe_from_dict(
+            {
+                "output_dir": out,
+                "prompt_source": "tiny:train",
+                "num_prompts": num_prompts,
+                "dedup_prompts": "none",
+                "shard_size": batch_size // num_samples,  # one generate call per shard, as in the loop
+                "generators": [
+                    {
+                        "name": f"g{i}",
+                        "model": m,
+                        "num_samples": num_samples,
+                        "max_new_tokens": max_new_tokens,
+                        "batch_size": batch_size,
+                    }
+                    for i, m in enumerate(models)
+                ],
+                "judges": [{"name": "gold", "kind": "rule"}],
+            }
+        )
+        p = plan(recipe)
+        spent = generate_shards(p, list(range(len(p.shards))), progress=False)
+        return int(sum(s["tokens"] for s in spent.values()))
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="w2s bench data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--models", nargs="+", default=["tiny:weak", "tiny:strong"])
+    parser.add_argument("--num_prompts", type=int, default=32)
+    parser.add_argument("--num_samples", type=int, default=4)
+    parser.add_argument("--max_new_tokens", type=int, default=32)
+    parser.add_argument("--batch_size", type=int, default=256, help="rows per generate call (both sides)")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadiest on a shared machine)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    from data.world import world_prompts
+    from train.world import ensure_world
+
+    ensure_world()  # build (or find) the models before timing
+    prompts = world_prompts("train", args.num_prompts)
+    kw = {"num_samples": args.num_samples, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size}
+    sides = {
+        "plain loop": lambda: sum(plain_loop(m, prompts, **kw) for m in args.models),
+        "data stage": lambda: stage(args.models, args.num_prompts, **kw),
+    }
+    sides["plain loop"](), sides["data stage"]()  # warm-up: imports, caches, allocator
+    ratios, cpu_ratios = [], []
+    for r in range(args.rounds):  # back to back, alternating which side goes first
+        rate, cpu_rate = {}, {}
+        for name in list(sides)[:: 1 if r % 2 == 0 else -1]:
+            wall, cpu = time.perf_counter(), time.process_time()
+            tokens = sides[name]()
+            rate[name] = tokens / (time.perf_counter() - wall)
+            cpu_rate[name] = tokens / (time.process_time() - cpu)
+        ratios.append(rate["data stage"] / rate["plain loop"])
+        cpu_ratios.append(cpu_rate["data stage"] / cpu_rate["plain loop"])
+        print(
+            f"round {r + 1}: plain loop {rate['plain loop']:,.0f} tok/s, data stage {rate['data stage']:,.0f} tok/s, "
+            f"ratio {ratios[-1]:.2f} (per CPU second: {cpu_ratios[-1]:.2f})"
+        )
+    print(
+        f"models {', '.join(args.models)}; {args.num_prompts} prompts x {args.num_samples} samples, "
+        f"{args.max_new_tokens} new tokens at most, {args.batch_size} rows per call"
+    )
+    print(
+        f"generation stage / plain generate loop (tokens per second, median of {args.rounds} rounds): "
+        f"{statistics.median(ratios):.2f}"
+    )
+    return 0
