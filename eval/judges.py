@@ -74,7 +74,8 @@ def preference_from_orders(p_b_ref_first: float, p_b_sys_first: float) -> float:
 def preference_from_rewards(r_1: float, r_2: float, *, soft: bool) -> float:
     """1 + P(output_2 wins): Bradley–Terry `sigmoid(r_2 - r_1)` if `soft`, else 2 / 1 / 1.5 for win / loss / tie."""
     if soft:
-        return 1.0 + 1.0 / (1.0 + math.exp(-(r_2 - r_1)))
+        d = r_2 - r_1
+        return 1.0 + (1.0 / (1.0 + math.exp(-d)) if d >= 0 else math.exp(d) / (1.0 + math.exp(d)))
     return 2.0 if r_2 > r_1 else 1.0 if r_2 < r_1 else 1.5
 
 

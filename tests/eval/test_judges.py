@@ -84,6 +84,7 @@ def _p_b(la, lb):
     return math.exp(lb) / (math.exp(la) + math.exp(lb))
 
 
+@pytest.mark.slow
 def test_local_llm_judge_reads_both_orders_from_log_probs(strong, world_paths):
     model, tok = strong
     judge = LocalLLMJudge(str(world_paths["strong"]), batch_size=3)
