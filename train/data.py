@@ -73,11 +73,18 @@ def _tiny_teacher_outputs() -> Path:
     return ensure_teacher_outputs()
 
 
+def _tiny_prompts() -> Path:
+    from train.world import ensure_prompts
+
+    return ensure_prompts()
+
+
 # Tiny-world data sets that recipes name as `tiny:<name>`, built on first use and cached.
 TINY_DATA = {
     "preferences": lambda: _tiny_preferences("weak"),  # gold-judged pairs of the weak base's samples
     "preferences_b": lambda: _tiny_preferences("weak_b"),  # the same for weak base B (family B tokenizer)
     "teacher_outputs": _tiny_teacher_outputs,  # the strong base's samples, prompt/completion (JSONL)
+    "prompts": _tiny_prompts,  # world prompts alone (train/test), for on-policy token-level distillation
 }
 
 

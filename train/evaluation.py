@@ -72,3 +72,37 @@ def sample_reward(
     responses = sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
     scores = [score_review(p, r) for p, (r,) in zip(prompts, responses, strict=True)]
     return statistics.mean(s.reward for s in scores), sum(s.well_formed for s in scores) / len(scores)
+
+
+@torch.no_grad()
+def token_kl(teacher: str | Path, student: str | Path, num_reviews: int = 200, batch_size: int = 50) -> float:
+    """Mean KL(teacher || student) per response token over held-out world reviews (test split), in the chat template.
+
+    The two models must share a tokenizer; the teacher's tokenization is used for both.
+    """
+    from data.world import world_corpus
+
+    t_model, tokenizer = load_model_and_tokenizer(str(teacher))
+    s_model, _ = load_model_and_tokenizer(str(student))
+    reviews = world_corpus("test", num_reviews)
+    total, count = 0.0, 0
+    for start in range(0, len(reviews), batch_size):
+        batch = reviews[start : start + batch_size]
+        texts = [
+            tokenizer.apply_chat_template(
+                [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.response}], tokenize=False
+            )
+            for r in batch
+        ]
+        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        t_logp = torch.log_softmax(t_model(**enc).logits[:, :-1].float(), dim=-1)  # (batch, seq-1, vocab)
+        s_logp = torch.log_softmax(s_model(**enc).logits[:, :-1].float(), dim=-1)
+        kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # (batch, seq-1): KL of the next-token distributions
+        pad = (enc.attention_mask == 0).sum(1)  # left padding
+        for i, r in enumerate(batch):
+            first = (
+                int(pad[i]) + len(tokenizer(chat_prompt(tokenizer, r.prompt), add_special_tokens=False).input_ids) - 1
+            )
+            total += kl[i, first:].sum().item()
+            count += kl.shape[1] - first
+    return total / count

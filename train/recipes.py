@@ -136,10 +136,31 @@ def parse_recipe(dataclass_types: tuple[type, ...], args: list[str] | None = Non
         raise RecipeError(f"bad command-line flags {args}: see the message above") from e
 
 
+def build_tiny_references(parsed: tuple) -> bool:
+    """Builds (or finds in the cache) every `tiny:` model and data set the parsed arguments name."""
+    from guide.models import resolve_model_path
+    from train.data import resolve_data_path
+
+    found = False
+    for obj in parsed:
+        for name in ("model_name_or_path", "teacher_model_name_or_path"):
+            if str(getattr(obj, name, None) or "").startswith("tiny:"):
+                resolve_model_path(getattr(obj, name))
+                found = True
+        sources = [getattr(obj, "dataset_name", None)] + [d.path for d in getattr(obj, "datasets", None) or []]
+        for source in sources:
+            if str(source or "").startswith("tiny:"):
+                resolve_data_path(source)
+                found = True
+    return found
+
+
 def run(main, dataclass_types: tuple[type, ...], args: list[str] | None = None) -> int:
     """Parses the recipe and flags, calls `main(*dataclasses)`; a RecipeError exits non-zero with its message."""
     try:
         parsed = parse_recipe(dataclass_types, args)
+        if build_tiny_references(parsed):  # building trains in this process: parse again for a fresh state
+            parsed = parse_recipe(dataclass_types, args)
         main(*parsed)
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)

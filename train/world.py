@@ -36,10 +36,15 @@ def base_recipe(name: str) -> Path:
 
 def base_path(name: str, recipe: Path | None = None, overrides: list[str] = ()) -> Path:
     """The cache folder of base model `name` (it may not be built yet)."""
-    from train.pretrain import parse
+    from trl import TrlParser
+
+    from train.pretrain import PretrainArguments
 
     recipe = recipe or base_recipe(name)
-    script_args, _ = parse(["--config", str(recipe), "--output_dir", "unused", *overrides])
+    # only the model's own arguments: building an SFTConfig here would reset accelerate's distributed state
+    script_args, _ = TrlParser((PretrainArguments,)).parse_args_and_config(
+        ["--config", str(recipe), *overrides], return_remaining_strings=True
+    )
     tokenizer = world_tokenizer_path(script_args.tokenizer_family)
     key = content_key(recipe.read_bytes(), " ".join(overrides), tokenizer.name)
     return cache_root() / "tiny-world" / f"{name.replace('_', '-')}-{key}"
@@ -111,6 +116,46 @@ def ensure_guide(kind: str = "dpo") -> Path:
                 model = out
 
     return build_once(path, build)
+
+
+def ensure_prompts(num_prompts: int = 400) -> Path:
+    """Folder (`load_from_disk`) of world prompts in conversational form: train and test splits (for distillation)."""
+    from datasets import Dataset, DatasetDict
+
+    from data.world import world_prompts
+
+    def rows(split: str, n: int) -> Dataset:
+        return Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in world_prompts(split, n)])
+
+    path = cache_root() / "tiny-world" / f"prompts-{content_key(str(num_prompts))}"
+    return build_once(path, lambda tmp: DatasetDict({"train": rows("train", num_prompts), "test": rows("test", 100)})
+                      .save_to_disk(str(tmp)))  # fmt: skip
+
+
+def ensure_teacher_outputs(num_prompts: int = 400, teacher: str = "strong", seed: int = 0) -> Path:
+    """A JSONL of the `teacher` base's samples on world prompts (conversational prompt/completion), for
+    sequence-level distillation; built once and cached."""
+    import json
+
+    from data.world import world_prompts
+    from guide.models import load_model_and_tokenizer
+    from guide.sampling import sample
+
+    teacher_dir = ensure_base(teacher)
+    key = content_key(teacher_dir.name, str(num_prompts), str(seed))
+    folder = cache_root() / "tiny-world" / f"teacher-outputs-{teacher.replace('_', '-')}-{key}"
+
+    def build(tmp: Path) -> None:
+        model, tokenizer = load_model_and_tokenizer(str(teacher_dir))
+        prompts = world_prompts("train", num_prompts)
+        responses = sample(model, tokenizer, prompts, max_new_tokens=64, seed=seed, progress=True)
+        with open(tmp / "train.jsonl", "w") as f:
+            for prompt, (response,) in zip(prompts, responses, strict=True):
+                row = {"prompt": [{"role": "user", "content": prompt}],
+                       "completion": [{"role": "assistant", "content": response}]}  # fmt: skip
+                f.write(json.dumps(row) + "\n")
+
+    return build_once(folder, build) / "train.jsonl"
 
 
 # Named tiny-world models that recipes refer to as `tiny:<name>`: the bases and the trained guides.

@@ -1,0 +1,84 @@
+"""Token-level distillation of a guide model with TRL's DistillationTrainer, from a recipe.
+
+The student writes completions to the data set's prompts (on-policy) and learns
+to match the teacher's next-token distribution on them (generalised JSD; `beta`
+0 is forward KL, 1 reverse KL). Teacher and student must share a vocabulary.
+Sequence-level distillation, SFT on a teacher's outputs, is `train/sft.py` on a
+JSONL of prompt/completion (e.g. the outputs of `guide/`'s weak-to-strong search).
+
+    # token-level: the weak base learns from the strong one (same tokenizer family)
+    python train/distill.py --config recipes/tiny/distill.yaml --output_dir out/tiny-distill
+    # sequence-level: SFT on the strong base's samples
+    python train/sft.py --config recipes/tiny/distill_sequence.yaml --output_dir out/tiny-seqdistill
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository's stage packages importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from transformers import AutoTokenizer, set_seed
+from trl import DistillationConfig, DistillationTrainer, ModelConfig, get_peft_config
+
+from guide.models import resolve_model_path
+from train.cards import save_run
+from train.data import DISTILL_COLUMNS, TrainScriptArguments, check_columns, load_training_data
+from train.recipes import RecipeError, resume_checkpoint, run
+from train.sft import model_init_kwargs
+
+DATACLASSES = (TrainScriptArguments, DistillationConfig, ModelConfig)
+
+
+def check_same_vocabulary(student: str, teacher: str, trust_remote_code: bool = False) -> None:
+    """Raises a RecipeError unless both tokenizers map the same strings to the same ids."""
+    s = AutoTokenizer.from_pretrained(student, trust_remote_code=trust_remote_code).get_vocab()
+    t = AutoTokenizer.from_pretrained(teacher, trust_remote_code=trust_remote_code).get_vocab()
+    if s != t:
+        differ = len(set(s.items()) ^ set(t.items()))
+        raise RecipeError(
+            f"token-level distillation needs one vocabulary, but student {student!r} ({len(s)} tokens) and teacher "
+            f"{teacher!r} ({len(t)} tokens) differ in {differ} token/id entries: pick a teacher of the student's "
+            "tokenizer family, or distil at the sequence level (train/sft.py on the teacher's outputs)"
+        )
+
+
+def main(script_args: TrainScriptArguments, training_args: DistillationConfig, model_args: ModelConfig) -> None:
+    set_seed(training_args.seed)
+    if training_args.teacher_model_name_or_path is None:
+        raise RecipeError("distillation needs a teacher: set 'teacher_model_name_or_path' in the recipe")
+    student = resolve_model_path(model_args.model_name_or_path)
+    teacher = resolve_model_path(training_args.teacher_model_name_or_path)
+    check_same_vocabulary(student, teacher, training_args.trust_remote_code)
+    training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
+    training_args.teacher_model_init_kwargs = {"dtype": model_args.dtype or "auto", "use_safetensors": True} | (
+        training_args.teacher_model_init_kwargs or {}
+    )
+    train, evaluation = load_training_data(script_args, seed=training_args.seed)
+    for split, data in (("train", train), ("eval", evaluation)):
+        if data is not None:
+            check_columns(data, DISTILL_COLUMNS, f"distillation {split} data")
+
+    trainer = DistillationTrainer(
+        model=student,
+        teacher_model=teacher,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation if training_args.eval_strategy != "no" else None,
+        peft_config=get_peft_config(model_args),
+    )
+    trainer.train(
+        resume_from_checkpoint=resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    )
+    data = script_args.dataset_name or ", ".join(d.path for d in script_args.datasets)
+    save_run(trainer, stage="distill", base_model=model_args.model_name_or_path, data=data,
+             args=(script_args, training_args, model_args), merge=script_args.merge_adapter)  # fmt: skip
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    trainer.accelerator.end_training()
+
+
+if __name__ == "__main__":
+    sys.exit(run(main, DATACLASSES))
