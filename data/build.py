@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
@@ -454,6 +455,16 @@ def _save(out: Path, pair_rows: list, sft_rows: list, card: dict, jsonl: bool) -
 
 def build(recipe: DataRecipe, *, shard: str | None = None, do_merge: bool = True, progress: bool = True) -> Path | None:
     """Runs (or resumes) this process's shards of every stage, then merges once every shard exists."""
+    threads = torch.get_num_threads()
+    if recipe.num_threads:
+        torch.set_num_threads(recipe.num_threads)
+    try:
+        return _build(recipe, shard, do_merge, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(recipe: DataRecipe, shard: str | None, do_merge: bool, progress: bool) -> Path | None:
     i, n = parse_shard(shard)
     p = plan(recipe)
     mine = [s for s in range(len(p.shards)) if s % n == i]

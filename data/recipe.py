@@ -70,6 +70,7 @@ class DataRecipe:
     output_dir: str = ""
     seed: int = 0
     shard_size: int = 64  # prompts per shard: the unit that generation and judging commit atomically
+    num_threads: int | None = None  # torch CPU threads while building (None: torch's default); tiny models: 1
     # prompts
     prompt_source: str = "tiny:train"  # hub id, save_to_disk folder, .json/.jsonl file, or tiny:<split>
     prompt_field: str = "prompt"  # field with a string or a list of chat messages

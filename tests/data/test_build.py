@@ -103,6 +103,7 @@ def test_tiny_recipe_pairs_follow_the_gold_reward_and_the_card_recounts(tmp_path
 KILL_RECIPE = {
     "seed": 7,
     "shard_size": 4,
+    "num_threads": 1,
     "prompt_source": "tiny:train",
     "num_prompts": 20,
     "dedup_prompts": "exact",
@@ -112,7 +113,7 @@ KILL_RECIPE = {
     ],
     "judges": [
         {"name": "gold", "kind": "rule", "rule": "tiny_gold", "weight": 2.0},
-        {"name": "pairwise", "kind": "pairwise", "model": "tiny:weak", "labels": ["A", "B"]},
+        {"name": "pairwise", "kind": "pairwise", "model": "tiny:strong", "labels": ["A", "B"]},
     ],
     "test_fraction": 0.25,
 }
@@ -138,7 +139,7 @@ def _kill_when(proc: subprocess.Popen, folder_glob: str, root: Path, timeout: fl
             return
         if proc.poll() is not None:
             raise AssertionError(f"the build ended before it could be killed: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.01)
+        time.sleep(0.002)
     proc.kill()
     raise AssertionError("no shard appeared in time")
 
