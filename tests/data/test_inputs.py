@@ -136,3 +136,27 @@ def test_binarize_picks_the_highest_mean_and_a_random_lower_one(tmp_path):
     assert len(data["train"]) + len(data["test"]) == 10
     with pytest.raises(PromptError, match=r"uf\.jsonl: item|no field 'prompt'"):
         binarize_to_disk(str(source), tmp_path / "other", BinarizeConfig(prompt_field="prompt"))
+
+
+def test_merge_before_the_shards_exist_fails_and_bench_prints_its_ratio(tmp_path, capsys, world_paths):
+    assert main(["merge", "--config", str(_recipe(tmp_path))]) == 2
+    assert "shard file(s) are not written yet" in capsys.readouterr().err
+    assert main(["build", "--config", str(_recipe(tmp_path)), "--shard", "1/2"]) == 0  # shards 1 only: no merge
+    assert not (tmp_path / "out" / "card.json").exists()
+    assert main(["build", "--config", str(_recipe(tmp_path)), "--shard", "0/2", "--no-merge"]) == 0
+    assert main(["merge", "--config", str(_recipe(tmp_path))]) == 0
+    assert (tmp_path / "out" / "card.json").exists()
+    args = [
+        "--models",
+        "tiny:weak",
+        "--num_prompts",
+        "2",
+        "--num_samples",
+        "2",
+        "--max_new_tokens",
+        "4",
+        "--rounds",
+        "1",
+    ]
+    assert main(["bench", *args]) == 0
+    assert "generation stage / plain generate loop" in capsys.readouterr().out
