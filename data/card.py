@@ -59,6 +59,10 @@ def render_card(card: dict) -> str:
         f"Prompts from `{r['prompt_source']}` (field `{r['prompt_field']}`), "
         f"pairing `{r['pairing']}`, seed {r['seed']}.",
         "",
+        "Decontaminated against: "
+        + (", ".join(f"`{d if isinstance(d, str) else d['source']}`" for d in r["decontaminate"]) or "nothing")
+        + f" (word {r['decontam_ngram']}-grams); prompt duplicates removed: {r['dedup_prompts']}.",
+        "",
         "## Generators",
         "",
         "| name | kind | model | samples | temperature | max new tokens | tokens written |",

@@ -88,7 +88,8 @@ class DataRecipe:
     max_length_ratio: float = float("inf")
     dedup_prompts: str = "near"  # none | exact | near
     near_dup_threshold: float = 0.9  # Jaccard similarity of word 3-gram sets for near duplicates
-    decontaminate: list[str] = field(default_factory=list)  # prompt sources of evaluation sets
+    # evaluation prompt sources: a source string, or {source, field, split, subset}
+    decontaminate: list[str | dict] = field(default_factory=list)
     decontam_ngram: int = 8  # a prompt sharing a word n-gram with an evaluation prompt is dropped
     max_repeat_fraction: float = 0.5  # a response whose repeated 3-grams exceed this share is degenerate
     # outputs
