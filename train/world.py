@@ -160,6 +160,8 @@ def ensure_teacher_outputs(num_prompts: int = 400, teacher: str = "strong", seed
 
 # Named tiny-world models that recipes refer to as `tiny:<name>`: the bases and the trained guides.
 TINY_MODELS: dict[str, Callable[[], Path]] = {name: partial(ensure_base, name) for name in BASES}
+# An under-trained family-A student (the weak recipe stopped early): room to learn from a teacher.
+TINY_MODELS["student"] = partial(ensure_base, "weak", overrides=["--max_steps", "60"])
 TINY_MODELS |= {"guide": partial(ensure_guide, "dpo"), "guide_sft_dpo": partial(ensure_guide, "sft_dpo"),
                 "guide_lora": partial(ensure_guide, "lora"), "guide_b": partial(ensure_guide, "b")}  # fmt: skip
 
