@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.prompts import PromptError, _read_dataset_rows, _read_json_rows, _to_messages
+from data.prompts import PromptError, read_dataset_rows, read_json_rows, to_messages
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def binarize_rows(rows: list[tuple[str, dict]], config: BinarizeConfig) -> tuple
             )
         if config.completions_field not in row:
             raise PromptError(f"{where}: no field {config.completions_field!r}; set --completions_field")
-        prompt = _to_messages(row[config.prompt_field], f"{where}: field {config.prompt_field!r}")
+        prompt = to_messages(row[config.prompt_field], f"{where}: field {config.prompt_field!r}")
         if prompt is None:
             counts["empty prompt"] += 1
             continue
@@ -119,9 +119,9 @@ def binarize_to_disk(source: str, output_dir: str | Path, config: BinarizeConfig
     if path.suffix in (".json", ".jsonl"):
         if not path.is_file():
             raise PromptError(f"{source}: no such file")
-        rows = _read_json_rows(path)
+        rows = read_json_rows(path)
     else:
-        rows = _read_dataset_rows(source, config.split, None)
+        rows = read_dataset_rows(source, config.split, None)
     pairs, counts = binarize_rows(rows, config)
     if not pairs:
         raise PromptError(f"{source}: no row gave a pair ({counts})")

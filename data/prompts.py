@@ -28,8 +28,8 @@ def prompt_text(messages: Messages) -> str:
     return next(m["content"] for m in reversed(messages) if m["role"] == "user")
 
 
-def _to_messages(value: Any, where: str) -> Messages | None:
-    """A field's value as chat messages; None for an empty prompt."""
+def to_messages(value: Any, where: str) -> Messages | None:
+    """A field's value (a string or chat messages) as chat messages; None for an empty prompt."""
     if isinstance(value, str):
         return [{"role": "user", "content": value}] if value.strip() else None
     if isinstance(value, list) and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value):
@@ -41,7 +41,7 @@ def _to_messages(value: Any, where: str) -> Messages | None:
     raise PromptError(f"{where}: expected a string or a list of {{role, content}} messages, got {value!r:.80}")
 
 
-def _read_json_rows(path: Path) -> list[tuple[str, Any]]:
+def read_json_rows(path: Path) -> list[tuple[str, Any]]:
     """(where, row) for each object of a .jsonl file (one per line) or a .json file (a list of objects)."""
     if path.suffix == ".jsonl":
         rows = []
@@ -63,7 +63,8 @@ def _read_json_rows(path: Path) -> list[tuple[str, Any]]:
     return [(f"{path}: item {i}", row) for i, row in enumerate(data)]
 
 
-def _read_dataset_rows(source: str, split: str, subset: str | None) -> list[tuple[str, Any]]:
+def read_dataset_rows(source: str, split: str, subset: str | None) -> list[tuple[str, Any]]:
+    """(where, row) for each row of a `save_to_disk` folder or a hub data set's split."""
     from datasets import Dataset, DatasetDict, load_dataset, load_from_disk
 
     path = Path(source).expanduser()
@@ -103,9 +104,9 @@ def load_prompts(
         if path.suffix in (".json", ".jsonl"):
             if not path.is_file():
                 raise PromptError(f"{source}: no such prompt file")
-            rows = _read_json_rows(path)
+            rows = read_json_rows(path)
         else:
-            rows = _read_dataset_rows(source, split, subset)
+            rows = read_dataset_rows(source, split, subset)
     if limit is not None:
         rows = rows[:limit]
     prompts, empty = [], 0
@@ -116,7 +117,7 @@ def load_prompts(
             raise PromptError(
                 f"{where}: no field {field!r} (it has {', '.join(map(str, row)) or 'none'}); set prompt_field"
             )
-        messages = _to_messages(row[field], f"{where}: field {field!r}")
+        messages = to_messages(row[field], f"{where}: field {field!r}")
         if messages is None:
             empty += 1
         else:
