@@ -206,6 +206,7 @@ class PairwiseJudge:
             "trust_remote_code": config.trust_remote_code,
         }
         self.model, self.tokenizer = _load(config, config.model, lambda m: load_model_and_tokenizer(m, **kwargs))
+        self.tokenizer.truncation_side = "left"  # an over-long comparison loses its start, never the question's end
         self.label_ids = []
         for label in config.labels:
             ids = self.tokenizer(label, add_special_tokens=False)["input_ids"]
