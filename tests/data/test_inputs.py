@@ -160,3 +160,15 @@ def test_merge_before_the_shards_exist_fails_and_bench_prints_its_ratio(tmp_path
     ]
     assert main(["bench", *args]) == 0
     assert "generation stage / plain generate loop" in capsys.readouterr().out
+
+
+def test_shards_come_from_the_flag_or_the_rank_under_accelerate(monkeypatch):
+    from data.build import parse_shard
+
+    assert parse_shard("2/4") == (2, 4)
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    assert parse_shard(None) == (3, 8)
+    for bad in ("4/4", "x/2", "1"):
+        with pytest.raises(ValueError, match="--shard"):
+            parse_shard(bad)
