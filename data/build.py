@@ -313,16 +313,11 @@ def merge(p: Plan) -> Path:
             "for every shard before merging"
         )
     r = p.recipe
-    raw = {
-        j.name: [
-            [row["scores"] for row in read_jsonl(p.judge_dirs[j.name] / f"{s:05d}.jsonl")] for s in range(len(p.shards))
-        ]
-        for j in r.judges
+    judged = {
+        j.name: [read_jsonl(p.judge_dirs[j.name] / f"{s:05d}.jsonl") for s in range(len(p.shards))] for j in r.judges
     }
-    extras = {
-        j.name: [row for s in range(len(p.shards)) for row in read_jsonl(p.judge_dirs[j.name] / f"{s:05d}.jsonl")]
-        for j in r.judges
-    }
+    raw = {name: [[row["scores"] for row in shard] for shard in shards] for name, shards in judged.items()}
+    extras = {name: [row for shard in shards for row in shard] for name, shards in judged.items()}
     combined = _ensemble(p, raw)
     counts = {"prompts": dict(p.prompt_counts), "responses": {}, "pairs": {}}
     n_responses = n_empty = n_degenerate = n_unpaired = n_paired_before = n_margin = n_length = 0
