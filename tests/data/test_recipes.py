@@ -37,6 +37,7 @@ def _substitute(values: dict, tmp_path: Path, reward_model: str) -> dict:
     evaluation.write_text(json.dumps({"instruction": prompts[0]}) + "\n")  # one contaminated prompt
     out = {**values, "prompt_source": str(source), "num_prompts": 8, "shard_size": 3, "output_dir": str(tmp_path / "out")}  # fmt: skip
     out["decontaminate"] = [{**d, "source": str(evaluation)} for d in values["decontaminate"]]
+    out["num_threads"] = 1  # tiny models: one thread is fastest
     out["generators"] = [
         {**g, "model": TINY_MODELS[i % 3], "max_new_tokens": 16, "dtype": "auto", "batch_size": 8}
         for i, g in enumerate(values["generators"])
