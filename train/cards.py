@@ -61,6 +61,7 @@ def final_metrics(log_history: list[dict]) -> dict:
         metrics.update({k: v for k, v in entry.items() if k not in ("epoch", "step")})
     if log_history:
         metrics["step"] = log_history[-1].get("step")
+        metrics["epoch"] = log_history[-1].get("epoch")
     return metrics
 
 

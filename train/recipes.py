@@ -12,6 +12,7 @@ import argparse
 import difflib
 import os
 import sys
+import typing
 from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
@@ -29,12 +30,12 @@ def _did_you_mean(word: str, choices: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _convert(action: argparse.Action, value, where: str):
+def _convert(action: argparse.Action, value, where: str, takes_list: bool = False):
     """`value` converted the way the command line would convert it, or a RecipeError naming `where`."""
     if value is None or action.type is None or isinstance(value, dict):
         return value
     if isinstance(value, list):
-        if action.nargs not in ("+", "*"):
+        if action.nargs not in ("+", "*") and not takes_list:
             if all(isinstance(v, dict) for v in value):  # e.g. a list of dataset mixture entries
                 return value
             raise RecipeError(f"{where}: expects a single value, got the list {value!r}")
@@ -78,7 +79,7 @@ def _check_mixture(entries, where: str) -> None:
             raise RecipeError(f"{where}[{i}].fraction: expects a number, got {entry['fraction']!r}")
 
 
-def load_recipe(path: str | Path, parser: argparse.ArgumentParser) -> dict:
+def load_recipe(path: str | Path, parser: argparse.ArgumentParser, list_fields: frozenset[str] = frozenset()) -> dict:
     """The recipe at `path` as a dict of checked, converted values (its `env:` mapping applied to os.environ)."""
     path = Path(path)
     if not path.is_file():
@@ -107,7 +108,7 @@ def load_recipe(path: str | Path, parser: argparse.ArgumentParser) -> dict:
             _check_mixture(value, where)
             checked[key] = value
         else:
-            checked[key] = _convert(actions[key], value, where)
+            checked[key] = _convert(actions[key], value, where, takes_list=key in list_fields)
     for name, value in env.items():
         os.environ[str(name)] = str(value)
     return checked
@@ -123,7 +124,12 @@ def parse_recipe(dataclass_types: tuple[type, ...], args: list[str] | None = Non
             raise RecipeError("--config needs a recipe file")
         config_path = args[i + 1]
         del args[i : i + 2]
-        parser.set_defaults_with_config(**load_recipe(config_path, parser))
+        # fields typed `X | list[X]` take one value as a flag but a list in YAML (e.g. report_to: [wandb, tensorboard])
+        # (annotations, not dataclass fields: the HF parser narrows field types in place)
+        list_fields = frozenset(
+            name for t in dataclass_types for name, hint in typing.get_type_hints(t).items() if "list" in str(hint)
+        )
+        parser.set_defaults_with_config(**load_recipe(config_path, parser, list_fields))
     known = {opt for a in parser._actions for opt in a.option_strings}
     for arg in args:
         flag = arg.split("=", 1)[0]
@@ -168,17 +174,36 @@ def run(main, dataclass_types: tuple[type, ...], args: list[str] | None = None) 
     return 0
 
 
-def resume_checkpoint(value: str | None, output_dir: str) -> str | bool | None:
-    """`resume_from_checkpoint` as the Trainer takes it: a path, `true`/`last` (latest in output_dir), or
-    `auto` (latest in output_dir if there is one, else a fresh start)."""
+def last_checkpoint(output_dir: str | Path) -> str | None:
+    """The latest complete `checkpoint-<step>` in `output_dir`: one whose trainer state was written whole.
+
+    A run killed while saving leaves a partial checkpoint; resuming skips it rather than crash on it.
+    """
+    import json
+    import re
+
+    steps = []
+    for path in Path(output_dir).glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and path.is_dir():
+            try:
+                json.loads((path / "trainer_state.json").read_text())
+            except (OSError, ValueError):
+                continue
+            steps.append((int(match.group(1)), str(path)))
+    return max(steps)[1] if steps else None
+
+
+def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
+    """`resume_from_checkpoint` as the Trainer takes it: a checkpoint folder; `true`/`last`: the latest complete
+    checkpoint in output_dir (an error if there is none); `auto`: the same, or a fresh start if there is none."""
     if value is None or value.lower() in ("false", "none", ""):
         return None
-    if value.lower() in ("true", "last"):
-        return True
-    if value.lower() == "auto":
-        from transformers.trainer_utils import get_last_checkpoint
-
-        return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+    if value.lower() in ("true", "last", "auto"):
+        found = last_checkpoint(output_dir)
+        if found is None and value.lower() != "auto":
+            raise RecipeError(f"resume_from_checkpoint: no complete checkpoint in {output_dir!r} to resume from")
+        return found
     if not Path(value).is_dir():
         raise RecipeError(f"resume_from_checkpoint: no checkpoint folder {value!r}")
     return value

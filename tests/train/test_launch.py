@@ -1,0 +1,129 @@
+"""Launching with accelerate (DeepSpeed ZeRO-2, DDP over gloo, ZeRO-3/FSDP configs), logging, and resuming."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from accelerate.commands.config.config_args import load_config_from_file
+
+from train import sft
+from train.recipes import parse_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = ROOT / "recipes" / "accelerate_configs"
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+SFT = ["train/sft.py", "--config", "recipes/tiny/sft.yaml", "--per_device_train_batch_size", "4"]
+
+
+def env(tmp_path: Path) -> dict:
+    # a free port per test: two launches never share a rendezvous
+    return {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_PORT": str(20000 + os.getpid() % 20000),
+            "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+
+
+def launch(tmp_path: Path, accelerate_args: list[str], script_args: list[str]) -> subprocess.CompletedProcess:
+    cmd = [ACCELERATE, "launch", *accelerate_args, *script_args]
+    done = subprocess.run(cmd, cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def card_metrics(out: Path) -> dict:
+    table = (out / "README.md").read_text().split("## Final metrics")[1]
+    return {cells[1].strip(): cells[2].strip() for line in table.splitlines() if (cells := line.split("|"))[1:3]}
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_single_process_on_cpu(tmp_path):
+    out = tmp_path / "z2"
+    launch(tmp_path, ["--config_file", str(CONFIGS / "zero2.yaml"), "--num_processes", "1", "--mixed_precision", "no"],
+           [*SFT, "--max_steps", "3", "--output_dir", str(out)])  # fmt: skip
+    assert card_metrics(out)["step"] == "3"
+    assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_over_gloo(tmp_path):
+    out = tmp_path / "ddp"
+    # --use_cpu: accelerate picks gloo when the processes are told to run on CPU
+    launch(tmp_path, ["--config_file", str(CONFIGS / "multi_gpu.yaml"), "--num_processes", "2",
+                      "--mixed_precision", "no"],
+           [*SFT, "--max_steps", "3", "--output_dir", str(out), "--use_cpu"])  # fmt: skip
+    metrics = card_metrics(out)
+    assert metrics["step"] == "3"
+    # an epoch of the 510 training pairs is ceil(510 / (4 rows x 2 processes)) = 64 steps (one process: 128)
+    assert float(metrics["epoch"]) == pytest.approx(3 / math.ceil(510 / (4 * 2)), rel=1e-3)
+
+
+@pytest.mark.parametrize("name", ["single_device", "multi_gpu", "zero2", "zero3", "fsdp"])
+def test_accelerate_configs_load(name):
+    config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
+    expected = {"single_device": "NO", "multi_gpu": "MULTI_GPU", "zero2": "DEEPSPEED", "zero3": "DEEPSPEED",
+                "fsdp": "FSDP"}  # fmt: skip
+    assert str(config.distributed_type).split(".")[-1] == expected[name]
+    raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    if name.startswith("zero"):
+        assert config.deepspeed_config["zero_stage"] == int(name[-1])
+    if name == "fsdp":
+        assert raw["fsdp_config"]["fsdp_version"] == 2
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_from_its_last_checkpoint(tmp_path):
+    out = tmp_path / "resume"
+    args = [sys.executable, *SFT, "--output_dir", str(out), "--max_steps", "300", "--save_strategy", "steps",
+            "--save_steps", "5", "--logging_steps", "5", "--resume_from_checkpoint", "auto"]  # fmt: skip
+    first = subprocess.Popen(args, cwd=ROOT, env=env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "checkpoint-10" / "trainer_state.json").is_file():
+            assert first.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        first.send_signal(signal.SIGKILL)
+    finally:
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+    kept = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    last = int(kept[-1].name.split("-")[1])
+    assert last < 300  # killed mid-run
+    stamps = {
+        p.name: (p / "trainer_state.json").stat().st_mtime_ns for p in kept if (p / "trainer_state.json").exists()
+    }
+
+    done = subprocess.run(args, cwd=ROOT, env=env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert card_metrics(out)["step"] == "300"
+    # resumed, not restarted: the checkpoints written before the kill were left as they were
+    for name, stamp in stamps.items():
+        assert (out / name / "trainer_state.json").stat().st_mtime_ns == stamp
+    history = json.loads((out / "checkpoint-300" / "trainer_state.json").read_text())["log_history"]
+    steps = [h["step"] for h in history if "loss" in h]
+    assert steps == list(range(5, 301, 5))  # every logged step once: nothing lost, nothing repeated
+
+
+@pytest.mark.slow
+def test_wandb_offline_and_tensorboard_logging(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_PROJECT", "w2s-test")
+    monkeypatch.setenv("TENSORBOARD_LOGGING_DIR", str(tmp_path / "tb"))
+    out = tmp_path / "logged"
+    recipe = tmp_path / "sft.yaml"
+    text = (ROOT / "recipes" / "tiny" / "sft.yaml").read_text()
+    recipe.write_text(text.replace("report_to: none", "report_to: [wandb, tensorboard]"))
+    sft.main(*parse_recipe(sft.DATACLASSES, ["--config", str(recipe), "--output_dir", str(out), "--max_steps", "4",
+                                             "--logging_steps", "2"]))  # fmt: skip
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    assert list(runs[0].glob("*.wandb"))  # the run's record, to `wandb sync` later
+    assert list((tmp_path / "tb").rglob("events.out.tfevents.*"))
