@@ -64,6 +64,32 @@ def test_ddp_two_processes_over_gloo(tmp_path):
     assert float(metrics["epoch"]) == pytest.approx(3 / math.ceil(510 / (4 * 2)), rel=1e-3)
 
 
+@pytest.mark.slow
+def test_deepspeed_zero3_single_process_on_cpu_saves_a_whole_model(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from train.world import ensure_base
+
+    out = tmp_path / "z3"
+    launch(tmp_path, ["--config_file", str(CONFIGS / "zero3.yaml"), "--num_processes", "1", "--mixed_precision", "no"],
+           [*SFT, "--max_steps", "3", "--output_dir", str(out)])  # fmt: skip
+    assert card_metrics(out)["step"] == "3"
+    trained = AutoModelForCausalLM.from_pretrained(str(out))  # gathered from the ZeRO-3 shards, not empty
+    base = AutoModelForCausalLM.from_pretrained(str(ensure_base("weak")))
+    assert [p.shape for p in trained.parameters()] == [p.shape for p in base.parameters()]
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_on_cpu(tmp_path):
+    out = tmp_path / "fsdp"
+    launch(tmp_path, ["--config_file", str(CONFIGS / "fsdp.yaml"), "--num_processes", "2", "--mixed_precision", "no"],
+           [*SFT, "--max_steps", "3", "--output_dir", str(out), "--use_cpu"])  # fmt: skip
+    metrics = card_metrics(out)
+    assert metrics["step"] == "3"
+    assert float(metrics["epoch"]) == pytest.approx(3 / math.ceil(510 / (4 * 2)), rel=1e-3)
+    assert (out / "model.safetensors").is_file()
+
+
 @pytest.mark.parametrize("name", ["single_device", "multi_gpu", "zero2", "zero3", "fsdp"])
 def test_accelerate_configs_load(name):
     config = load_config_from_file(str(CONFIGS / f"{name}.yaml"))
