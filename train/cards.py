@@ -18,7 +18,16 @@ logger = logging.getLogger(__name__)
 
 CARD_NAME = "README.md"
 # set by TrainingArguments.__post_init__ or irrelevant to reproducing a run
-_NOISE = {"logging_dir", "local_rank", "world_size", "output_dir", "hub_token", "distributed_state"}
+_NOISE = {
+    "logging_dir",
+    "local_rank",
+    "world_size",
+    "output_dir",
+    "hub_token",
+    "distributed_state",
+    "accelerator_config",
+}
+_EMPTY = (None, "", "none", False)  # and empty containers: a default that __post_init__ normalised, not a choice
 
 
 def changed_fields(obj) -> dict:
@@ -34,9 +43,15 @@ def changed_fields(obj) -> dict:
             default = f.default_factory()
         else:
             default = dataclasses.MISSING
+        if _empty(value) and _empty(default):
+            continue
         if value != default and not callable(value):
             out[f.name] = _plain(value)
     return out
+
+
+def _empty(value) -> bool:
+    return (isinstance(value, (list, tuple, dict)) and not value) or any(value is e or value == e for e in _EMPTY)
 
 
 def _plain(value):
