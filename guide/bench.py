@@ -124,8 +124,42 @@ def run(lengths=(256, 1024), num_prompts: int = 8, repeats: int = 1, device: str
     report("WSD / strong model alone (tiny world, see below)", wsd_ratio(n, repeats, device))
 
     print("\nmemory", flush=True)
+    memory_report(strong, tokenizer, pair, prompts, lengths[0], report)
     report("adapter pair / two model copies (parameter bytes)", adapter_memory_ratio(tuned))
     return rows
+
+
+def memory_report(strong, tokenizer, pair: GuidePair, prompts: list[str], n: int, report) -> None:
+    """Peak KV-cache bytes of CBS (strong + guide caches) against plain batched sampling of the same rows."""
+    stop = StopRule(eos_ids=set(), max_new_tokens=n)
+    states: list[LMState] = []
+    original = LMState.__init__
+
+    def tracking_init(self, *args, **kwargs):  # record every state a decoder creates
+        original(self, *args, **kwargs)
+        states.append(self)
+
+    LMState.__init__ = tracking_init
+    try:
+        engine = Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop)
+        row_prompts = [p for p in range(len(prompts)) for _ in range(16)]
+        state = engine.start(prompts, row_prompts)
+        engine.advance(state, [Row(p) for p in row_prompts], n)
+        sampling_peak = sum(s.peak_cache_bytes for s in states)
+        states.clear()
+        ChunkBeamSearch(4, 4, 30).run(
+            Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop), prompts,
+            lambda ps, rp: GuideScorer([pair], ps, rp),
+        )  # fmt: skip
+        cbs_peak = sum(s.peak_cache_bytes for s in states)
+    finally:
+        LMState.__init__ = original
+    params = sum(p.numel() * p.element_size() for m in (strong, pair.tuned, pair.untuned) for p in m.parameters())
+    print(
+        f"  peak KV cache at {n} tokens: plain sampling {sampling_peak / 2**20:.1f} MiB, "
+        f"CBS {cbs_peak / 2**20:.1f} MiB (strong + both guides); weights {params / 2**20:.1f} MiB"
+    )
+    report(f"CBS / plain batched sampling, peak KV-cache bytes, {n} tok", cbs_peak / sampling_peak)
 
 
 def compare_at_length(n: int, strong, tokenizer, pair: GuidePair, prompts, repeats: int, device: str, report):
@@ -224,7 +258,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--prompts", type=int, default=8, help="prompts decoded together")
     parser.add_argument("--repeats", type=int, default=1, help="best of this many runs per method")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch CPU threads (default 1: on a shared 2-core machine, 2 threads ran up to 9x slower)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    torch.set_num_threads(args.threads)
     run(tuple(args.lengths), args.prompts, args.repeats, args.device)
     return 0

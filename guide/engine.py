@@ -31,6 +31,7 @@ class LMState:
         self.ids: list[list[int]] = [[] for _ in range(rows)]
         self.last_logits: torch.Tensor | None = None  # (rows, vocab): predicts each row's next token
         self.tokens_run = 0  # real (non-padding) tokens that went through the model
+        self.peak_cache_bytes = 0  # largest the KV cache has been
 
     @property
     def rows(self) -> int:
@@ -72,7 +73,17 @@ class LMState:
         for i, block in enumerate(blocks):
             self.ids[i].extend(block)
         self.tokens_run += int(sizes.sum())
+        self.peak_cache_bytes = max(self.peak_cache_bytes, self.cache_bytes())
         return out
+
+    def cache_bytes(self) -> int:
+        """Bytes the KV cache holds now."""
+        return sum(
+            t.numel() * t.element_size()
+            for layer in self.cache.layers
+            for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+            if t is not None
+        )
 
     def _last_or_zeros(self, logits: torch.Tensor) -> torch.Tensor:
         if self.last_logits is None:
