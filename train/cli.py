@@ -1,9 +1,10 @@
-"""`w2s world`: the tiny world's tokenizers and base models."""
+"""`w2s world`: the tiny world's tokenizers and base models; `w2s train`: the training stages."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 
 from train.world import BASES, ensure_world
 
@@ -33,3 +34,38 @@ def world(argv: list[str]) -> int:
 
     show_samples(paths, num_prompts=args.num_prompts, seed=args.seed)
     return 0
+
+
+TRAIN_USAGE = """usage: w2s train {sft,dpo,distill} --config RECIPE [--field value ...]
+       w2s train guide [--kind dpo|sft_dpo|lora|b]
+
+  sft, dpo, distill   run train/<stage>.py in this process (for several devices:
+                      accelerate launch --config_file recipes/accelerate_configs/<x>.yaml train/<stage>.py ...)
+  guide               build (or find in the cache) a tiny-world guide and print its folder"""
+
+
+def train(argv: list[str]) -> int:
+    """`w2s train`: one training stage from a recipe, or a tiny-world guide."""
+    if not argv or argv[0] in ("-h", "--help"):
+        print(TRAIN_USAGE)
+        return 0
+    stage, rest = argv[0], argv[1:]
+    if stage == "guide":
+        from train.world import GUIDES, ensure_guide
+
+        parser = argparse.ArgumentParser(prog="w2s train guide", description="Build a tiny-world guide (cached).")
+        parser.add_argument("--kind", choices=sorted(GUIDES), default="dpo")
+        args = parser.parse_args(rest)
+        logging.basicConfig(level=logging.INFO, format="%(message)s")
+        print(ensure_guide(args.kind))
+        return 0
+    if stage not in ("sft", "dpo", "distill"):
+        print(f"w2s train: unknown stage {stage!r}\n\n{TRAIN_USAGE}", file=sys.stderr)
+        return 2
+    import importlib
+
+    from train.recipes import run
+
+    script = importlib.import_module(f"train.{stage}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    return run(script.main, script.DATACLASSES, rest)

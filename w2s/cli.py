@@ -10,6 +10,7 @@ from w2s import __version__
 # subcommand -> (module, function, one-line help); modules load only when their command runs
 COMMANDS = {
     "world": ("train.cli", "world", "build the tiny world's tokenizers and base models, show samples"),
+    "train": ("train.cli", "train", "train guides from recipes: sft, dpo, distill; `w2s train guide` (tiny world)"),
     "demo": ("eval.cli", "demo", "run the main job on the tiny world"),
     "generate": ("guide.cli", "generate", "steer a strong model with guides: cbs, wsd, eft, fusion, bon, sample"),
     "bench": ("guide.cli", "bench", "benchmarks: `w2s bench guide`, `w2s bench data`"),
