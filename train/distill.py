@@ -23,10 +23,9 @@ if __package__ in (None, ""):  # run as a script: make the repository's stage pa
 from transformers import AutoTokenizer, set_seed
 from trl import DistillationConfig, DistillationTrainer, ModelConfig, get_peft_config
 
-from guide.models import resolve_model_path
 from train.cards import save_run
 from train.data import DISTILL_COLUMNS, TrainScriptArguments, check_columns, load_training_data
-from train.recipes import RecipeError, resume_checkpoint, run
+from train.recipes import RecipeError, check_model, resume_checkpoint, run
 from train.sft import model_init_kwargs
 
 DATACLASSES = (TrainScriptArguments, DistillationConfig, ModelConfig)
@@ -49,8 +48,8 @@ def main(script_args: TrainScriptArguments, training_args: DistillationConfig, m
     set_seed(training_args.seed)
     if training_args.teacher_model_name_or_path is None:
         raise RecipeError("distillation needs a teacher: set 'teacher_model_name_or_path' in the recipe")
-    student = resolve_model_path(model_args.model_name_or_path)
-    teacher = resolve_model_path(training_args.teacher_model_name_or_path)
+    student = check_model(model_args.model_name_or_path)
+    teacher = check_model(training_args.teacher_model_name_or_path, "teacher_model_name_or_path")
     check_same_vocabulary(student, teacher, training_args.trust_remote_code)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     training_args.teacher_model_init_kwargs = {"dtype": model_args.dtype or "auto", "use_safetensors": True} | (

@@ -25,10 +25,9 @@ if __package__ in (None, ""):  # run as a script: make the repository's stage pa
 from transformers import set_seed
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
-from guide.models import resolve_model_path
 from train.cards import save_run
 from train.data import DPO_COLUMNS, TrainScriptArguments, check_columns, load_training_data
-from train.recipes import resume_checkpoint, run
+from train.recipes import check_model, resume_checkpoint, run
 from train.sft import model_init_kwargs
 
 DATACLASSES = (TrainScriptArguments, DPOConfig, ModelConfig)
@@ -36,7 +35,7 @@ DATACLASSES = (TrainScriptArguments, DPOConfig, ModelConfig)
 
 def main(script_args: TrainScriptArguments, training_args: DPOConfig, model_args: ModelConfig) -> None:
     set_seed(training_args.seed)
-    model = resolve_model_path(model_args.model_name_or_path)
+    model = check_model(model_args.model_name_or_path)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     train, evaluation = load_training_data(script_args, seed=training_args.seed)
     for split, data in (("train", train), ("eval", evaluation)):

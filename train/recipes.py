@@ -207,3 +207,18 @@ def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
     if not Path(value).is_dir():
         raise RecipeError(f"resume_from_checkpoint: no checkpoint folder {value!r}")
     return value
+
+
+def check_model(spec: str | None, key: str = "model_name_or_path") -> str:
+    """`spec` as a loadable model (a `tiny:` name built first); a RecipeError if it names a folder that is not one."""
+    from guide.models import resolve_model_path
+
+    if not spec:
+        raise RecipeError(f"{key}: no model given; set it in the recipe or with --{key}")
+    path = resolve_model_path(spec)
+    local = Path(path).expanduser()
+    looks_local = path.startswith((".", "/", "~")) or local.exists() or path.count("/") > 1
+    is_model = (local / "config.json").is_file() or (local / "adapter_config.json").is_file()
+    if looks_local and not is_model:
+        raise RecipeError(f"{key}: {spec!r} is not a model folder (no config.json there); a hub id or a folder")
+    return path

@@ -20,10 +20,9 @@ if __package__ in (None, ""):  # run as a script: make the repository's stage pa
 from transformers import set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config, get_quantization_config
 
-from guide.models import resolve_model_path
 from train.cards import save_run
 from train.data import SFT_COLUMNS, TrainScriptArguments, check_columns, load_training_data
-from train.recipes import resume_checkpoint, run
+from train.recipes import check_model, resume_checkpoint, run
 
 DATACLASSES = (TrainScriptArguments, SFTConfig, ModelConfig)
 
@@ -43,7 +42,7 @@ def model_init_kwargs(training_args, model_args: ModelConfig) -> dict:
 
 def main(script_args: TrainScriptArguments, training_args: SFTConfig, model_args: ModelConfig) -> None:
     set_seed(training_args.seed)
-    model = resolve_model_path(model_args.model_name_or_path)
+    model = check_model(model_args.model_name_or_path)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     train, evaluation = load_training_data(script_args, seed=training_args.seed)
     for split, data in (("train", train), ("eval", evaluation)):

@@ -109,6 +109,9 @@ def test_bad_data_exits_non_zero_naming_file_or_column(tmp_path, capsys):
     assert run(dpo.main, dpo.DATACLASSES, [*args, "--dataset_name", str(missing)]) != 0
     assert f"{missing}" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
+    assert run(dpo.main, dpo.DATACLASSES, [*args, "--model_name_or_path", str(tmp_path / "no-model")]) != 0
+    assert f"model_name_or_path: '{tmp_path / 'no-model'}' is not a model folder" in capsys.readouterr().err
+
     no_rejected = tmp_path / "pairs.jsonl"
     no_rejected.write_text(json.dumps({"prompt": "the film was good .", "chosen": "it was fun ."}) + "\n")
     assert run(dpo.main, dpo.DATACLASSES, [*args, "--dataset_name", str(no_rejected)]) != 0
