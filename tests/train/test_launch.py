@@ -37,6 +37,15 @@ def launch(tmp_path: Path, accelerate_args: list[str], script_args: list[str]) -
     return done
 
 
+def train_rows() -> int:
+    from datasets import load_from_disk
+
+    from data.world.preferences import world_preferences
+    from train.world import ensure_base
+
+    return load_from_disk(str(world_preferences(ensure_base("weak"))))["train"].num_rows
+
+
 def card_metrics(out: Path) -> dict:
     table = (out / "README.md").read_text().split("## Final metrics")[1]
     return {cells[1].strip(): cells[2].strip() for line in table.splitlines() if (cells := line.split("|"))[1:3]}
@@ -60,8 +69,8 @@ def test_ddp_two_processes_over_gloo(tmp_path):
            [*SFT, "--max_steps", "3", "--output_dir", str(out), "--use_cpu"])  # fmt: skip
     metrics = card_metrics(out)
     assert metrics["step"] == "3"
-    # an epoch of the 510 training pairs is ceil(510 / (4 rows x 2 processes)) = 64 steps (one process: 128)
-    assert float(metrics["epoch"]) == pytest.approx(3 / math.ceil(510 / (4 * 2)), rel=1e-3)
+    # an epoch is ceil(rows / (4 rows x 2 processes)) steps, twice as many with one process
+    assert float(metrics["epoch"]) == pytest.approx(3 / math.ceil(train_rows() / (4 * 2)), rel=1e-3)
 
 
 @pytest.mark.slow
@@ -86,7 +95,7 @@ def test_fsdp_two_processes_on_cpu(tmp_path):
            [*SFT, "--max_steps", "3", "--output_dir", str(out), "--use_cpu"])  # fmt: skip
     metrics = card_metrics(out)
     assert metrics["step"] == "3"
-    assert float(metrics["epoch"]) == pytest.approx(3 / math.ceil(510 / (4 * 2)), rel=1e-3)
+    assert float(metrics["epoch"]) == pytest.approx(3 / math.ceil(train_rows() / (4 * 2)), rel=1e-3)
     assert (out / "model.safetensors").is_file()
 
 
