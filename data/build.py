@@ -40,6 +40,7 @@ from tqdm.auto import tqdm
 
 from data import filters
 from data.card import write_card
+from data.files import write_atomic
 from data.generators import make_generator
 from data.judges import agreement_rate, make_judge
 from data.pairing import Candidate, make_pairs
@@ -68,19 +69,8 @@ def shard_seed(seed: int, name: str, shard: int) -> int:
 
 
 def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
-    """Writes rows as JSONL to a temporary file beside `path`, then renames it: readers see all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Writes rows as JSONL atomically: readers see all of them or none."""
+    write_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def read_jsonl(path: Path) -> list[dict]:

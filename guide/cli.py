@@ -5,11 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
+from data.files import write_atomic
 from guide.config import GuideConfig
 
 
@@ -62,10 +61,7 @@ def generate(argv: list[str]) -> int:
         for p, g in zip(prompts, generations, strict=True)
     ]
     out = Path(config.output or f"outputs/{name}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=out.parent, delete=False, suffix=".tmp") as f:
-        json.dump(items, f, indent=2)
-    os.replace(f.name, out)  # atomic: never a half-written output
+    write_atomic(out, json.dumps(items, indent=2))  # never a half-written output
     print(f"wrote {len(items)} outputs to {out}")
     return 0
 
