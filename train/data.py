@@ -193,6 +193,17 @@ def _as_completion(dataset: Dataset | None, column: str) -> Dataset | None:
     return dataset.select_columns(keep).rename_column(column, "completion")
 
 
+def load_checked_data(
+    args: TrainScriptArguments, accepted: tuple[tuple[str, ...], ...], what: str, seed: int = 0
+) -> tuple[Dataset, Dataset | None]:
+    """(train, eval or None) as the recipe describes them, each checked to have one of the `accepted` column sets."""
+    train, evaluation = load_training_data(args, seed=seed)
+    for split, data in (("train", train), ("eval", evaluation)):
+        if data is not None:
+            check_columns(data, accepted, f"{what} {split} data")
+    return train, evaluation
+
+
 def check_columns(dataset: Dataset, accepted: tuple[tuple[str, ...], ...], what: str) -> None:
     """Raises a DataError naming the missing columns unless `dataset` has one of the `accepted` column sets."""
     have = set(dataset.column_names)

@@ -23,9 +23,8 @@ if __package__ in (None, ""):  # run as a script: make the repository's stage pa
 from transformers import AutoTokenizer, set_seed
 from trl import DistillationConfig, DistillationTrainer, ModelConfig, get_peft_config
 
-from train.cards import save_run
-from train.data import DISTILL_COLUMNS, TrainScriptArguments, check_columns, load_training_data
-from train.recipes import RecipeError, check_model, resume_checkpoint, run
+from train.data import DISTILL_COLUMNS, TrainScriptArguments, load_checked_data
+from train.recipes import RecipeError, check_model, run, train_and_save
 from train.sft import model_init_kwargs
 
 DATACLASSES = (TrainScriptArguments, DistillationConfig, ModelConfig)
@@ -55,10 +54,7 @@ def main(script_args: TrainScriptArguments, training_args: DistillationConfig, m
     training_args.teacher_model_init_kwargs = {"dtype": model_args.dtype or "auto", "use_safetensors": True} | (
         training_args.teacher_model_init_kwargs or {}
     )
-    train, evaluation = load_training_data(script_args, seed=training_args.seed)
-    for split, data in (("train", train), ("eval", evaluation)):
-        if data is not None:
-            check_columns(data, DISTILL_COLUMNS, f"distillation {split} data")
+    train, evaluation = load_checked_data(script_args, DISTILL_COLUMNS, "distillation", seed=training_args.seed)
 
     trainer = DistillationTrainer(
         model=student,
@@ -68,15 +64,7 @@ def main(script_args: TrainScriptArguments, training_args: DistillationConfig, m
         eval_dataset=evaluation if training_args.eval_strategy != "no" else None,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train(
-        resume_from_checkpoint=resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    )
-    data = script_args.dataset_name or ", ".join(d.path for d in script_args.datasets)
-    save_run(trainer, stage="distill", base_model=model_args.model_name_or_path, data=data,
-             args=(script_args, training_args, model_args), merge=script_args.merge_adapter)  # fmt: skip
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    trainer.accelerator.end_training()
+    train_and_save(trainer, "distill", script_args, training_args, model_args, evaluate=False)
 
 
 if __name__ == "__main__":

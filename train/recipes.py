@@ -209,6 +209,23 @@ def resume_checkpoint(value: str | None, output_dir: str) -> str | None:
     return value
 
 
+def train_and_save(trainer, stage: str, script_args, training_args, model_args, *, evaluate: bool = True) -> None:
+    """Trains (resuming as the recipe says), evaluates, saves the model with its card, pushes if asked."""
+    from train.cards import save_run
+
+    trainer.train(
+        resume_from_checkpoint=resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
+    )
+    if evaluate and trainer.eval_dataset is not None:
+        trainer.evaluate()
+    data = script_args.dataset_name or ", ".join(d.path for d in script_args.datasets)
+    save_run(trainer, stage=stage, base_model=model_args.model_name_or_path, data=data,
+             args=(script_args, training_args, model_args), merge=script_args.merge_adapter)  # fmt: skip
+    if training_args.push_to_hub:
+        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    trainer.accelerator.end_training()
+
+
 def check_model(spec: str | None, key: str = "model_name_or_path") -> str:
     """`spec` as a loadable model (a `tiny:` name built first); a RecipeError if it names a folder that is not one."""
     from guide.models import resolve_model_path

@@ -20,9 +20,8 @@ if __package__ in (None, ""):  # run as a script: make the repository's stage pa
 from transformers import set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config, get_quantization_config
 
-from train.cards import save_run
-from train.data import SFT_COLUMNS, TrainScriptArguments, check_columns, load_training_data
-from train.recipes import check_model, resume_checkpoint, run
+from train.data import SFT_COLUMNS, TrainScriptArguments, load_checked_data
+from train.recipes import check_model, run, train_and_save
 
 DATACLASSES = (TrainScriptArguments, SFTConfig, ModelConfig)
 
@@ -44,10 +43,7 @@ def main(script_args: TrainScriptArguments, training_args: SFTConfig, model_args
     set_seed(training_args.seed)
     model = check_model(model_args.model_name_or_path)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
-    train, evaluation = load_training_data(script_args, seed=training_args.seed)
-    for split, data in (("train", train), ("eval", evaluation)):
-        if data is not None:
-            check_columns(data, SFT_COLUMNS, f"SFT {split} data")
+    train, evaluation = load_checked_data(script_args, SFT_COLUMNS, "SFT", seed=training_args.seed)
 
     trainer = SFTTrainer(
         model=model,
@@ -56,17 +52,7 @@ def main(script_args: TrainScriptArguments, training_args: SFTConfig, model_args
         eval_dataset=evaluation if training_args.eval_strategy != "no" else None,
         peft_config=get_peft_config(model_args),
     )
-    trainer.train(
-        resume_from_checkpoint=resume_checkpoint(training_args.resume_from_checkpoint, training_args.output_dir)
-    )
-    if trainer.eval_dataset is not None:
-        trainer.evaluate()
-    data = script_args.dataset_name or ", ".join(d.path for d in script_args.datasets)
-    save_run(trainer, stage="sft", base_model=model_args.model_name_or_path, data=data,
-             args=(script_args, training_args, model_args), merge=script_args.merge_adapter)  # fmt: skip
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
-    trainer.accelerator.end_training()
+    train_and_save(trainer, "sft", script_args, training_args, model_args)
 
 
 if __name__ == "__main__":
