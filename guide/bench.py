@@ -40,8 +40,8 @@ def make_model(tokenizer, layers: int, width: int, seed: int, context: int = 204
 class _Guide:
     """The little a decoder needs from `guide.run.Guide`, over in-memory models."""
 
-    def __init__(self, engine, pairs, config=None):
-        self.engine, self.pairs, self.config = engine, pairs, config
+    def __init__(self, engine, pairs, config=None, pilot=None):
+        self.engine, self.pairs, self.config, self.pilot = engine, pairs, config, pilot
 
 
 def cache_bytes(state: LMState) -> int:
@@ -222,7 +222,7 @@ def wsd_ratio(n: int, repeats: int, device: str) -> float:
         pilot, max_new_tokens, temperature, top_k, top_p, seed = "tiny:weak", n, 1.0, 0, 1.0, 0
 
     g = _Guide(Engine(strong, tok, sampling, stop), [], Config)
-    g._pilot = pilot
+    g.pilot = pilot
     switches = []
 
     def wsd():

@@ -41,15 +41,9 @@ class DraftSwitch:
     continuation: str = "sample"
 
     def run(self, guide, prompts: list[str]) -> list[Generation]:
-        from guide.models import load_model, load_tokenizer
-
         c = guide.config
-        if not c.pilot:
-            raise ValueError("decoder wsd needs a `pilot` model (the small aligned drafter)")
         start = time.perf_counter()
-        if not hasattr(guide, "_pilot"):
-            guide._pilot = (load_model(c.pilot, **guide.load), load_tokenizer(c.pilot))
-        pilot_model, pilot_tok = guide._pilot
+        pilot_model, pilot_tok = guide.pilot
         base: Engine = guide.engine
         pilot_stop = StopRule.for_model(pilot_model, pilot_tok, c.max_new_tokens)
         pilot = Engine(pilot_model, pilot_tok, base.sampling, pilot_stop, "pilot")

@@ -31,6 +31,20 @@ class Guide:
             strong, tokenizer, sampling, StopRule.for_model(strong, tokenizer, c.max_new_tokens, c.stop)
         )
         self.pairs = self._pairs()
+        self.pilot = None  # (model, tokenizer) of WSD's drafter
+        if c.decoder == "wsd":
+            if not c.pilot:
+                raise ValueError("decoder wsd needs a `pilot` model (the small aligned drafter)")
+            self.pilot = (load_model(c.pilot, **load), load_tokenizer(c.pilot, trust_remote_code=c.trust_remote_code))
+        self.reward_model = None  # (model, tokenizer) ranking best-of-N instead of the guide pairs
+        if c.decoder == "bon" and c.reward_model:
+            from transformers import AutoModelForSequenceClassification
+
+            from guide.models import resolve_model_path
+
+            path = resolve_model_path(c.reward_model)
+            rm = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
+            self.reward_model = (rm, load_tokenizer(path))
 
     def _pairs(self) -> list[GuidePair]:
         c = self.config
@@ -53,16 +67,8 @@ class Guide:
         return pairs
 
     def scorer_factory(self):
-        c = self.config
-        if c.decoder == "bon" and c.reward_model:
-            from transformers import AutoModelForSequenceClassification
-
-            from guide.models import resolve_model_path
-
-            path = resolve_model_path(c.reward_model)
-            rm = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
-            rm_tok = load_tokenizer(path)
-            return partial(RewardModelScorer, rm, rm_tok)
+        if self.reward_model is not None:
+            return partial(RewardModelScorer, *self.reward_model)
         return partial(GuideScorer, self.pairs)
 
     def decode(self, prompts: list[str]) -> list[Generation]:

@@ -75,3 +75,43 @@ def test_cbs_with_family_b_guides_steers_a_family_a_model(lora_guide_b):
     full = guide.pairs[0].score(PROMPTS, [g.text for g in out], [True] * len(out))
     assert [g.score for g in out] == pytest.approx(full, abs=1e-3)
     assert max(abs(s) for s in full) > 0.1
+
+
+def test_best_of_n_by_a_reward_model_equals_scoring_every_sample(tmp_path):
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from guide.models import load_tokenizer, resolve_model_path
+
+    strong = resolve_model_path("tiny:strong")
+    config = AutoConfig.from_pretrained(strong, num_labels=1)
+    torch.manual_seed(0)
+    rm = AutoModelForSequenceClassification.from_config(config).eval()  # a real, untrained reward model
+    rm.save_pretrained(tmp_path / "rm")
+    tokenizer = load_tokenizer(strong)
+    tokenizer.save_pretrained(tmp_path / "rm")
+
+    n = 4
+    guide = Guide(GuideConfig(decoder="bon", num_samples=n, reward_model=str(tmp_path / "rm"), **COMMON))
+    engine = guide.engine
+    rows = [Row(p) for p in range(len(PROMPTS)) for _ in range(n)]
+    state = engine.start(PROMPTS, [r.prompt for r in rows])
+    engine.advance(state, list(rows), engine.stop.max_new_tokens)
+    texts = [engine.text(r) for r in rows]
+
+    def reward(prompt, text):  # the reward model over the conversation in its chat template
+        messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": text}]
+        ids = tokenizer(tokenizer.apply_chat_template(messages, tokenize=False), return_tensors="pt",
+                        add_special_tokens=False)  # fmt: skip
+        with torch.no_grad():
+            return rm(**ids).logits[0, 0].item()
+
+    expected = []
+    for p in range(len(PROMPTS)):
+        candidates = [(reward(PROMPTS[p], texts[i]), texts[i]) for i, r in enumerate(rows) if r.prompt == p]
+        expected.append(max(candidates, key=lambda c: c[0]))
+    engine.sampler = type(engine.sampler)(engine.sampling)  # the same seeded stream again
+    out = guide.generate(PROMPTS, progress=False)
+    assert [g.text for g in out] == [t for _, t in expected]
+    assert [g.score for g in out] == pytest.approx([s for s, _ in expected], abs=1e-4)
+    assert len({round(s, 6) for s, _ in expected}) > 1  # the reward model really discriminates
