@@ -11,6 +11,7 @@ tokens after the longest unchanged prefix go through the model again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -291,13 +292,28 @@ class Engine:
         state.select(row_prompts)
         return state
 
-    def advance(self, state: LMState, rows: list[Row], steps: int) -> list[Row]:
-        """Samples up to `steps` tokens for every row; returns the rows still growing (state keeps only them)."""
+    def advance(
+        self,
+        state: LMState,
+        rows: list[Row],
+        steps: int,
+        *,
+        followers: tuple[LMState, ...] = (),
+        combine: Callable[[list[torch.Tensor]], torch.Tensor] | None = None,
+    ) -> list[Row]:
+        """Samples up to `steps` tokens for every row; returns the rows still growing (the states keep only them).
+
+        `followers` are other models' states over the same rows, fed the same tokens; `combine` maps the
+        next-token logits of `state` and each follower, in that order, to the logits sampled from
+        (logit arithmetic). Without them, the strong model samples alone.
+        """
+        states = (state, *followers)
         limit = context_length(self.model)
         for _ in range(steps):
             if not rows:
                 break
-            tokens = self.sampler(state.last_logits).tolist()
+            logits = state.last_logits if combine is None else combine([s.last_logits for s in states])
+            tokens = self.sampler(logits).tolist()
             for row, token in zip(rows, tokens, strict=True):
                 if token in self.stop.eos_ids:
                     row.finished = row.done = True
@@ -312,14 +328,18 @@ class Engine:
                     row.done = True
             growing = [i for i, row in enumerate(rows) if not row.done]
             if len(growing) < len(rows):
-                state.select(growing)  # finished rows stop costing compute
+                for s in states:
+                    s.select(growing)  # finished rows stop costing compute
                 rows = [rows[i] for i in growing]
             if limit is not None and rows and int(state.length.max()) + 1 >= limit:
                 for row in rows:
                     row.done = True  # the context is full: a counted truncation
-                state.select([])
+                for s in states:
+                    s.select([])
                 return []
-            state.append([[row.ids[-1]] for row in rows])
+            block = [[row.ids[-1]] for row in rows]
+            for s in states:
+                s.append(block)
         return rows
 
     def text(self, row: Row) -> str:

@@ -120,26 +120,12 @@ def _lockstep(guide, prompts: list[str], combine) -> list[Generation]:
     for state, tok in zip(states, tokenizers, strict=True):
         state.append(encode_prompts(tok, prompts, None))  # each model sees the prompt in its own template
     rows = [Row(p) for p in range(n)]
-    growing = list(rows)
-    for _ in range(engine.stop.max_new_tokens):
-        if not growing:
-            break
-        logits = [s.last_logits[:, :vocab] for s in states]  # lm heads may be padded past the vocabulary
-        combined, _ = combine(logits[0], logits[1:-1], logits[-1])
-        tokens = engine.sampler(combined).tolist()
-        for row, token in zip(growing, tokens, strict=True):
-            if token in engine.stop.eos_ids:
-                row.finished = row.done = True
-            else:
-                row.ids.append(token)
-                row.done = len(row.ids) >= engine.stop.max_new_tokens
-        keep = [i for i, r in enumerate(growing) if not r.done]
-        if len(keep) < len(growing):
-            for s in states:
-                s.select(keep)
-            growing = [growing[i] for i in keep]
-        for s in states:
-            s.append([[r.ids[-1]] for r in growing])
+
+    def combined(logits: list[torch.Tensor]) -> torch.Tensor:
+        logits = [x[:, :vocab] for x in logits]  # lm heads may be padded past the vocabulary
+        return combine(logits[0], logits[1:-1], logits[-1])[0]
+
+    engine.advance(states[0], list(rows), engine.stop.max_new_tokens, followers=tuple(states[1:]), combine=combined)
     seconds = (time.perf_counter() - start) / n
     names = ["strong", *[f"tuned_{i}" if len(pairs) > 1 else "tuned" for i in range(len(pairs))], "untuned"]
     share = {name: s.tokens_run // n for name, s in zip(names, states, strict=True)}

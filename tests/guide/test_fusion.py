@@ -85,3 +85,18 @@ def test_different_vocabularies_point_to_cbs_or_wsd():
     config = GuideConfig(decoder="eft", tuned="tiny:weak_b", untuned="tiny:weak_b")
     with pytest.raises(ValueError, match=r"decoder: cbs.*decoder: wsd"):
         Guide(config).generate(PROMPTS, progress=False)
+
+
+@pytest.mark.parametrize("decoder", ["eft", "fusion"])
+def test_logit_arithmetic_honours_stop_strings(decoder):
+    common = dict(tuned="tiny:strong", untuned="tiny:weak", beta=0.5, temperature=0.0, max_new_tokens=40, batch_size=4)
+    full = Guide(GuideConfig(decoder=decoder, **common)).generate(PROMPTS, progress=False)
+    cut = Guide(GuideConfig(decoder=decoder, stop=[" ."], **common)).generate(PROMPTS, progress=False)
+    stopped = 0
+    for whole, first in zip(full, cut, strict=True):
+        if " ." in whole.text:  # the unstopped text goes on past the stop string; the stopped one ends before it
+            assert first.text == whole.text[: whole.text.index(" .")]
+            stopped += 1
+        else:
+            assert first.text == whole.text
+    assert stopped >= 1
