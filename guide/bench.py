@@ -98,6 +98,7 @@ def timed(fn, repeats: int) -> float:
 def run(lengths=(256, 1024), num_prompts: int = 8, repeats: int = 1, device: str = "cpu") -> list[tuple[str, float]]:
     """Every comparison; returns (label, ratio) rows and logs them as they come."""
     tokenizer = AutoTokenizer.from_pretrained(world_tokenizer_path("a"))
+    tokenizer.model_max_length = 2048  # the benchmark models' context, not the tiny world's
     strong = make_model(tokenizer, 6, 256, seed=0).to(device)
     tuned, untuned = make_model(tokenizer, 2, 96, seed=1).to(device), make_model(tokenizer, 2, 96, seed=2).to(device)
     n_strong, n_guide = strong.num_parameters(), tuned.num_parameters()

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from guide.kv import GrowingCache
 
 
 class LMState:
@@ -25,7 +27,7 @@ class LMState:
         self.model = model
         self.pad_id = pad_id
         self.adapter = adapter  # PEFT model: True runs with the adapter, False without it
-        self.cache = DynamicCache(config=model.config)
+        self.cache = GrowingCache(model)
         device = model.device
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (rows, physical length)
         self.length = torch.zeros(rows, dtype=torch.long, device=device)  # valid tokens per row
@@ -63,8 +65,11 @@ class LMState:
 
         out = None
         if logprobs:
-            # logits predicting each new token: the previous step's for the first, this block's for the rest
-            prev = torch.cat([self._last_or_zeros(logits)[:, None], logits[:, :-1]], dim=1)
+            # logits predicting each new token: the row's previous ones for its first (blocks are left-padded),
+            # this block's for the rest
+            prev = torch.cat([torch.zeros_like(logits[:, :1]), logits[:, :-1]], dim=1)
+            grown = (sizes > 0).nonzero()[:, 0]
+            prev[grown, (n - sizes)[grown]] = self._last_or_zeros(logits)[grown]
             lp = torch.log_softmax(prev.float(), dim=-1).gather(-1, input_ids[..., None])[..., 0]
             out = [lp[i, n - len(b) :].tolist() if b else [] for i, b in enumerate(blocks)]
         grew = sizes > 0
@@ -78,13 +83,8 @@ class LMState:
         return out
 
     def cache_bytes(self) -> int:
-        """Bytes the KV cache holds now."""
-        return sum(
-            t.numel() * t.element_size()
-            for layer in self.cache.layers
-            for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
-            if t is not None
-        )
+        """Bytes the KV cache holds now, head-room included."""
+        return self.cache.nbytes()
 
     def _last_or_zeros(self, logits: torch.Tensor) -> torch.Tensor:
         if self.last_logits is None:
@@ -135,13 +135,16 @@ def common_prefix(a: list[int], b: list[int]) -> int:
 def sync_tokens(state: LMState, row: int, target: list[int]) -> tuple[list[int], int]:
     """Rolls `row` back to its longest prefix shared with `target`; returns (tokens to feed, how many are re-fed).
 
-    The last shared token is fed again so the row gets fresh next-token logits; its log-prob, computed
-    from stale logits, must be dropped by the caller. A row already equal to `target` needs nothing.
+    A row that `target` extends just gets the new tokens. A row rolled back has stale next-token logits,
+    so the last shared token is fed again; its log-prob, computed from the stale logits, must be dropped
+    by the caller. A row already equal to `target` needs nothing.
     """
     ids = state.ids[row]
     if ids == target:
         return [], 0
     keep = min(common_prefix(ids, target), len(target))
+    if keep == len(ids) and state.last_logits is not None:
+        return target[keep:], 0
     if keep == 0:
         state.rollback(row, len(ids))
         return list(target), 0

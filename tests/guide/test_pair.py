@@ -47,6 +47,18 @@ def test_rows_left_unchanged_cost_nothing(pair_a):
     assert scorer.tokens_run["tuned"] == before
 
 
+def test_rows_extended_at_a_token_boundary_run_only_the_new_tokens(pair_a):
+    tok = pair_a.tokenizer
+    first, second = "it was good .", " they were bad ."
+    assert tok(first + second).input_ids[: len(tok(first).input_ids)] == tok(first).input_ids
+    scorer = PairScorer(pair_a, PROMPTS[:1], [0])
+    scorer.update([first], [False])
+    before = scorer.tokens_run["tuned"]
+    scores = scorer.update([first + second], [False])
+    assert scorer.tokens_run["tuned"] - before == len(tok(first + second).input_ids) - len(tok(first).input_ids)
+    assert scores == pytest.approx(pair_a.score(PROMPTS[:1], [first + second], [False]), abs=1e-4)
+
+
 def test_adapter_pair_and_folder_pair_agree(lora_guide):
     adapter = GuidePair.from_adapter(str(lora_guide["adapter"]))
     folders = GuidePair.from_folders(str(lora_guide["merged"]), "tiny:weak")
