@@ -17,17 +17,21 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from guide.kv import GrowingCache
+from guide.kv import ATTENTION, GrowingCache
 
 
 class LMState:
     """A batch of rows for one causal LM: KV cache, attention mask, positions, token ids, next-token logits."""
 
-    def __init__(self, model: PreTrainedModel, rows: int, *, pad_id: int = 0, adapter: bool | None = None):
+    def __init__(
+        self, model: PreTrainedModel, rows: int, *, pad_id: int = 0, adapter: bool | None = None, shared: bool = True
+    ):
         self.model = model
         self.pad_id = pad_id
         self.adapter = adapter  # PEFT model: True runs with the adapter, False without it
-        self.cache = GrowingCache(model)
+        # rows copied from one row keep their common prefix once (guide/kv.py); needs SDPA attention
+        self.shared = shared and model.config._attn_implementation == "sdpa"
+        self.cache = GrowingCache(model, shared=self.shared)
         device = model.device
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (rows, physical length)
         self.length = torch.zeros(rows, dtype=torch.long, device=device)  # valid tokens per row
@@ -96,10 +100,17 @@ class LMState:
             input_ids=input_ids, attention_mask=self.mask, position_ids=positions,
             past_key_values=self.cache, use_cache=True,
         )  # fmt: skip
-        if self.adapter is False:
-            with self.model.disable_adapter():
-                return self.model(**kwargs).logits
-        return self.model(**kwargs).logits
+        config = self.model.config
+        attention = config._attn_implementation
+        if self.shared:
+            config._attn_implementation = ATTENTION
+        try:
+            if self.adapter is False:
+                with self.model.disable_adapter():
+                    return self.model(**kwargs).logits
+            return self.model(**kwargs).logits
+        finally:
+            config._attn_implementation = attention
 
     def rollback(self, row: int, k: int) -> None:
         """Forgets the last `k` tokens of `row` (masked out of the cache). Re-feed at least one token after."""

@@ -1,23 +1,35 @@
-"""The engine's KV cache: full-attention layers in preallocated buffers, rows re-ordered in place.
+"""The engine's KV cache: preallocated buffers, rows re-ordered in place, beam prefixes stored once.
 
 transformers' `DynamicLayer` concatenates at every step, copying the whole cache each time, and
 re-orders rows into freshly allocated tensors; both costs grow with rows x length, and on a CPU they
 dominated long batched decoding (128 rows at 500 tokens: 3.6x slower per token). Here a step writes
 its keys in place and attention reads a view of the filled part; a buffer is re-allocated only when
-it fills up (`GROW_BY` tokens of head-room at a time), and selecting rows (beam copies, dropped rows)
-copies just the rows that change, in place, in an order that never overwrites a row still to be read.
+it fills up (`GROW_BY` tokens of head-room at a time), and selecting rows copies just the rows that
+change, in place, in an order that never overwrites a row still to be read.
+
+Shared prefixes. Rows copied from one row (a prompt's samples, a beam's successors) share everything
+before the copy. With `shared=True` a layer keeps those keys once per *group* (`prefix`, one row per
+group) and only each row's own continuation per row (`suffix`); attention reads a group's prefix once
+for all its rows (its queries are batched together) and merges both parts in one softmax. Decoding
+at long lengths is bound by reading the cache, so this divides the strong model's main cost in
+chunk-level beam search by about the number of successors. The 2-D attention mask keeps one column
+per physical position, prefix columns first, so roll-backs and padding work as before.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel
+from transformers import AttentionInterface, DynamicCache, PreTrainedModel
 from transformers.cache_utils import DynamicLayer
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 GROW_BY = 256  # tokens of head-room a buffer gains when it fills up
 SPARE = -1  # in a copy plan: the one-row spare buffer that breaks cycles
+ATTENTION = "w2s_shared_prefix"  # the attention implementation of states with shared prefixes
 
 
 def copy_plan(index: list[int]) -> list[tuple[int, int]]:
@@ -51,14 +63,71 @@ def copy_plan(index: list[int]) -> list[tuple[int, int]]:
     return plan
 
 
+def reorder(buffer: torch.Tensor, index: list[int], filled: int) -> torch.Tensor:
+    """`buffer`'s rows re-ordered by `index` (first `filled` positions), in place while they fit."""
+    if len(index) > buffer.shape[0]:  # more rows than ever held: one gather into a new buffer
+        new = buffer.new_empty(len(index), *buffer.shape[1:])
+        new[:, :, :filled] = buffer.index_select(0, torch.tensor(index, device=buffer.device))[:, :, :filled]
+        return new
+    spare = None
+    for destination, source in copy_plan(index):
+        if destination == SPARE:
+            spare = buffer[source, :, :filled].clone()
+        else:
+            buffer[destination, :, :filled].copy_(spare if source == SPARE else buffer[source, :, :filled])
+    return buffer[: len(index)]
+
+
+def with_room(buffer: torch.Tensor, filled: int, needed: int) -> torch.Tensor:
+    """`buffer`, or a copy of its first `filled` positions with room for `needed` positions and `GROW_BY` more."""
+    if needed <= buffer.shape[2]:
+        return buffer
+    new = buffer.new_empty(buffer.shape[0], buffer.shape[1], needed + GROW_BY, buffer.shape[3])
+    new[:, :, :filled] = buffer[:, :, :filled]
+    return new
+
+
+@dataclass
+class Groups:
+    """Which group (shared prefix) each row reads, and each row's slot when a group's rows are batched."""
+
+    group: torch.Tensor  # (rows,)
+    slot: torch.Tensor  # (rows,): group * width + the row's rank in its group
+    width: int  # the most rows in one group
+    count: int  # groups
+
+    @classmethod
+    def of(cls, group: list[int], device) -> Groups:
+        seen: Counter = Counter()
+        slot = []
+        width = max(Counter(group).values(), default=1)
+        for g in group:
+            slot.append(g * width + seen[g])
+            seen[g] += 1
+        count = max(group, default=-1) + 1
+        return cls(torch.tensor(group, device=device), torch.tensor(slot, device=device), width, count)
+
+
+@dataclass
+class Split:
+    """One layer's keys (or values): a prefix per group, then a suffix per row."""
+
+    prefix: torch.Tensor  # (groups, kv heads, P, head dim)
+    suffix: torch.Tensor  # (rows, kv heads, S, head dim)
+    groups: Groups
+
+
 class GrowingLayer(DynamicLayer):
     """A full-attention layer whose keys and values live in buffers with head-room (see the module doc)."""
 
     def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
         self.dtype, self.device = key_states.dtype, key_states.device
-        self.filled = 0
-        self.key_buffer = key_states.new_empty(*key_states.shape[:2], 0, key_states.shape[-1])
-        self.value_buffer = value_states.new_empty(*value_states.shape[:2], 0, value_states.shape[-1])
+        b, h, _, d = key_states.shape
+        self.filled = 0  # suffix positions
+        self.prefix_len = 0
+        self.key_buffer, self.value_buffer = key_states.new_empty(b, h, 0, d), value_states.new_empty(b, h, 0, d)
+        self.key_prefix, self.value_prefix = key_states.new_empty(0, h, 0, d), value_states.new_empty(0, h, 0, d)
+        self.groups: Groups | None = None
         self._expose()
         self.is_initialized = True
 
@@ -66,51 +135,74 @@ class GrowingLayer(DynamicLayer):
         self.keys = self.key_buffer[:, :, : self.filled]
         self.values = self.value_buffer[:, :, : self.filled]
 
-    def _reallocate(self, capacity: int, index: torch.Tensor | None = None) -> None:
-        """New buffers of `capacity` tokens holding the filled part (of rows `index`, if given)."""
-        for name in ("key_buffer", "value_buffer"):
-            old = getattr(self, name)
-            kept = old[:, :, : self.filled] if index is None else old.index_select(0, index)[:, :, : self.filled]
-            new = old.new_empty(kept.shape[0], old.shape[1], capacity, old.shape[-1])
-            new[:, :, : self.filled] = kept
-            setattr(self, name, new)
-        self._expose()
-
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         if not self.is_initialized:
             self.lazy_initialization(key_states, value_states)
         end = self.filled + key_states.shape[-2]
-        if end > self.key_buffer.shape[-2]:
-            self._reallocate(end + GROW_BY)
+        self.key_buffer = with_room(self.key_buffer, self.filled, end)
+        self.value_buffer = with_room(self.value_buffer, self.filled, end)
         self.key_buffer[:, :, self.filled : end] = key_states
         self.value_buffer[:, :, self.filled : end] = value_states
         self.filled = end
         self._expose()
-        return self.keys, self.values
+        if not self.prefix_len:
+            return self.keys, self.values
+        p = self.prefix_len
+        return Split(self.key_prefix[:, :, :p], self.keys, self.groups), Split(
+            self.value_prefix[:, :, :p], self.values, self.groups
+        )
 
     def get_seq_length(self) -> int:
-        return self.filled if self.is_initialized else 0
+        return self.prefix_len + self.filled if self.is_initialized else 0
 
-    def select_rows(self, index: torch.Tensor, plan: list[tuple[int, int]]) -> None:
-        """Row i becomes old row `index[i]`: copies in place by `plan` while the rows fit the buffers."""
+    def select_rows(self, index: list[int]) -> None:
+        """Row i becomes old row `index[i]`; groups are kept (those no row reads any more are dropped)."""
         if not self.is_initialized:
             return
-        if len(index) > self.key_buffer.shape[0]:  # more rows than ever held: one gather into new buffers
-            self._reallocate(self.key_buffer.shape[-2], index.to(self.key_buffer.device))
+        if not self.filled:  # nothing to move: keep the buffers' rows for the next block
+            self.key_buffer, self.value_buffer = self._rows(len(index))
+            self._expose()
             return
-        f = self.filled
-        for buffer in (self.key_buffer, self.value_buffer):
-            spare = None
-            for destination, source in plan:
-                if destination == SPARE:
-                    spare = buffer[source, :, :f].clone()
-                else:
-                    buffer[destination, :, :f].copy_(spare if source == SPARE else buffer[source, :, :f])
-        self.key_buffer, self.value_buffer = self.key_buffer[: len(index)], self.value_buffer[: len(index)]
+        self.key_buffer = reorder(self.key_buffer, index, self.filled)
+        self.value_buffer = reorder(self.value_buffer, index, self.filled)
         self._expose()
 
+    def regroup(self, sources: list[int], old_groups: list[int], groups: Groups) -> None:
+        """New group k = old row `sources[k]`: its group's prefix, then its suffix; every suffix is emptied."""
+        if not self.is_initialized:
+            return
+        p, s = self.prefix_len, self.filled
+        for name, rows in (("key_prefix", "key_buffer"), ("value_prefix", "value_buffer")):
+            suffix = getattr(self, rows)
+            if p == 0:  # the first groups: their prefixes are their sources' suffixes
+                prefix = suffix.new_empty(len(sources), suffix.shape[1], s + GROW_BY, suffix.shape[3])
+            else:
+                prefix = reorder(with_room(getattr(self, name), p, p + s), old_groups, p)
+            prefix[:, :, p : p + s] = suffix.index_select(0, torch.tensor(sources, device=suffix.device))[:, :, :s]
+            setattr(self, name, prefix)
+        self.key_buffer, self.value_buffer = self._rows(groups.group.numel())
+        self.prefix_len, self.filled, self.groups = p + s, 0, groups
+        self._expose()
+
+    def _rows(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Suffix buffers for `n` rows, their content no longer needed."""
+        if n > self.key_buffer.shape[0]:
+            return self.key_buffer.new_empty(n, *self.key_buffer.shape[1:]), self.value_buffer.new_empty(
+                n, *self.value_buffer.shape[1:]
+            )
+        return self.key_buffer[:n], self.value_buffer[:n]
+
+    def keep_groups(self, old_groups: list[int], groups: Groups) -> None:
+        """Group k becomes old group `old_groups[k]`."""
+        if self.is_initialized and self.prefix_len:
+            self.key_prefix = reorder(self.key_prefix, old_groups, self.prefix_len)
+            self.value_prefix = reorder(self.value_prefix, old_groups, self.prefix_len)
+        self.groups = groups
+
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self.select_rows(beam_idx, copy_plan(beam_idx.tolist()))
+        if self.prefix_len:
+            raise NotImplementedError("re-order a cache with shared prefixes through GrowingCache.reorder_cache")
+        self.select_rows(beam_idx.tolist())
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("w2s rolls rows back by masking; its cache is never cropped")
@@ -125,25 +217,48 @@ class GrowingLayer(DynamicLayer):
         """Bytes the buffers hold, head-room and rows dropped in place included."""
         if not self.is_initialized:
             return 0
-        return sum(t.untyped_storage().nbytes() for t in (self.key_buffer, self.value_buffer))
+        buffers = (self.key_buffer, self.value_buffer, self.key_prefix, self.value_prefix)
+        return sum(t.untyped_storage().nbytes() for t in buffers)
 
 
 class GrowingCache(DynamicCache):
-    """The model's dynamic cache with its full-attention layers as `GrowingLayer`s (others, e.g. sliding, kept)."""
+    """The model's dynamic cache with its full-attention layers as `GrowingLayer`s (others, e.g. sliding, kept).
 
-    def __init__(self, model: PreTrainedModel):
+    With `shared`, a selection that copies rows turns the copied rows into groups sharing their prefix.
+    """
+
+    def __init__(self, model: PreTrainedModel, shared: bool = False):
         super().__init__(config=model.config)
         if not self.layers:
             self.layer_class_to_replicate = GrowingLayer
         self.layers = [GrowingLayer() if type(layer) is DynamicLayer else layer for layer in self.layers]
+        self.shared = shared and all(isinstance(layer, GrowingLayer) for layer in self.layers)
+        self.group: list[int] | None = None  # each row's group, once prefixes are shared
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        plan = copy_plan(beam_idx.tolist())  # one plan for every layer
+        index = beam_idx.tolist()
+        growing = [layer for layer in self.layers if isinstance(layer, GrowingLayer)]
         for layer in self.layers:
-            if isinstance(layer, GrowingLayer):
-                layer.select_rows(beam_idx, plan)
-            else:
+            if not isinstance(layer, GrowingLayer):
                 layer.reorder_cache(beam_idx)
+        if self.shared and len(set(index)) < len(index):  # rows copied: each source starts a group
+            sources = list(dict.fromkeys(index))
+            number = {row: k for k, row in enumerate(sources)}
+            old = [self.group[row] for row in sources] if self.group is not None else [0] * len(sources)
+            self.group = [number[row] for row in index]
+            groups = Groups.of(self.group, beam_idx.device)
+            for layer in growing:
+                layer.regroup(sources, old, groups)
+            return
+        for layer in growing:
+            layer.select_rows(index)
+        if self.group is not None:  # rows kept or dropped: groups renumbered, unread ones dropped
+            kept = list(dict.fromkeys(self.group[row] for row in index))
+            number = {g: k for k, g in enumerate(kept)}
+            self.group = [number[self.group[row]] for row in index]
+            groups = Groups.of(self.group, beam_idx.device)
+            for layer in growing:
+                layer.keep_groups(kept, groups)
 
     def nbytes(self) -> int:
         """Bytes the cache holds now."""
@@ -154,3 +269,56 @@ class GrowingCache(DynamicCache):
             else:
                 total += sum(t.numel() * t.element_size() for t in (layer.keys, layer.values) if t is not None)
         return total
+
+
+def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """Attention over [group prefix, row suffix] keys, each group's prefix read once for all its rows.
+
+    Plain tensors (no prefix shared yet) go to transformers' SDPA attention.
+    """
+    if not isinstance(key, Split):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
+        raise NotImplementedError("shared-prefix attention has no logit soft-capping or attention sinks")
+    groups = key.groups
+    rows, heads, q, dim = query.shape
+    kv_heads, p = key.prefix.shape[1], key.prefix.shape[2]
+    rep = heads // kv_heads
+    scale = dim**-0.5 if scaling is None else scaling
+    qr = query.reshape(rows, kv_heads, rep * q, dim)  # query head h reads kv head h // rep
+
+    def to_groups(x: torch.Tensor) -> torch.Tensor:  # (rows, kv_heads, n, last) -> (groups, kv_heads, width * n, last)
+        slots = x.new_zeros(groups.count * groups.width, *x.shape[1:])
+        slots[groups.slot] = x
+        g = slots.view(groups.count, groups.width, *x.shape[1:]).transpose(1, 2)
+        return g.reshape(groups.count, kv_heads, groups.width * x.shape[2], x.shape[3])
+
+    def to_rows(x: torch.Tensor) -> torch.Tensor:  # the inverse
+        g = x.view(groups.count, kv_heads, groups.width, -1, x.shape[-1]).transpose(1, 2)
+        return g.reshape(groups.count * groups.width, kv_heads, -1, x.shape[-1])[groups.slot]
+
+    scores = (
+        torch.cat(
+            [to_rows(to_groups(qr) @ key.prefix.transpose(-1, -2)), qr @ key.suffix.transpose(-1, -2)], dim=-1
+        ).float()
+        * scale
+    )  # (rows, kv_heads, rep * q, P + S)
+    if attention_mask is not None:
+        scores = scores.view(rows, kv_heads, rep, q, -1)
+        if attention_mask.dtype == torch.bool:
+            scores = scores.masked_fill(~attention_mask[:, :, None], torch.finfo(scores.dtype).min)
+        else:
+            scores = scores + attention_mask[:, :, None].float()
+        scores = scores.view(rows, kv_heads, rep * q, -1)
+    weights = scores.softmax(-1).to(query.dtype)
+    out = to_rows(to_groups(weights[..., :p]) @ value.prefix) + weights[..., p:] @ value.suffix
+    return out.view(rows, heads, q, dim).transpose(1, 2).contiguous(), None
+
+
+def _always_a_mask(*args, **kwargs):
+    kwargs["allow_is_causal_skip"] = False
+    return sdpa_mask(*args, **kwargs)
+
+
+AttentionInterface.register(ATTENTION, shared_prefix_attention)
+AttentionMaskInterface.register(ATTENTION, _always_a_mask)

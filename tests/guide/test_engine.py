@@ -21,20 +21,25 @@ def llama():
 
 def gpt2():
     torch.manual_seed(0)
-    return GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=1024)).eval()
+    config = GPT2Config(
+        vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=2, n_positions=1024, bos_token_id=0, eos_token_id=0
+    )
+    return GPT2LMHeadModel(config).eval()
 
 
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-prefixes", "rows-apart"])
 @pytest.mark.parametrize("make", [llama, gpt2], ids=["llama", "gpt2"])
-def test_state_logits_equal_a_full_forward_across_buffer_growth(make):
-    """Uneven blocks, beam copies, dropped rows and roll-backs; every row's next-token logits and
-    log-probs must equal one forward over that row's tokens alone."""
+def test_state_logits_equal_a_full_forward_across_buffer_growth(make, shared):
+    """Uneven blocks, beam copies, dropped rows, roll-backs into a shared prefix; every row's next-token
+    logits and log-probs must equal one forward over that row's tokens alone."""
     model = make()
     g = torch.Generator().manual_seed(1)
 
     def tokens(n):
         return torch.randint(1, VOCAB, (n,), generator=g).tolist()
 
-    state = LMState(model, 3)
+    state = LMState(model, 3, shared=shared)
+    assert state.shared == shared
     state.append([tokens(5), tokens(17), tokens(1)])
     for step in range(GROW_BY // 10):  # ~ 1.5 buffer sizes
         blocks = [tokens(int(n)) for n in torch.randint(0, 30, (state.rows,), generator=g)]
@@ -53,12 +58,20 @@ def test_state_logits_equal_a_full_forward_across_buffer_growth(make):
             state.select([1, 0, 3, 2])  # two swaps: cycles copied through the spare row
         if step == 9:
             state.select([3, 1, 0])  # a row dropped
+        if step == 12:
+            state.select([2, 2, 0, 2])  # beam copies again: groups of groups
+        if step == 14:  # one copy rolls back past where it was copied; its siblings keep those tokens
+            state.rollback(1, 60)
+            state.append([[], tokens(1), [], []])
+        if step == 16:
+            state.select([3, 0, 1])  # a reorder and a drop keep the groups
     assert max(len(ids) for ids in state.ids) > GROW_BY + 40
     for row in range(state.rows):
         full = model(torch.tensor([state.ids[row]])).logits[0, -1]
         assert torch.allclose(state.last_logits[row], full, atol=1e-4), f"row {row}"
     layers = [layer for layer in state.cache.layers if isinstance(layer, GrowingLayer)]
     assert layers, "full-attention layers use growing buffers"
+    assert all((layer.prefix_len > 100) == shared for layer in layers)
     assert all(layer.key_buffer.shape[-2] >= layer.filled for layer in layers)
     assert state.cache_bytes() >= sum(layer.keys.numel() * layer.keys.element_size() * 2 for layer in layers)
 
