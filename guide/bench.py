@@ -44,15 +44,6 @@ class _Guide:
         self.engine, self.pairs, self.config, self.pilot = engine, pairs, config, pilot
 
 
-def cache_bytes(state: LMState) -> int:
-    return sum(
-        t.numel() * t.element_size()
-        for layer in state.cache.layers
-        for t in (layer.keys, layer.values)
-        if t is not None
-    )
-
-
 @torch.no_grad()
 def baseline_cbs(engine: Engine, pair: GuidePair, prompts: list[str], width: int, successors: int, chunk: int):
     """The public implementation's approach: one prompt at a time, full re-scoring at every chunk."""
@@ -167,8 +158,8 @@ def compare_at_length(n: int, strong, tokenizer, pair: GuidePair, prompts, repea
     """CBS against plain batched sampling and against the baseline approach, at `n` new tokens."""
     stop = StopRule(eos_ids=set(), max_new_tokens=n)
 
-    def engine():
-        return Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop)
+    def engine(share_prefixes: bool = True):
+        return Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop, share_prefixes=share_prefixes)
 
     fanout = 16
     row_prompts = [p for p in range(len(prompts)) for _ in range(fanout)]
@@ -184,8 +175,9 @@ def compare_at_length(n: int, strong, tokenizer, pair: GuidePair, prompts, repea
         state = e.start(prompts, row_prompts)
         e.advance(state, [Row(p) for p in row_prompts], n)
 
-    def cbs():
-        ChunkBeamSearch(4, 4, 30).run(engine(), prompts, lambda ps, rp: GuideScorer([pair], ps, rp))
+    def cbs(share_prefixes: bool = True):
+        e = engine(share_prefixes)
+        ChunkBeamSearch(4, 4, 30).run(e, prompts, lambda ps, rp: GuideScorer([pair], ps, rp))
 
     def baseline():
         baseline_cbs(engine(), pair, prompts, 4, 4, 30)
@@ -195,11 +187,16 @@ def compare_at_length(n: int, strong, tokenizer, pair: GuidePair, prompts, repea
     t_eng = timed(engine_sampling, repeats)
     t_cbs = timed(cbs, repeats)
     t_base = timed(baseline, repeats)
-    print(f"  seconds: HF sampling {t_hf:.1f}, engine sampling {t_eng:.1f}, CBS {t_cbs:.1f}, baseline {t_base:.1f}")
+    t_apart = timed(lambda: cbs(share_prefixes=False), repeats)
+    print(
+        f"  seconds: HF sampling {t_hf:.1f}, engine sampling {t_eng:.1f}, CBS {t_cbs:.1f}, baseline {t_base:.1f}, "
+        f"CBS without shared prefixes {t_apart:.1f}"
+    )
     report(f"CBS / plain batched sampling (HF generate), {n} tok", t_cbs / t_hf)
     report(f"CBS / plain batched sampling (w2s engine), {n} tok", t_cbs / t_eng)
     report(f"baseline (one prompt at a time, full re-scoring) / CBS, {n} tok", t_base / t_cbs)
     report(f"baseline / plain batched sampling (HF generate), {n} tok", t_base / t_hf)
+    report(f"CBS, strong model's rows apart / shared prefixes, {n} tok", t_apart / t_cbs)
 
 
 def encode_text(tokenizer, prompt: str) -> str:

@@ -295,13 +295,16 @@ class Engine:
         sampling: SamplingParams,
         stop: StopRule,
         name: str = "strong",
+        share_prefixes: bool = True,
     ):
         self.model, self.tokenizer, self.sampling, self.stop, self.name = model, tokenizer, sampling, stop, name
         self.sampler = Sampler(sampling, device=model.device)
+        self.share_prefixes = share_prefixes  # rows copied from one row keep their common prefix once
 
     def start(self, prompts: list[str], row_prompts: list[int]) -> LMState:
         """Prefills each prompt once and copies its cache to its rows."""
-        state = LMState(self.model, len(prompts), pad_id=self.tokenizer.pad_token_id or 0)
+        pad = self.tokenizer.pad_token_id or 0
+        state = LMState(self.model, len(prompts), pad_id=pad, shared=self.share_prefixes)
         state.append(encode_prompts(self.tokenizer, prompts, context_length(self.model)))
         state.select(row_prompts)
         return state
