@@ -52,12 +52,16 @@ class GuidePair:
         return cls(model, model, tokenizer, weight, is_adapter=True)
 
     def _states(self, rows: int) -> tuple[LMState, LMState]:
+        # guides take a chunk's tokens in one block: there SDPA's fused kernel beats shared prefixes, whose
+        # attention materialises the scores (measured: CBS 10% slower with the guides' prefixes shared)
         pad = self.tokenizer.pad_token_id or 0
         if self.is_adapter:
-            return LMState(self.tuned, rows, pad_id=pad, adapter=True), LMState(
-                self.untuned, rows, pad_id=pad, adapter=False
+            return LMState(self.tuned, rows, pad_id=pad, adapter=True, shared=False), LMState(
+                self.untuned, rows, pad_id=pad, adapter=False, shared=False
             )
-        return LMState(self.tuned, rows, pad_id=pad), LMState(self.untuned, rows, pad_id=pad)
+        return LMState(self.tuned, rows, pad_id=pad, shared=False), LMState(
+            self.untuned, rows, pad_id=pad, shared=False
+        )
 
     def response_ids(self, text: str, finished: bool) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
