@@ -9,14 +9,13 @@ that names the file and the key.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from data.files import did_you_mean, read_recipe
 
 
 class RecipeError(ValueError):
@@ -127,8 +126,7 @@ def _build(cls: type, values: dict, where: str) -> Any:
     kwargs = {}
     for key, value in values.items():
         if key not in fields:
-            close = difflib.get_close_matches(str(key), fields, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(fields)}"
+            hint = did_you_mean(key, fields) or f"; known keys: {', '.join(fields)}"
             raise RecipeError(f"{where}: unknown key {key!r}{hint}")
         if key in _CLASSES and cls is DataRecipe:
             if not isinstance(value, list):
@@ -149,14 +147,7 @@ def _build(cls: type, values: dict, where: str) -> Any:
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> DataRecipe:
     """Parses a data recipe YAML (unknown keys an error); `overrides` replace top-level keys."""
     path = Path(path)
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError as e:
-        raise RecipeError(f"{path}: no such recipe file") from e
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML ({e})") from e
-    if not isinstance(values, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping of keys to values")
+    values = read_recipe(path, RecipeError)
     values.update(overrides or {})
     return recipe_from_dict(values, where=str(path))
 

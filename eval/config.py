@@ -8,14 +8,13 @@ an error naming the file and the key; flags (`--judge gold`) override the recipe
 from __future__ import annotations
 
 import argparse
-import difflib
 import re
 import types
 import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-import yaml
+from data.files import did_you_mean, read_recipe
 
 JUDGES = ("gold", "reward_model", "llm", "http")
 COMPUTE_AXES = ("tokens", "strong_tokens", "seconds")
@@ -70,11 +69,6 @@ class EvalConfig:
 
     def system_list(self) -> list[System]:
         return [System(**s) for s in self.systems]
-
-
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.7)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _base_type(tp):
@@ -134,7 +128,7 @@ def validate(config: EvalConfig, where: str = "eval recipe") -> EvalConfig:
             raise EvalConfigError(f"{at}: expects a mapping with 'name' and 'guide', got {s!r}")
         for key in s:
             if key not in ("name", "guide"):
-                raise EvalConfigError(f"{at}: unknown key {key!r}{_did_you_mean(key, ['name', 'guide'])}")
+                raise EvalConfigError(f"{at}: unknown key {key!r}{did_you_mean(key, ['name', 'guide'])}")
         if "name" not in s or "guide" not in s:
             raise EvalConfigError(f"{at}: needs both 'name' and 'guide' (a guide recipe mapping)")
         name = str(s["name"])
@@ -171,24 +165,15 @@ def load_config(path: str | Path | None = None, overrides: dict | None = None) -
     where = "flags"
     known = {f.name for f in fields(EvalConfig)}
     if path is not None:
-        path = Path(path)
         where = str(path)
-        if not path.is_file():
-            raise EvalConfigError(f"recipe {where!r}: no such file")
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as e:
-            raise EvalConfigError(f"{where}: not valid YAML ({e})") from e
-        loaded = loaded or {}
-        if not isinstance(loaded, dict):
-            raise EvalConfigError(f"{where}: an eval recipe is a YAML mapping of key: value")
+        loaded = read_recipe(path, EvalConfigError)
         for key, value in loaded.items():
             if key not in known:
-                raise EvalConfigError(f"{where}: unknown key {key!r}{_did_you_mean(key, known)}")
+                raise EvalConfigError(f"{where}: unknown key {key!r}{did_you_mean(key, known)}")
             values[key] = _check_value(key, value, where)
     for key, value in (overrides or {}).items():
         if key not in known:
-            raise EvalConfigError(f"unknown option {key!r}{_did_you_mean(key, known)}")
+            raise EvalConfigError(f"unknown option {key!r}{did_you_mean(key, known)}")
         if value in ("none", "null") and _base_type(_TYPES[key])[1]:
             value = None  # `--reference none` clears an optional key
         values[key] = _check_value(key, value, "flag")

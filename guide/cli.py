@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -49,12 +50,15 @@ def generate(argv: list[str]) -> int:
     parser.add_argument("--config", required=True, help="a guide recipe, e.g. recipes/tiny/guide.yaml")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    config = GuideConfig.from_yaml(args.config, overrides)
-
     from guide.run import Guide
 
-    prompts = load_prompts(config.prompts, config.num_prompts)
-    generations = Guide(config).generate(prompts)
+    try:
+        config = GuideConfig.from_yaml(args.config, overrides)
+        prompts = load_prompts(config.prompts, config.num_prompts)
+        generations = Guide(config).generate(prompts)
+    except (ValueError, FileNotFoundError) as e:  # bad recipe, prompts, models or vocabularies: say which
+        print(f"w2s generate: error: {e}", file=sys.stderr)
+        return 2
     name = config.generator or config.decoder
     items = [
         {"instruction": p, "output": g.text, "generator": name, **{k: v for k, v in asdict(g).items() if k != "text"}}

@@ -7,13 +7,14 @@ file and the key; `--key value` flags override the file.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from data.files import did_you_mean, read_recipe
 
 DECODERS = ("sample", "bon", "cbs", "wsd", "eft", "fusion")
 
@@ -74,21 +75,14 @@ class GuideConfig:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         for key, value in values.items():
             if key not in fields:
-                close = difflib.get_close_matches(key, fields, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ValueError(f"{source}: unknown key {key!r}{hint}")
+                raise ValueError(f"{source}: unknown key {key!r}{did_you_mean(key, fields)}")
             values[key] = _coerce(value, fields[key].type, f"{source}: key {key!r}")
         return cls(**values)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> GuideConfig:
         """A config from a recipe file, then `--key value` overrides."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"recipe {path}: no such file")
-        values = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{path}: a recipe is a YAML mapping of keys to values")
+        values = read_recipe(path)
         values.update(_parse_flags(list(overrides)))
         return cls.from_dict(values, source=str(path))
 

@@ -9,25 +9,19 @@ and names the file and key that are wrong.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import sys
 import typing
-from collections.abc import Iterable
 from dataclasses import fields
 from pathlib import Path
 
-import yaml
 from trl import TrlParser
+
+from data.files import did_you_mean, read_recipe
 
 
 class RecipeError(ValueError):
     """A recipe or a flag that cannot be used: unknown key, wrong type, missing file or column."""
-
-
-def _did_you_mean(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.75)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def _convert(action: argparse.Action, value, where: str, takes_list: bool = False):
@@ -69,7 +63,7 @@ def _check_mixture(entries, where: str) -> None:
         for key in entry:
             if key not in known:
                 raise RecipeError(
-                    f"{where}[{i}]: unknown key {key!r}{_did_you_mean(key, known)}; known: {sorted(known)}"
+                    f"{where}[{i}]: unknown key {key!r}{did_you_mean(key, known)}; known: {sorted(known)}"
                 )
         if "path" not in entry:
             raise RecipeError(
@@ -82,16 +76,7 @@ def _check_mixture(entries, where: str) -> None:
 def load_recipe(path: str | Path, parser: argparse.ArgumentParser, list_fields: frozenset[str] = frozenset()) -> dict:
     """The recipe at `path` as a dict of checked, converted values (its `env:` mapping applied to os.environ)."""
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"recipe {str(path)!r}: no such file")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise RecipeError(f"{path}: not valid YAML ({e})") from e
-    if config is None:
-        config = {}
-    if not isinstance(config, dict):
-        raise RecipeError(f"{path}: a recipe is a flat YAML mapping of field: value, got {type(config).__name__}")
+    config = read_recipe(path, RecipeError)
     actions: dict[str, argparse.Action] = {}
     for a in parser._actions:  # `--no_<flag>` shares its dest with `--<flag>`: keep the one that converts
         if a.dest != "help" and (a.dest not in actions or actions[a.dest].type is None):
@@ -102,7 +87,7 @@ def load_recipe(path: str | Path, parser: argparse.ArgumentParser, list_fields: 
     checked = {}
     for key, value in config.items():
         if key not in actions:
-            raise RecipeError(f"{path}: unknown key {key!r}{_did_you_mean(key, actions)}")
+            raise RecipeError(f"{path}: unknown key {key!r}{did_you_mean(key, actions)}")
         where = f"{path}: key {key!r}"
         if key == "datasets":
             _check_mixture(value, where)
@@ -135,7 +120,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], args: list[str] | None = Non
         flag = arg.split("=", 1)[0]
         if flag.startswith("--") and flag not in known:
             names = [o[2:] for o in known if o.startswith("--")]
-            raise RecipeError(f"unknown flag {flag!r}{_did_you_mean(flag[2:], names)}")
+            raise RecipeError(f"unknown flag {flag!r}{did_you_mean(flag[2:], names)}")
     try:
         return tuple(parser.parse_args_into_dataclasses(args=args))
     except SystemExit as e:  # argparse already printed which flag and why

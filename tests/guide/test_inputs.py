@@ -47,6 +47,17 @@ def test_recipe_unknown_key_names_file_and_key(tmp_path):
         GuideConfig.from_yaml(recipe, ["--width", "2", "--decoder", "beam"])
 
 
+def test_generate_reports_a_bad_recipe_without_a_traceback(tmp_path, capsys):
+    from guide.cli import generate
+
+    recipe = tmp_path / "guide.yaml"
+    recipe.write_text("decoder: cbs\nwidht: 4\n")
+    assert generate(["--config", str(recipe)]) == 2
+    assert "guide.yaml: unknown key 'widht' (did you mean 'width'?)" in capsys.readouterr().err
+    assert generate(["--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "missing.yaml': no such file" in capsys.readouterr().err
+
+
 def test_broken_jsonl_prompt_file_names_the_line(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text('{"instruction": "the film was good ."}\n{"instruction": oops}\n')
