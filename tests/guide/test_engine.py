@@ -5,7 +5,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from guide.engine import LMState
-from guide.kv import GROW_BY, SPARE, GrowingLayer, copy_plan
+from guide.kv import SPARE, GrowingLayer, copy_plan
 
 VOCAB = 64
 
@@ -41,7 +41,7 @@ def test_state_logits_equal_a_full_forward_across_buffer_growth(make, shared):
     state = LMState(model, 3, shared=shared)
     assert state.shared == shared
     state.append([tokens(5), tokens(17), tokens(1)])
-    for step in range(GROW_BY // 10):  # ~ 1.5 buffer sizes
+    for step in range(30):  # buffers re-allocated several times
         blocks = [tokens(int(n)) for n in torch.randint(0, 30, (state.rows,), generator=g)]
         lps = state.append(blocks, logprobs=True)
         for row, (block, lp) in enumerate(zip(blocks, lps, strict=True)):
@@ -65,7 +65,7 @@ def test_state_logits_equal_a_full_forward_across_buffer_growth(make, shared):
             state.append([[], tokens(1), [], []])
         if step == 16:
             state.select([3, 0, 1])  # a reorder and a drop keep the groups
-    assert max(len(ids) for ids in state.ids) > GROW_BY + 40
+    assert max(len(ids) for ids in state.ids) > 300  # past several re-allocations
     for row in range(state.rows):
         full = model(torch.tensor([state.ids[row]])).logits[0, -1]
         assert torch.allclose(state.last_logits[row], full, atol=1e-4), f"row {row}"
