@@ -56,6 +56,7 @@ class GuideConfig:
     seed: int = 0
     stop: list[str] = field(default_factory=list)
     batch_size: int = 8  # prompts decoded together
+    share_prefixes: bool = True  # rows copied from one row read their common prefix once (guide/kv.py)
 
     # input / output (w2s generate)
     prompts: str = "tiny:test"  # tiny:<split>, or an AlpacaEval JSON/JSONL file (field `instruction`)

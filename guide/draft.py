@@ -46,7 +46,7 @@ class DraftSwitch:
         pilot_model, pilot_tok = guide.pilot
         base: Engine = guide.engine
         pilot_stop = StopRule.for_model(pilot_model, pilot_tok, c.max_new_tokens)
-        pilot = Engine(pilot_model, pilot_tok, base.sampling, pilot_stop, "pilot")
+        pilot = Engine(pilot_model, pilot_tok, base.sampling, pilot_stop, "pilot", base.share_prefixes)
         n = len(prompts)
         drafts = [Row(p) for p in range(n)]
         pilot_state = pilot.start(prompts, list(range(n)))
@@ -98,7 +98,7 @@ class DraftSwitch:
             rows = [Row(p, ids=base_state.ids[k][prompt_len[p] :]) for k, p in enumerate(switched)]
             greedy = self.continuation == "greedy"
             params = SamplingParams(0.0 if greedy else c.temperature, c.top_k, c.top_p, c.seed + 1)
-            cont = Engine(base.model, base.tokenizer, params, base.stop, base.name)
+            cont = Engine(base.model, base.tokenizer, params, base.stop, base.name, base.share_prefixes)
             cont.advance(base_state, [r for r in rows if len(r.ids) < c.max_new_tokens], c.max_new_tokens)
             texts.update({r.prompt: cont.text(r) for r in rows})
         seconds = (time.perf_counter() - start) / n

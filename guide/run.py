@@ -27,9 +27,8 @@ class Guide:
         strong = load_model(c.strong_model, **load)
         tokenizer = load_tokenizer(c.strong_model, trust_remote_code=c.trust_remote_code)
         sampling = SamplingParams(c.temperature, c.top_k, c.top_p, c.seed)
-        self.engine = Engine(
-            strong, tokenizer, sampling, StopRule.for_model(strong, tokenizer, c.max_new_tokens, c.stop)
-        )
+        stop = StopRule.for_model(strong, tokenizer, c.max_new_tokens, c.stop)
+        self.engine = Engine(strong, tokenizer, sampling, stop, share_prefixes=c.share_prefixes)
         self.pairs = self._pairs()
         self.pilot = None  # (model, tokenizer) of WSD's drafter
         if c.decoder == "wsd":

@@ -23,6 +23,17 @@ def test_cbs_with_one_beam_and_one_successor_is_sampling(guided):
     assert [g.text for g in searched] == [g.text for g in sampled]
 
 
+def test_shared_prefixes_change_no_output():
+    """The strong model's beams reading their common prefix once give the same search as rows apart."""
+    config = dict(decoder="cbs", tuned="tiny:strong", untuned="tiny:weak", width=2, successors=3, chunk_len=4)
+    outputs = []
+    for share in (True, False):
+        guide = Guide(GuideConfig(**config, share_prefixes=share, **COMMON))
+        outputs.append([(g.text, round(g.score, 3)) for g in guide.generate(PROMPTS, progress=False)])
+    assert outputs[0] == outputs[1]
+    assert len({text for text, _ in outputs[0]}) > 1
+
+
 def test_best_of_n_equals_scoring_every_sample(guided):
     n = 5
     engine = guided.engine
