@@ -30,8 +30,8 @@ class LMState:
         self.pad_id = pad_id
         self.adapter = adapter  # PEFT model: True runs with the adapter, False without it
         # rows copied from one row keep their common prefix once (guide/kv.py); needs SDPA attention
-        self.shared = shared and model.config._attn_implementation == "sdpa"
-        self.cache = GrowingCache(model, shared=self.shared)
+        self.cache = GrowingCache(model, shared=shared and model.config._attn_implementation == "sdpa")
+        self.shared = self.cache.shared  # the cache may decline (layers that do not attend to everything)
         device = model.device
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (rows, physical length)
         self.length = torch.zeros(rows, dtype=torch.long, device=device)  # valid tokens per row

@@ -63,14 +63,15 @@ def copy_plan(index: list[int]) -> list[tuple[int, int]]:
     return plan
 
 
-def reorder(buffer: torch.Tensor, index: list[int], filled: int) -> torch.Tensor:
-    """`buffer`'s rows re-ordered by `index` (first `filled` positions), in place while they fit."""
+def reorder(buffer: torch.Tensor, index: list[int], plan: list[tuple[int, int]], filled: int) -> torch.Tensor:
+    """`buffer`'s rows re-ordered by `index` (first `filled` positions): in place by `copy_plan(index)` while
+    they fit, else one gather into a new buffer."""
     if len(index) > buffer.shape[0]:  # more rows than ever held: one gather into a new buffer
         new = buffer.new_empty(len(index), *buffer.shape[1:])
         new[:, :, :filled] = buffer.index_select(0, torch.tensor(index, device=buffer.device))[:, :, :filled]
         return new
     spare = None
-    for destination, source in copy_plan(index):
+    for destination, source in plan:
         if destination == SPARE:
             spare = buffer[source, :, :filled].clone()
         else:
@@ -96,7 +97,6 @@ def with_room(buffer: torch.Tensor, filled: int, needed: int) -> torch.Tensor:
 class Groups:
     """Which group (shared prefix) each row reads, and each row's slot when a group's rows are batched."""
 
-    group: torch.Tensor  # (rows,)
     slot: torch.Tensor  # (rows,): group * width + the row's rank in its group
     width: int  # the most rows in one group
     count: int  # groups
@@ -110,7 +110,7 @@ class Groups:
             slot.append(g * width + seen[g])
             seen[g] += 1
         count = max(group, default=-1) + 1
-        return cls(torch.tensor(group, device=device), torch.tensor(slot, device=device), width, count)
+        return cls(torch.tensor(slot, device=device), width, count)
 
 
 @dataclass
@@ -160,20 +160,21 @@ class GrowingLayer(DynamicLayer):
     def get_seq_length(self) -> int:
         return self.prefix_len + self.filled if self.is_initialized else 0
 
-    def select_rows(self, index: list[int]) -> None:
-        """Row i becomes old row `index[i]`; groups are kept (those no row reads any more are dropped)."""
+    def select_rows(self, index: list[int], plan: list[tuple[int, int]]) -> None:
+        """Row i becomes old row `index[i]` (`plan` = `copy_plan(index)`); groups are left to `keep_groups`."""
         if not self.is_initialized:
             return
         if not self.filled:  # nothing to move: keep the buffers' rows for the next block
             self.key_buffer, self.value_buffer = self._rows(len(index))
             self._expose()
             return
-        self.key_buffer = reorder(self.key_buffer, index, self.filled)
-        self.value_buffer = reorder(self.value_buffer, index, self.filled)
+        self.key_buffer = reorder(self.key_buffer, index, plan, self.filled)
+        self.value_buffer = reorder(self.value_buffer, index, plan, self.filled)
         self._expose()
 
-    def regroup(self, sources: list[int], old_groups: list[int], groups: Groups) -> None:
-        """New group k = old row `sources[k]`: its group's prefix, then its suffix; every suffix is emptied."""
+    def regroup(self, sources: list[int], old_groups: list[int], plan: list[tuple[int, int]], groups: Groups) -> None:
+        """New group k = old row `sources[k]`: its group (`old_groups[k]`, moved by `plan`) prefix, then its
+        suffix; every suffix is emptied."""
         if not self.is_initialized:
             return
         p, s = self.prefix_len, self.filled
@@ -182,10 +183,10 @@ class GrowingLayer(DynamicLayer):
             if p == 0:  # the first groups: their prefixes are their sources' suffixes
                 prefix = suffix.new_empty(len(sources), suffix.shape[1], room_for(s), suffix.shape[3])
             else:
-                prefix = reorder(with_room(getattr(self, name), p, p + s), old_groups, p)
+                prefix = reorder(with_room(getattr(self, name), p, p + s), old_groups, plan, p)
             prefix[:, :, p : p + s] = suffix.index_select(0, torch.tensor(sources, device=suffix.device))[:, :, :s]
             setattr(self, name, prefix)
-        self.key_buffer, self.value_buffer = self._rows(groups.group.numel())
+        self.key_buffer, self.value_buffer = self._rows(len(groups.slot))
         self.prefix_len, self.filled, self.groups = p + s, 0, groups
         self._expose()
 
@@ -197,17 +198,18 @@ class GrowingLayer(DynamicLayer):
             )
         return self.key_buffer[:n], self.value_buffer[:n]
 
-    def keep_groups(self, old_groups: list[int], groups: Groups) -> None:
-        """Group k becomes old group `old_groups[k]`."""
+    def keep_groups(self, old_groups: list[int], plan: list[tuple[int, int]], groups: Groups) -> None:
+        """Group k becomes old group `old_groups[k]` (`plan` = `copy_plan(old_groups)`)."""
         if self.is_initialized and self.prefix_len:
-            self.key_prefix = reorder(self.key_prefix, old_groups, self.prefix_len)
-            self.value_prefix = reorder(self.value_prefix, old_groups, self.prefix_len)
+            self.key_prefix = reorder(self.key_prefix, old_groups, plan, self.prefix_len)
+            self.value_prefix = reorder(self.value_prefix, old_groups, plan, self.prefix_len)
         self.groups = groups
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
         if self.prefix_len:
             raise NotImplementedError("re-order a cache with shared prefixes through GrowingCache.reorder_cache")
-        self.select_rows(beam_idx.tolist())
+        index = beam_idx.tolist()
+        self.select_rows(index, copy_plan(index))
 
     def crop(self, tokens_to_remove: int) -> None:
         raise NotImplementedError("w2s rolls rows back by masking; its cache is never cropped")
@@ -241,6 +243,7 @@ class GrowingCache(DynamicCache):
         self.group: list[int] | None = None  # each row's group, once prefixes are shared
 
     def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        """Row i becomes old row `beam_idx[i]`; each copy plan is made once for every layer."""
         index = beam_idx.tolist()
         growing = [layer for layer in self.layers if isinstance(layer, GrowingLayer)]
         for layer in self.layers:
@@ -252,18 +255,21 @@ class GrowingCache(DynamicCache):
             old = [self.group[row] for row in sources] if self.group is not None else [0] * len(sources)
             self.group = [number[row] for row in index]
             groups = Groups.of(self.group, beam_idx.device)
+            plan = copy_plan(old)
             for layer in growing:
-                layer.regroup(sources, old, groups)
+                layer.regroup(sources, old, plan, groups)
             return
+        plan = copy_plan(index)
         for layer in growing:
-            layer.select_rows(index)
+            layer.select_rows(index, plan)
         if self.group is not None:  # rows kept or dropped: groups renumbered, unread ones dropped
             kept = list(dict.fromkeys(self.group[row] for row in index))
             number = {g: k for k, g in enumerate(kept)}
             self.group = [number[self.group[row]] for row in index]
             groups = Groups.of(self.group, beam_idx.device)
+            plan = copy_plan(kept)
             for layer in growing:
-                layer.keep_groups(kept, groups)
+                layer.keep_groups(kept, plan, groups)
 
     def nbytes(self) -> int:
         """Bytes the cache holds now."""

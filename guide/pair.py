@@ -55,13 +55,12 @@ class GuidePair:
         # guides take a chunk's tokens in one block: there SDPA's fused kernel beats shared prefixes, whose
         # attention materialises the scores (measured: CBS 10% slower with the guides' prefixes shared)
         pad = self.tokenizer.pad_token_id or 0
-        if self.is_adapter:
-            return LMState(self.tuned, rows, pad_id=pad, adapter=True, shared=False), LMState(
-                self.untuned, rows, pad_id=pad, adapter=False, shared=False
-            )
-        return LMState(self.tuned, rows, pad_id=pad, shared=False), LMState(
-            self.untuned, rows, pad_id=pad, shared=False
+        adapter = (True, False) if self.is_adapter else (None, None)  # an adapter pair: one model, adapter on/off
+        tuned, untuned = (
+            LMState(model, rows, pad_id=pad, adapter=on, shared=False)
+            for model, on in zip((self.tuned, self.untuned), adapter, strict=True)
         )
+        return tuned, untuned
 
     def response_ids(self, text: str, finished: bool) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False).input_ids
