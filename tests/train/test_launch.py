@@ -51,24 +51,27 @@ def card_metrics(out: Path) -> dict:
     return {cells[1].strip(): cells[2].strip() for line in table.splitlines() if (cells := line.split("|"))[1:3]}
 
 
+def sft_three_steps(tmp_path: Path, config: str, processes: int = 1, script_args: tuple = ()) -> tuple[Path, dict]:
+    """SFT launched for 3 steps under an accelerate config; the output folder and its card's final metrics."""
+    out = tmp_path / Path(config).stem
+    launch(tmp_path, ["--config_file", str(CONFIGS / config), "--num_processes", str(processes),
+                      "--mixed_precision", "no"],
+           [*SFT, "--max_steps", "3", "--output_dir", str(out), *script_args])  # fmt: skip
+    metrics = card_metrics(out)
+    assert metrics["step"] == "3"
+    return out, metrics
+
+
 @pytest.mark.slow
 def test_deepspeed_zero2_single_process_on_cpu(tmp_path):
-    out = tmp_path / "z2"
-    launch(tmp_path, ["--config_file", str(CONFIGS / "zero2.yaml"), "--num_processes", "1", "--mixed_precision", "no"],
-           [*SFT, "--max_steps", "3", "--output_dir", str(out)])  # fmt: skip
-    assert card_metrics(out)["step"] == "3"
+    out, _ = sft_three_steps(tmp_path, "zero2.yaml")
     assert (out / "model.safetensors").is_file()
 
 
 @pytest.mark.slow
 def test_ddp_two_processes_over_gloo(tmp_path):
-    out = tmp_path / "ddp"
     # --use_cpu: accelerate picks gloo when the processes are told to run on CPU
-    launch(tmp_path, ["--config_file", str(CONFIGS / "multi_gpu.yaml"), "--num_processes", "2",
-                      "--mixed_precision", "no"],
-           [*SFT, "--max_steps", "3", "--output_dir", str(out), "--use_cpu"])  # fmt: skip
-    metrics = card_metrics(out)
-    assert metrics["step"] == "3"
+    _, metrics = sft_three_steps(tmp_path, "multi_gpu.yaml", processes=2, script_args=("--use_cpu",))
     # an epoch is ceil(rows / (4 rows x 2 processes)) steps, twice as many with one process
     assert float(metrics["epoch"]) == pytest.approx(3 / math.ceil(train_rows() / (4 * 2)), rel=1e-3)
 
@@ -79,10 +82,7 @@ def test_deepspeed_zero3_single_process_on_cpu_saves_a_whole_model(tmp_path):
 
     from train.world import ensure_base
 
-    out = tmp_path / "z3"
-    launch(tmp_path, ["--config_file", str(CONFIGS / "zero3.yaml"), "--num_processes", "1", "--mixed_precision", "no"],
-           [*SFT, "--max_steps", "3", "--output_dir", str(out)])  # fmt: skip
-    assert card_metrics(out)["step"] == "3"
+    out, _ = sft_three_steps(tmp_path, "zero3.yaml")
     trained = AutoModelForCausalLM.from_pretrained(str(out))  # gathered from the ZeRO-3 shards, not empty
     base = AutoModelForCausalLM.from_pretrained(str(ensure_base("weak")))
     assert [p.shape for p in trained.parameters()] == [p.shape for p in base.parameters()]
@@ -90,11 +90,7 @@ def test_deepspeed_zero3_single_process_on_cpu_saves_a_whole_model(tmp_path):
 
 @pytest.mark.slow
 def test_fsdp_two_processes_on_cpu(tmp_path):
-    out = tmp_path / "fsdp"
-    launch(tmp_path, ["--config_file", str(CONFIGS / "fsdp.yaml"), "--num_processes", "2", "--mixed_precision", "no"],
-           [*SFT, "--max_steps", "3", "--output_dir", str(out), "--use_cpu"])  # fmt: skip
-    metrics = card_metrics(out)
-    assert metrics["step"] == "3"
+    out, metrics = sft_three_steps(tmp_path, "fsdp.yaml", processes=2, script_args=("--use_cpu",))
     assert float(metrics["epoch"]) == pytest.approx(3 / math.ceil(train_rows() / (4 * 2)), rel=1e-3)
     assert (out / "model.safetensors").is_file()
 
