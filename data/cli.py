@@ -19,6 +19,8 @@ from typing import Any
 
 import yaml
 
+from w2s.cli import ArgumentParser
+
 logger = logging.getLogger(__name__)
 
 
@@ -45,13 +47,7 @@ def _fail(message: str) -> int:
 
 
 def build(argv: list[str], *, merge_only: bool = False) -> int:
-    from data.build import IncompleteError, build, merge, plan
-    from data.judges import JudgeError
-    from data.prompts import PromptError
-    from data.recipe import RecipeError, load_recipe
-    from guide.models import ModelNotFoundError
-
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog=f"w2s data {'merge' if merge_only else 'build'}",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -64,6 +60,13 @@ def build(argv: list[str], *, merge_only: bool = False) -> int:
         )
         parser.add_argument("--no-merge", action="store_true", help="stop after generating and judging")
     args, extra = parser.parse_known_args(argv)
+
+    from data.build import IncompleteError, build, merge, plan
+    from data.judges import JudgeError
+    from data.prompts import PromptError
+    from data.recipe import RecipeError, load_recipe
+    from guide.models import ModelNotFoundError
+
     try:
         recipe = load_recipe(args.config, _overrides(extra, parser))
         path = merge(plan(recipe)) if merge_only else build(recipe, shard=args.shard, do_merge=not args.no_merge)
@@ -78,7 +81,7 @@ def binarize(argv: list[str]) -> int:
     from data.binarize import BinarizeConfig, binarize_to_disk
     from data.prompts import PromptError
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="w2s data binarize",
         description="Multi-response rated sets "
         "(UltraFeedback style) into preference pairs: the highest mean rating chosen, "
@@ -118,11 +121,12 @@ def bench(argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
     """`w2s data <build|merge|binarize|bench> ...`."""
     actions = {"build": build, "merge": lambda a: build(a, merge_only=True), "binarize": binarize, "bench": bench}
+    usage = f"usage: w2s data {{{','.join(actions)}}} ...   (w2s data <action> --help for its options)\n\n{__doc__}"
     if not argv or argv[0] not in actions:
         if argv and argv[0] in ("-h", "--help"):
-            print(__doc__)
+            print(usage)
             return 0
-        print(f"usage: w2s data {{{','.join(actions)}}} ...\n{__doc__}", file=sys.stderr)
+        print(f"w2s data: unknown action {argv[0]!r}\n\n{usage}" if argv else usage, file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return actions[argv[0]](argv[1:])

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
+
+from w2s.cli import ArgumentParser
 
 
 def demo(argv: list[str]) -> int:
@@ -18,7 +19,7 @@ def main(argv: list[str]) -> int:
     """`w2s eval --config recipes/<family>/eval.yaml [--<key> value ...]`: generate, judge, report."""
     from eval.config import EvalConfigError, add_flags, load_config
 
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="w2s eval",
         description="Compare systems (each a guide recipe) on an instruction set: generate their outputs "
         "(resumable), judge them against a reference (cached), write AlpacaEval-format outputs, a leaderboard "

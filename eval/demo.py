@@ -12,10 +12,12 @@ replica, the plots and where every artefact is.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,24 +40,39 @@ FULL = DemoSize(num_prompts=2600, num_instructions=200, dpo_epochs=3)
 QUICK = DemoSize(num_prompts=600, num_instructions=48, dpo_epochs=3)
 
 
-def _run(cmd: list[str], stage: str) -> None:
+def _run(cmd: list[str], stage: str, log: Path) -> None:
+    """Runs one stage's command with its output in `log`; a failure names the stage and its log."""
     logger.info("[%s] %s", stage, " ".join(str(c) for c in cmd))
-    result = subprocess.run([str(c) for c in cmd], cwd=ROOT)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        f.write(f"$ {' '.join(str(c) for c in cmd)}\n")
+        f.flush()
+        result = subprocess.run([str(c) for c in cmd], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
     if result.returncode != 0:
-        raise SystemExit(f"w2s demo: stage {stage!r} failed (exit {result.returncode}); rerun to resume")
+        tail = "".join(log.read_text().splitlines(keepends=True)[-15:])
+        raise SystemExit(
+            f"{tail}\nw2s demo: stage {stage!r} failed (exit {result.returncode}); its log: {log}; rerun to resume"
+        )
 
 
-def _stage(run_dir: Path, name: str, work) -> Path:
-    """Runs `work(out_dir)` unless the stage finished before (its marker exists)."""
+def _stage(run_dir: Path, name: str, what: str, work) -> Path:
+    """Runs `work(out_dir)` unless the stage finished before (its marker exists); one console line for it."""
     out = run_dir / name
     marker = out / ".w2s-stage-done"
     if marker.exists():
-        logger.info("[%s] done before: reusing %s", name, out)
+        _say(f"{name:<6} {what}: done before, reusing {out}")
         return out
     out.mkdir(parents=True, exist_ok=True)
+    _say(f"{name:<6} {what} ...", end="")
+    start = time.perf_counter()
     work(out)
     marker.touch()
+    print(f" done in {time.perf_counter() - start:.0f} s", flush=True)
     return out
+
+
+def _say(line: str, end: str = "\n") -> None:
+    print(line, end=end, flush=True)
 
 
 def eval_recipe(run_dir: Path, guide: Path, size: DemoSize) -> Path:
@@ -97,65 +114,171 @@ def findings(rows: list[dict]) -> list[tuple[str, bool, str]]:
     return out
 
 
-def run_demo(run_dir: Path, size: DemoSize) -> tuple[list[dict], list[tuple[str, bool, str]]]:
-    """Every stage of the main job; returns the leaderboard rows and the findings."""
+def _quiet_libraries() -> None:
+    """Details go to the run's log: no per-model loading bars or library chatter on the console."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
+def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[list[dict], list[tuple[str, bool, str]]]:
+    """Every stage of the main job in the current world; returns the leaderboard rows and the findings.
+
+    Each stage prints one line; its details (every command's output, the evaluation's log) are in
+    `<run_dir>/logs/`. A finished stage is reused by the next run.
+    """
+    from data.world.cache import world_seed
     from eval.config import load_config
     from eval.run import evaluate
-    from train.world import ensure_world
+    from train.world import ensure_world, seed_flags, show_samples
 
     run_dir = run_dir.resolve()
+    logs = run_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logs / "demo.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+    if not verbose:
+        _quiet_libraries()
     w2s = [sys.executable, "-m", "w2s.cli"]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
               RECIPES / "accelerate_configs" / "single_device.yaml"]  # fmt: skip
-
-    paths = ensure_world()
-    from train.world import show_samples
-
-    show_samples(paths, num_prompts=2)  # the world and its base models, with gold rewards
-    data = _stage(run_dir, "data", lambda out: _run(
-        [*w2s, "data", "build", "--config", RECIPES / "tiny" / "data.yaml", "--output_dir", out,
-         "--num_prompts", size.num_prompts], "data"))  # fmt: skip
-    sft = _stage(run_dir, "sft", lambda out: _run(
-        [*launch, "train/sft.py", "--config", RECIPES / "tiny" / "sft.yaml", "--dataset_name", data / "pairs",
-         "--model_name_or_path", paths["weak"], "--output_dir", out], "sft"))  # fmt: skip
-    guide = _stage(run_dir, "guide", lambda out: _run(
-        [*launch, "train/dpo.py", "--config", RECIPES / "tiny" / "dpo.yaml", "--dataset_name", data / "pairs",
-         "--model_name_or_path", sft, "--num_train_epochs", size.dpo_epochs, "--output_dir", out], "dpo"))  # fmt: skip
-    recipe = eval_recipe(run_dir, guide, size)
-    result = evaluate(load_config(recipe))
+    try:
+        _say(f"w2s demo: world {world_seed()} (W2S_WORLD_SEED), run folder {run_dir}, logs in {logs}")
+        start = time.perf_counter()
+        _say("world  the tiny world's tokenizers and base models (cached after the first build) ...", end="")
+        _run([*w2s, "world", "build"], "world", logs / "world.log")
+        paths = ensure_world()
+        _say(f" ready in {time.perf_counter() - start:.0f} s")
+        show_samples(paths, num_prompts=2)  # the world and its base models, with gold rewards
+        data = _stage(run_dir, "data", f"gold-judged preference pairs from {size.num_prompts} prompts", lambda out: _run(
+            [*w2s, "data", "build", "--config", RECIPES / "tiny" / "data.yaml", "--output_dir", out,
+             "--num_prompts", size.num_prompts], "data", logs / "data.log"))  # fmt: skip
+        sft = _stage(run_dir, "sft", "SFT of the weak base on the chosen responses", lambda out: _run(
+            [*launch, "train/sft.py", "--config", RECIPES / "tiny" / "sft.yaml", "--dataset_name", data / "pairs",
+             "--model_name_or_path", paths["weak"], "--output_dir", out, *seed_flags(RECIPES / "tiny" / "sft.yaml")],
+            "sft", logs / "sft.log"))  # fmt: skip
+        guide = _stage(run_dir, "guide", "DPO of the SFT model into the guide", lambda out: _run(
+            [*launch, "train/dpo.py", "--config", RECIPES / "tiny" / "dpo.yaml", "--dataset_name", data / "pairs",
+             "--model_name_or_path", sft, "--num_train_epochs", size.dpo_epochs, "--output_dir", out,
+             *seed_flags(RECIPES / "tiny" / "dpo.yaml")], "dpo", logs / "dpo.log"))  # fmt: skip
+        recipe = eval_recipe(run_dir, guide, size)
+        _say(f"eval   {size.num_instructions} held-out prompts, every system judged by the gold reward:")
+        result = evaluate(load_config(recipe), progress=True)
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
     report = run_dir / "eval"
     print("\n" + (report / "leaderboard.md").read_text())
     checks = findings(result.rows)
     print("Findings of weak-to-strong search, reproduced on the tiny world (each by more than 2 standard errors):")
     for claim, ok, detail in checks:
         print(f"  [{'yes' if ok else 'NO '}] {claim}: {detail}")
+    summary = {"world": world_seed(), "rows": result.rows, "findings": [list(c) for c in checks]}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print("\nArtefacts:")
     for label, path in [
         ("base models", paths["strong"].parent),
         ("preference data (+ card)", data),
-        ("SFT model", sft),
-        ("DPO guide", guide),
-        ("eval recipe", recipe),
-        ("leaderboard", report / "leaderboard.md"),
-        ("plots", report / "win_rate.png"),
-        ("", report / "reward_vs_compute.png"),
-        ("outputs per system", report),
+        ("SFT model, DPO guide", f"{sft}, {guide}"),
+        ("leaderboard, plots", report / "leaderboard.md"),
+        ("", f"{report / 'win_rate.png'}, {report / 'reward_vs_compute.png'}"),
+        ("logs of every stage", logs),
     ]:
         print(f"  {label:<26} {path}")
     return result.rows, checks
 
 
+def default_run_dir(world: int) -> Path:
+    """`runs/demo` for the default world 0, `runs/demo-world<N>` for another."""
+    return Path("runs/demo" if world == 0 else f"runs/demo-world{world}")
+
+
+def across_worlds(summaries: list[dict]) -> str:
+    """A Markdown summary of several worlds' demos: mean ± sd over worlds per system, and each finding per world."""
+    import statistics
+
+    worlds = [s["world"] for s in summaries]
+
+    def spread(values: list[float], digits: int) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.mean(values):+.{digits}f} ± {sd:.{digits}f}"
+
+    lines = [f"Across worlds {', '.join(map(str, worlds))} (mean ± sd over worlds):", "",
+             "| system | win rate % vs base | gold reward | tokens / item |", "| --- | --- | --- | --- |"]  # fmt: skip
+    for name in [r["system"] for r in summaries[0]["rows"]]:
+        rows = [next(r for r in s["rows"] if r["system"] == name) for s in summaries]
+        lines.append(
+            f"| {name} | {spread([r['win_rate'] for r in rows], 1).lstrip('+')} | "
+            f"{spread([r['reward_mean'] for r in rows], 2)} | {statistics.mean(r['tokens_per_item'] for r in rows):.0f} |"
+        )
+    lines += ["", "| finding | " + " | ".join(f"world {w}" for w in worlds) + " |",
+              "| --- |" + " --- |" * len(worlds)]  # fmt: skip
+    for i, (claim, _, _) in enumerate(summaries[0]["findings"]):
+        lines.append(f"| {claim} | " + " | ".join("yes" if s["findings"][i][1] else "NO" for s in summaries) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_worlds(worlds: list[int], argv: list[str]) -> int:
+    """The demo on each world in turn (each in its own process, its console output in its run folder's log),
+    then the across-worlds summary, written to `runs/demo-worlds.md`."""
+    summaries = []
+    for world in worlds:
+        run_dir = default_run_dir(world)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        console = run_dir / "demo-console.log"
+        _say(f"world {world}: w2s demo --world {world} {' '.join(argv)} (console: {console}) ...", end="")
+        start = time.perf_counter()
+        with open(console, "w") as f:
+            code = subprocess.run([sys.executable, "-m", "w2s.cli", "demo", "--world", str(world), *argv],
+                                  stdout=f, stderr=subprocess.STDOUT).returncode  # fmt: skip
+        summary_file = run_dir / "summary.json"
+        if not summary_file.is_file():
+            _say(f" failed (exit {code}); see {console}")
+            return 2
+        summaries.append(json.loads(summary_file.read_text()))
+        held = sum(ok for _, ok, _ in summaries[-1]["findings"])
+        _say(f" {held}/{len(summaries[-1]['findings'])} findings held, {time.perf_counter() - start:.0f} s")
+    text = across_worlds(summaries)
+    out = Path("runs/demo-worlds.md")
+    out.write_text(f"`w2s demo --worlds {' '.join(map(str, worlds))}`\n\n" + text)
+    print("\n" + text + f"\n(written to {out})")
+    return 0 if all(ok for s in summaries for _, ok, _ in s["findings"]) else 1
+
+
 def main(argv: list[str]) -> int:
     import argparse
+    import os
+
+    from data.world.cache import world_seed
 
     parser = argparse.ArgumentParser(prog="w2s demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run_dir", default="runs/demo", help="where the stages write (default runs/demo)")
+    parser.add_argument("--run_dir", help="where the stages write (default runs/demo, or runs/demo-world<N>)")
     parser.add_argument("--quick", action="store_true", help="reduced sizes (the end-to-end test's)")
     parser.add_argument("--fresh", action="store_true", help="forget finished stages and run everything again")
+    parser.add_argument("--world", type=int, help="the world seed (default $W2S_WORLD_SEED, else 0)")
+    parser.add_argument("--worlds", type=int, nargs="+", metavar="N",
+                        help="run the demo on each of these worlds, then summarise across them (e.g. 0 1 2)")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true", help="every library message on the console too")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    run_dir = Path(args.run_dir)
+    logging.basicConfig(format="%(message)s")
+    for handler in logging.getLogger().handlers:  # the console: warnings, or everything with --verbose
+        handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    logging.getLogger().setLevel(logging.INFO)  # everything reaches the run's log file
+    if args.worlds:
+        if args.run_dir or args.world is not None:
+            parser.error("--worlds picks each world's run folder: drop --run_dir and --world")
+        passed = [f for f, on in (("--quick", args.quick), ("--fresh", args.fresh)) if on]
+        return run_worlds(args.worlds, passed)
+    if args.world is not None:
+        if args.world < 0:
+            parser.error("--world must be >= 0")
+        os.environ["W2S_WORLD_SEED"] = str(args.world)  # read by every stage, in this process and the ones it starts
+    run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(world_seed())
     if args.fresh and run_dir.exists():
         shutil.rmtree(run_dir)
-    _, checks = run_demo(run_dir, QUICK if args.quick else FULL)
+    _, checks = run_demo(run_dir, QUICK if args.quick else FULL, verbose=args.verbose)
     return 0 if all(ok for _, ok, _ in checks) else 1

@@ -8,6 +8,12 @@ from guide.models import load_model_and_tokenizer
 from train.world import ensure_world
 
 
+def pytest_report_header(config):
+    from data.world.cache import world_seed
+
+    return f"tiny world: seed {world_seed()} (W2S_WORLD_SEED)"
+
+
 @pytest.fixture(scope="session")
 def world_paths():
     """Folders of the tiny world's base models (strong, weak, weak_b), pretrained on first use."""

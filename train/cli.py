@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 
-from train.world import BASES, ensure_world
+from w2s.cli import ArgumentParser
 
 
 def world(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    from train.world import BASES, ensure_world
+
+    parser = ArgumentParser(
         prog="w2s world",
         description="Build the tiny world (tokenizers and base models, cached; $W2S_CACHE moves the cache) "
         "and show what its models write.",
@@ -18,12 +19,29 @@ def world(argv: list[str]) -> int:
     sub = parser.add_subparsers(dest="action", required=True)
     build = sub.add_parser("build", help="build (or find in the cache) every base model and print its folder")
     samples = sub.add_parser("samples", help="print samples of each base model with their gold reward")
+    report = sub.add_parser(
+        "report", help="the README's tables: how each base writes the world's language (--guides: and each guide)"
+    )
     for p in (build, samples):
         p.add_argument("--only", nargs="+", choices=sorted(BASES), default=list(BASES), help="which bases")
     samples.add_argument("-n", "--num-prompts", type=int, default=4, help="prompts to sample (default 4)")
-    samples.add_argument("--seed", type=int, default=0)
+    report.add_argument("-n", "--num-prompts", type=int, default=300, help="test prompts sampled (default 300)")
+    report.add_argument(
+        "--guides", action="store_true", help="also train (or find) every tiny-world guide and judge it"
+    )
+    for p in (samples, report):
+        p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.action == "report":
+        from data.world.cache import world_seed
+        from train.world import bases_table, guides_table
+
+        print(f"tiny world {world_seed()} (W2S_WORLD_SEED), {args.num_prompts} test prompts sampled at temperature 1\n")
+        print(bases_table(args.num_prompts, args.seed))
+        if args.guides:
+            print(guides_table(args.num_prompts, args.seed))
+        return 0
 
     paths = ensure_world(tuple(args.only))
     if args.action == "build":
@@ -41,7 +59,9 @@ TRAIN_USAGE = """usage: w2s train {sft,dpo,distill} --config RECIPE [--field val
 
   sft, dpo, distill   run train/<stage>.py in this process (for several devices:
                       accelerate launch --config_file recipes/accelerate_configs/<x>.yaml train/<stage>.py ...)
-  guide               build (or find in the cache) a tiny-world guide and print its folder"""
+  guide               build (or find in the cache) a tiny-world guide and print its folder
+
+`w2s train <stage> --help` for a stage's options (every recipe key is one)."""
 
 
 def train(argv: list[str]) -> int:
@@ -53,7 +73,7 @@ def train(argv: list[str]) -> int:
     if stage == "guide":
         from train.world import GUIDES, ensure_guide
 
-        parser = argparse.ArgumentParser(prog="w2s train guide", description="Build a tiny-world guide (cached).")
+        parser = ArgumentParser(prog="w2s train guide", description="Build a tiny-world guide (cached).")
         parser.add_argument("--kind", choices=sorted(GUIDES), default="dpo")
         args = parser.parse_args(rest)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -68,4 +88,4 @@ def train(argv: list[str]) -> int:
 
     script = importlib.import_module(f"train.{stage}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run(script.main, script.DATACLASSES, rest)
+    return run(script.main, script.DATACLASSES, rest, prog=f"w2s train {stage}")

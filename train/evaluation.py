@@ -7,6 +7,7 @@ higher than the rejected one.
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -44,8 +45,11 @@ def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str]
     return out
 
 
-def reward_accuracy(tuned: str | Path, untuned: str | Path, pairs: Dataset) -> float:
-    """Share of `pairs` (prompt/chosen/rejected) where the guide's log-ratio prefers `chosen`."""
+def implicit_margins(tuned: str | Path, untuned: str | Path, pairs: Dataset) -> list[float]:
+    """Per pair (prompt/chosen/rejected): the guide's log-ratio of `chosen` minus that of `rejected`.
+
+    DPO at strength beta minimises the mean of `-log sigmoid(beta * margin)` over its pairs.
+    """
     prompts = [_text(p) for p in pairs["prompt"]]
     chosen, rejected = [_text(c) for c in pairs["chosen"]], [_text(r) for r in pairs["rejected"]]
     scores = {}
@@ -56,8 +60,60 @@ def reward_accuracy(tuned: str | Path, untuned: str | Path, pairs: Dataset) -> f
             response_logprobs(model, tokenizer, prompts, rejected),
         )
     (tc, tr), (uc, ur) = scores["tuned"], scores["untuned"]
-    wins = [(a - b) > (c - d) for a, b, c, d in zip(tc, uc, tr, ur, strict=True)]
-    return sum(wins) / len(wins)
+    return [(a - b) - (c - d) for a, b, c, d in zip(tc, uc, tr, ur, strict=True)]
+
+
+def reward_accuracy(tuned: str | Path, untuned: str | Path, pairs: Dataset) -> float:
+    """Share of `pairs` (prompt/chosen/rejected) where the guide's log-ratio prefers `chosen`."""
+    margins = implicit_margins(tuned, untuned, pairs)
+    return sum(m > 0 for m in margins) / len(margins)
+
+
+def dpo_loss(margins: list[float], beta: float) -> float:
+    """Mean DPO loss `-log sigmoid(beta * margin)` of implicit margins; log 2 for a guide that learned nothing."""
+    return statistics.fmean(math.log1p(math.exp(-beta * m)) if beta * m > -30 else -beta * m for m in margins)
+
+
+def binomial_lower_bound(successes: int, trials: int, confidence: float = 0.999) -> float:
+    """Exact (Clopper-Pearson) one-sided lower confidence bound on a success probability.
+
+    The p at which seeing `successes` or more in `trials` has probability 1 - `confidence`: a true rate
+    below it would give as many successes less often than that.
+    """
+    if not 0 <= successes <= trials or trials == 0:
+        raise ValueError(f"need 0 <= successes <= trials and trials > 0, got {successes} of {trials}")
+    if successes == 0:
+        return 0.0
+
+    def tail(p: float) -> float:  # P(X >= successes) for X ~ Binomial(trials, p), increasing in p
+        return sum(math.comb(trials, i) * p**i * (1 - p) ** (trials - i) for i in range(successes, trials + 1))
+
+    low, high = 0.0, 1.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if tail(mid) < 1 - confidence else (low, mid)
+    return low
+
+
+def paired_z(a: list[float], b: list[float]) -> float:
+    """z of the mean paired difference a - b: its mean over its standard error (inf if every difference is equal
+    and positive)."""
+    diffs = [x - y for x, y in zip(a, b, strict=True)]
+    mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / math.sqrt(len(diffs))
+    return mean / se if se > 0 else math.copysign(math.inf, mean) if mean else 0.0
+
+
+def sample_rewards(
+    path: str | Path, num_prompts: int = 100, num_samples: int = 1, seed: int = 0, max_new_tokens: int = 64
+) -> list[list[float]]:
+    """Gold rewards of `num_samples` samples per test prompt at temperature 1: one list per prompt."""
+    from data.world import gold_reward, world_prompts
+    from guide.sampling import sample
+
+    model, tokenizer = load_model_and_tokenizer(str(path))
+    prompts = world_prompts("test", num_prompts)
+    responses = sample(model, tokenizer, prompts, num_samples=num_samples, max_new_tokens=max_new_tokens, seed=seed)
+    return [gold_reward([p] * len(rs), rs) for p, rs in zip(prompts, responses, strict=True)]
 
 
 def sample_reward(
@@ -74,9 +130,20 @@ def sample_reward(
     return statistics.mean(s.reward for s in scores), sum(s.well_formed for s in scores) / len(scores)
 
 
-@torch.no_grad()
 def token_kl(teacher: str | Path, student: str | Path, num_reviews: int = 200, batch_size: int = 50) -> float:
     """Mean KL(teacher || student) per response token over held-out world reviews (test split), in the chat template.
+
+    The two models must share a tokenizer; the teacher's tokenization is used for both.
+    """
+    per_review = review_kls(teacher, student, num_reviews, batch_size)
+    return sum(kl for kl, _ in per_review) / sum(n for _, n in per_review)
+
+
+@torch.no_grad()
+def review_kls(
+    teacher: str | Path, student: str | Path, num_reviews: int = 200, batch_size: int = 50
+) -> list[tuple[float, int]]:
+    """Per held-out world review (test split): (summed KL(teacher || student) over its response tokens, their count).
 
     The two models must share a tokenizer; the teacher's tokenization is used for both.
     """
@@ -85,7 +152,7 @@ def token_kl(teacher: str | Path, student: str | Path, num_reviews: int = 200, b
     t_model, tokenizer = load_model_and_tokenizer(str(teacher))
     s_model, _ = load_model_and_tokenizer(str(student))
     reviews = world_corpus("test", num_reviews)
-    total, count = 0.0, 0
+    out = []
     for start in range(0, len(reviews), batch_size):
         batch = reviews[start : start + batch_size]
         texts = [
@@ -103,6 +170,5 @@ def token_kl(teacher: str | Path, student: str | Path, num_reviews: int = 200, b
             first = (
                 int(pad[i]) + len(tokenizer(chat_prompt(tokenizer, r.prompt), add_special_tokens=False).input_ids) - 1
             )
-            total += kl[i, first:].sum().item()
-            count += kl.shape[1] - first
-    return total / count
+            out.append((kl[i, first:].sum().item(), kl.shape[1] - first))
+    return out

@@ -18,10 +18,11 @@ if __package__ in (None, ""):  # run as a script: make the repository's stage pa
 
 from datasets import Dataset
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
-from trl import SFTConfig, SFTTrainer, TrlParser
+from trl import SFTConfig, SFTTrainer
 
 from data.world import world_corpus
 from data.world.tokenizers import world_tokenizer_path
+from train.recipes import RecipeError, recipe_parser
 
 
 @dataclass
@@ -87,8 +88,14 @@ def main(script_args: PretrainArguments, training_args: SFTConfig) -> None:
 
 
 def parse(args: list[str] | None = None) -> tuple[PretrainArguments, SFTConfig]:
-    return TrlParser((PretrainArguments, SFTConfig)).parse_args_and_config(args)
+    """The arguments from `--config` and flags; a bad flag is a RecipeError naming it (`--help` exits 0)."""
+    return recipe_parser((PretrainArguments, SFTConfig)).parse_args_and_config(args)
 
 
 if __name__ == "__main__":
-    main(*parse())
+    try:
+        parsed = parse()
+    except RecipeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    main(*parsed)

@@ -99,9 +99,23 @@ def load_recipe(path: str | Path, parser: argparse.ArgumentParser, list_fields: 
     return checked
 
 
-def parse_recipe(dataclass_types: tuple[type, ...], args: list[str] | None = None) -> tuple:
-    """Dataclass instances from `--config recipe.yaml` (optional) and flags; flags win over the recipe."""
-    parser = TrlParser(dataclass_types)
+def _raise_recipe_error(message: str):
+    raise RecipeError(message)
+
+
+def recipe_parser(dataclass_types: tuple[type, ...], prog: str | None = None) -> TrlParser:
+    """TRL's parser whose flag errors are a RecipeError (one line naming the flag and value), not usage then exit."""
+    parser = TrlParser(dataclass_types, **({"prog": prog} if prog else {}))
+    parser.error = _raise_recipe_error  # argparse calls it for a bad value, a missing value, a bad choice
+    return parser
+
+
+def parse_recipe(dataclass_types: tuple[type, ...], args: list[str] | None = None, prog: str | None = None) -> tuple:
+    """Dataclass instances from `--config recipe.yaml` (optional) and flags; flags win over the recipe.
+
+    `--help` prints the options and exits 0 (SystemExit) before anything is loaded or built.
+    """
+    parser = recipe_parser(dataclass_types, prog)
     args = list(sys.argv[1:] if args is None else args)
     if "--config" in args:
         i = args.index("--config")
@@ -121,10 +135,10 @@ def parse_recipe(dataclass_types: tuple[type, ...], args: list[str] | None = Non
         if flag.startswith("--") and flag not in known:
             names = [o[2:] for o in known if o.startswith("--")]
             raise RecipeError(f"unknown flag {flag!r}{did_you_mean(flag[2:], names)}")
-    try:
-        return tuple(parser.parse_args_into_dataclasses(args=args))
-    except SystemExit as e:  # argparse already printed which flag and why
-        raise RecipeError(f"bad command-line flags {args}: see the message above") from e
+    *parsed, unused = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
+    if unused:
+        raise RecipeError(f"unexpected argument(s) {unused}: flags are --<field> value")
+    return tuple(parsed)
 
 
 def build_tiny_references(parsed: tuple) -> bool:
@@ -146,12 +160,12 @@ def build_tiny_references(parsed: tuple) -> bool:
     return found
 
 
-def run(main, dataclass_types: tuple[type, ...], args: list[str] | None = None) -> int:
+def run(main, dataclass_types: tuple[type, ...], args: list[str] | None = None, prog: str | None = None) -> int:
     """Parses the recipe and flags, calls `main(*dataclasses)`; a RecipeError exits non-zero with its message."""
     try:
-        parsed = parse_recipe(dataclass_types, args)
+        parsed = parse_recipe(dataclass_types, args, prog)
         if build_tiny_references(parsed):  # building trains in this process: parse again for a fresh state
-            parsed = parse_recipe(dataclass_types, args)
+            parsed = parse_recipe(dataclass_types, args, prog)
         main(*parsed)
     except RecipeError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from data.world import Review
-from data.world.cache import build_once, cache_root, content_key
+from data.world.cache import build_once, cache_root, content_key, world_seed, world_tag, world_training_seed
 from data.world.tokenizers import world_tokenizer_path
 from guide.models import chat_prompt
 
@@ -35,6 +35,15 @@ def base_recipe(name: str) -> Path:
     return RECIPES_DIR / BASES[name]
 
 
+def seed_flags(recipe: Path) -> list[str]:
+    """`--seed` for training from `recipe` in the current world (none in world 0: the recipe's own seed)."""
+    if not world_seed():
+        return []
+    import yaml
+
+    return ["--seed", str(world_training_seed(int(yaml.safe_load(recipe.read_text()).get("seed", 0))))]
+
+
 def base_path(name: str, recipe: Path | None = None, overrides: list[str] = ()) -> Path:
     """The cache folder of base model `name` (it may not be built yet)."""
     from trl import TrlParser
@@ -42,13 +51,14 @@ def base_path(name: str, recipe: Path | None = None, overrides: list[str] = ()) 
     from train.pretrain import PretrainArguments
 
     recipe = recipe or base_recipe(name)
+    overrides = [*overrides, *seed_flags(recipe)]
     # only the model's own arguments: building an SFTConfig here would reset accelerate's distributed state
     script_args, _ = TrlParser((PretrainArguments,)).parse_args_and_config(
         ["--config", str(recipe), *overrides], return_remaining_strings=True
     )
     tokenizer = world_tokenizer_path(script_args.tokenizer_family)
     key = content_key(recipe.read_bytes(), " ".join(overrides), tokenizer.name)
-    return cache_root() / "tiny-world" / f"{name.replace('_', '-')}-{key}"
+    return cache_root() / "tiny-world" / f"{name.replace('_', '-')}{world_tag()}-{key}"
 
 
 def ensure_base(name: str, recipe: Path | None = None, overrides: list[str] = ()) -> Path:
@@ -57,6 +67,8 @@ def ensure_base(name: str, recipe: Path | None = None, overrides: list[str] = ()
 
     recipe = recipe or base_recipe(name)
     path = base_path(name, recipe, overrides)
+
+    overrides = [*overrides, *seed_flags(recipe)]
 
     def build(tmp: Path) -> None:
         logger.info("pretraining the tiny world's %s base from %s (cached in %s)", name, recipe, path)
@@ -97,7 +109,7 @@ def guide_path(kind: str = "dpo") -> Path:
     base, stages, flags = GUIDES[kind]
     recipes = [GUIDE_RECIPES[stage].read_bytes() for stage in stages]
     key = content_key(GUIDE_VERSION, *recipes, base_path(base).name, " ".join(stages), " ".join(flags))
-    return cache_root() / "tiny-world" / f"guide-{kind.replace('_', '-')}-{key}"
+    return cache_root() / "tiny-world" / f"guide-{kind.replace('_', '-')}{world_tag()}-{key}"
 
 
 def ensure_guide(kind: str = "dpo") -> Path:
@@ -125,7 +137,7 @@ def ensure_guide(kind: str = "dpo") -> Path:
                 out = str(tmp) if i == len(stages) - 1 else f"{work}/{stage}"
                 last = i == len(stages) - 1  # the kind's flags tune its last (DPO) stage
                 args = ["--config", str(GUIDE_RECIPES[stage]), "--output_dir", out, "--model_name_or_path", model,
-                        "--dataset_name", data, *(flags if last else ())]  # fmt: skip
+                        "--dataset_name", data, *seed_flags(GUIDE_RECIPES[stage]), *(flags if last else ())]  # fmt: skip
                 scripts[stage].main(*parse_recipe(scripts[stage].DATACLASSES, args))
                 model = out
             card = tmp / "README.md"  # name the intermediate models by what they are, not by a deleted folder
@@ -273,3 +285,49 @@ def show_samples(paths: dict[str, Path], *, num_prompts: int = 4, seed: int = 0,
             score = score_review(prompt, response)
             verdict = "well-formed" if score.well_formed else "; ".join(score.errors)
             print(f"  [{score.reward:+6.2f}] {prompt} >> {response}   ({verdict})")
+
+
+def bases_table(num_prompts: int = 300, seed: int = 0) -> str:
+    """The base-model table of the README (`w2s world report`): how each base writes the world's language."""
+    rows = ["| base | architecture | parameters | well-formed samples | well-formed sentences | gold reward (± sd) "
+            "| perplexity / word |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+    from guide.models import load_model
+
+    for name in BASES:
+        path = ensure_base(name)
+        model = load_model(str(path))
+        n_params = sum(p.numel() for p in model.parameters()) / 1e6
+        r = report_base(path, num_prompts=num_prompts, seed=seed)
+        rows.append(
+            f"| {name} | {model.config.model_type}, {model.config.num_hidden_layers} × {model.config.hidden_size} | "
+            f"{n_params:.2f}M | {r.well_formed:.1%} | {r.sentences_ok:.1%} | {r.reward_mean:+.2f} ± {r.reward_std:.2f} "
+            f"| {r.perplexity_per_word:.2f} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
+def guides_table(num_prompts: int = 300, seed: int = 0) -> str:
+    """The guides table of the README (`w2s world report --guides`): each tiny-world guide's held-out reward
+    accuracy against its untuned twin, and the gold reward of its samples before and after training."""
+    from datasets import load_from_disk
+
+    from data.world.preferences import world_preferences
+    from train.evaluation import reward_accuracy, sample_reward
+
+    rows = ["| guide | training | reward accuracy (held-out pairs) | gold reward untuned → tuned "
+            "| well-formed samples untuned → tuned |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    for kind, (base, stages, flags) in GUIDES.items():
+        tuned, untuned = ensure_guide(kind), ensure_base(base)
+        pairs = load_from_disk(str(world_preferences(untuned)))["test"]
+        accuracy = reward_accuracy(tuned, untuned, pairs)
+        (u_reward, u_ok), (t_reward, t_ok) = (
+            sample_reward(p, num_prompts=num_prompts, seed=seed) for p in (untuned, tuned)
+        )
+        training = (
+            " then ".join(s.upper() for s in stages) + f" of `{base}`" + (f" ({' '.join(flags)})" if flags else "")
+        )
+        rows.append(
+            f"| `tiny:{'guide' if kind == 'dpo' else 'guide_' + kind}` | {training} | {accuracy:.2f} (n={len(pairs)}) | "
+            f"{u_reward:+.2f} → {t_reward:+.2f} | {u_ok:.0%} → {t_ok:.0%} |"
+        )
+    return "\n".join(rows) + "\n"

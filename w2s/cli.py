@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -17,6 +18,13 @@ COMMANDS = {
     "eval": ("eval.cli", "main", "compare systems on an instruction set: generate, judge, win rates, report"),
     "data": ("data.cli", "main", "build preference data sets: generate, judge, pair, filter (resumable, sharded)"),
 }
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, but a bad flag is one line naming it, not the whole usage first (`--help` shows that)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (--help for the options)\n")
 
 
 def usage() -> str:

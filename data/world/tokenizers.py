@@ -96,7 +96,11 @@ def world_tokenizer_path(family: str) -> Path:
     if family not in FAMILIES:
         raise ValueError(f"unknown tiny-world tokenizer family {family!r}: choose one of {sorted(FAMILIES)}")
     spec = FAMILIES[family]
-    path = cache_root() / "tiny-world" / f"tokenizer-{family}-{content_key(repr(spec), str(TOKENIZER_CORPUS_SIZE))}"
+    path = (
+        cache_root()
+        / "tiny-world"
+        / f"tokenizer-{family}-{content_key(repr(spec), str(TOKENIZER_CORPUS_SIZE), seeded=False)}"
+    )
 
     def build(tmp: Path) -> None:
         texts = [r.text for r in world_corpus("pretrain", TOKENIZER_CORPUS_SIZE)]

@@ -196,7 +196,29 @@ def test_a_build_killed_mid_generation_and_mid_judging_resumes_to_the_uninterrup
             raw = p[f"judge_scores_{side}"]
             expected = (2.0 * z(raw["gold"], gold) + 1.0 * z(raw["pairwise"], pw)) / 3.0
             assert p[f"score_{side}"] == pytest.approx(expected)
-    assert 0 <= card["judges"]["pairwise"]["agreement_rate"] <= 1
+    # the pairwise judge (tiny:strong): every comparison redone alone, in both orders, from the generation shards
+    from guide.models import load_model_and_tokenizer, resolve_model_path
+    from tests.data.test_judges import brute_prefer_first
+
+    judge_model = load_model_and_tokenizer(resolve_model_path("tiny:strong"))
+    messages = {r["id"]: r["messages"] for r in plan(recipe).prompts}
+    written = {g: {r["prompt_id"]: r["responses"] for f in sorted(resumed.glob(f"work/gen-{g}-*/*.jsonl"))
+                   for r in read_jsonl(f)} for g in ("weak", "strong")}  # fmt: skip
+    judged = {r["prompt_id"]: r for f in sorted(resumed.glob("work/judge-pairwise-*/*.jsonl")) for r in read_jsonl(f)}
+    agreed = compared = 0
+    for prompt_id, row in judged.items():
+        responses = written["weak"][prompt_id] + written["strong"][prompt_id]  # recipe order
+        expected = [0.0] * len(responses)
+        for i, j in itertools.combinations(range(len(responses)), 2):
+            p_ij = brute_prefer_first(*judge_model, messages[prompt_id], responses[i], responses[j])
+            p_ji = brute_prefer_first(*judge_model, messages[prompt_id], responses[j], responses[i])
+            expected[i] += (p_ij + 1 - p_ji) / 2 / (len(responses) - 1)
+            expected[j] += (p_ji + 1 - p_ij) / 2 / (len(responses) - 1)
+            compared += 1
+            agreed += (p_ij > 0.5) == (p_ji < 0.5)
+        assert row["scores"] == pytest.approx(expected, abs=1e-5), prompt_id
+    assert compared == 3 * card["counts"]["prompts"]["kept"]  # 2 weak + 1 strong responses: 3 comparisons each
+    assert card["judges"]["pairwise"]["agreement_rate"] == pytest.approx(agreed / compared)
 
 
 def load_recipe_dict(values: dict, path: Path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from data.judges import JudgeError, agreement_rate, make_judge, response_logprobs
+from data.judges import DEFAULT_PAIRWISE_TEMPLATE, JudgeError, agreement_rate, make_judge, response_logprobs
 from data.recipe import JudgeConfig
 from data.world.cache import build_once, cache_root, content_key
 from guide.models import chat_prompt
@@ -23,18 +23,32 @@ RESPONSES = [
 ]
 
 
-def test_pairwise_judge_asks_in_both_orders_and_reports_its_agreement_rate(world_paths):
+def brute_prefer_first(model, tok, prompt, first: str, second: str, labels=("A", "B")) -> float:
+    """P(first is better), computed alone: the question (the default template) in the judge's chat template as
+    one unpadded sequence; the softmax of the two label tokens' logits at its last position."""
+    question = DEFAULT_PAIRWISE_TEMPLATE.format(
+        prompt=prompt[-1]["content"], first=first, second=second, label_first=labels[0], label_second=labels[1]
+    )
+    text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    (a,), (b,) = (tok(label, add_special_tokens=False)["input_ids"] for label in labels)
+    with torch.no_grad():
+        last = model(torch.tensor([ids])).logits[0, -1].double()
+    return torch.sigmoid(last[a] - last[b]).item()  # softmax over two logits
+
+
+def test_pairwise_judge_asks_in_both_orders_and_reports_its_agreement_rate(world_paths, weak):
     judge = make_judge(JudgeConfig(name="pw", kind="pairwise", model=str(world_paths["weak"]), labels=["A", "B"]))
     scores, extras = judge.score(PROMPTS, RESPONSES)
-    # brute force: every comparison one by one, in both orders
+    # brute force: every comparison alone, in both orders, by a forward pass of its own (not the judge's batching)
     agreed = compared = 0
     for prompt, responses, got, extra in zip(PROMPTS, RESPONSES, scores, extras, strict=True):
         n = len(responses)
         expected = [0.0] * n
         for i in range(n):
             for j in range(i + 1, n):
-                (p_ij,) = judge.prefer_first([prompt], [responses[i]], [responses[j]])
-                (p_ji,) = judge.prefer_first([prompt], [responses[j]], [responses[i]])
+                p_ij = brute_prefer_first(*weak, prompt, responses[i], responses[j])
+                p_ji = brute_prefer_first(*weak, prompt, responses[j], responses[i])
                 expected[i] += (p_ij + 1 - p_ji) / 2
                 expected[j] += (p_ji + 1 - p_ij) / 2
                 compared += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 
@@ -100,59 +101,101 @@ def test_local_llm_judge_reads_both_orders_from_log_probs(strong, world_paths):
         assert v["preference"] + s["preference"] == pytest.approx(3.0, abs=1e-4)  # order-balanced judge
 
 
-# The tiny model cannot follow the question, and "a"/"b" are never among its 20 likeliest next tokens; to
-# exercise the log-probability path for real, the HTTP test names the outputs by two tokens it does rank there.
-HTTP_LABELS = ("i", "the")
+def _normalised(token: str) -> str:
+    """A top log-prob entry's token as the HTTP judge matches it against a label."""
+    return token.strip().lower().strip("()")
+
+
+def _context_ids(tok, limit: int, prompt: str | list[dict]) -> list[int]:
+    """The prompt in the chat template, cut from the left to the model's `limit` positions as the local LLM judge
+    cuts it (the question sits at the end): past its context a model's next-token log-probs mean nothing."""
+    return tok(chat_prompt(tok, prompt), add_special_tokens=False).input_ids[-limit:]
+
+
+@torch.no_grad()
+def _top20(model, tok, prompt: str) -> list[tuple[str, float]]:
+    """(normalised token, log-prob) of the 20 likeliest next tokens, likeliest first: what the server returns."""
+    ids = torch.tensor([_context_ids(tok, model.config.max_position_embeddings, prompt)])
+    top = torch.topk(torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1), 20)
+    return [(_normalised(tok.decode([i])), v) for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)]
+
+
+def _http_prompts(labels: tuple[str, str]) -> list[str]:
+    """Every prompt the HTTP judge sends for PROMPTS, OUT_1, OUT_2: both orders of each pair."""
+    return [q for p, o1, o2 in zip(PROMPTS, OUT_1, OUT_2, strict=True)
+            for q in (pairwise_prompt(p, o1, o2, labels), pairwise_prompt(p, o2, o1, labels))]  # fmt: skip
+
+
+def _labels_in_every_top20(model, tok) -> tuple[str, str]:
+    """Two labels among the 20 likeliest next tokens of every request that names them.
+
+    The tiny model cannot follow the question, and "a"/"b" are not among its likeliest answers; to exercise the
+    log-probability path for real, the outputs are named by two tokens it does rank there. Which tokens those
+    are depends on the build, so they are read off the model in hand: the words in the top 20 of every request
+    (as the default labels word it) are tried in pairs, likeliest first, until a pair stays there when the
+    requests name the outputs by it.
+    """
+    tops = [dict(_top20(model, tok, q)) for q in _http_prompts(LABELS)]
+    common = [t for t in tops[0] if t.isalpha() and all(t in top for top in tops)]
+    for pair in itertools.combinations(common, 2):
+        if all(set(pair) <= dict(_top20(model, tok, q)).keys() for q in _http_prompts(pair)):
+            return pair
+    pytest.fail(f"no two of {common} are among the 20 likeliest next tokens of every request naming them")
 
 
 def _expected_http_p_b(model, tok, prompt, labels):
     """The documented rule: P(b) among the labels found in the top-20 tokens; a missing label gets the 20th's logprob."""
-    ids = tok(chat_prompt(tok, prompt), return_tensors="pt", add_special_tokens=False)["input_ids"]
-    with torch.no_grad():
-        logp = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
-    top = torch.topk(logp, 20)
+    top = _top20(model, tok, prompt)
     found = {}
-    for v, i in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-        token = tok.decode([i]).strip().lower().strip("()")
+    for token, v in top:
         if token in labels and token not in found:
             found[token] = v
     if not found:
         return None, 0
-    floor = min(top.values.tolist())
+    floor = min(v for _, v in top)
     return _p_b(found.get(labels[0], floor), found.get(labels[1], floor)), len(found)
 
 
 def test_http_judge_against_a_local_openai_compatible_server(strong, tiny_openai_server_class, monkeypatch, caplog):
     model, tok = strong
+
+    class Server(tiny_openai_server_class):  # keeps every prompt within the model's context
+        @torch.no_grad()
+        def next_token_logprobs(self, messages):
+            ids = torch.tensor([_context_ids(self.tokenizer, self.model.config.max_position_embeddings, messages)])
+            return torch.log_softmax(self.model(input_ids=ids).logits[0, -1].float(), dim=-1)
+
+    labels = _labels_in_every_top20(model, tok)
     key = "sk-test-0123456789abcdef"
-    with tiny_openai_server_class(model, tok, api_key=key) as server:
+    with Server(model, tok, api_key=key) as server:
         assert server.base_url.startswith("http://127.0.0.1:")
         monkeypatch.setenv("W2S_TEST_JUDGE_URL", server.base_url)
         monkeypatch.setenv("W2S_TEST_JUDGE_KEY", key)
         caplog.set_level(logging.DEBUG)
         env = {"base_url_env": "W2S_TEST_JUDGE_URL", "api_key_env": "W2S_TEST_JUDGE_KEY"}
-        judge = HTTPJudge("tiny-strong", labels=HTTP_LABELS, concurrency=2, **env)
+        judge = HTTPJudge("tiny-strong", labels=labels, concurrency=2, **env)
         assert key not in repr(judge)
         verdicts = judge.compare(PROMPTS, OUT_1, OUT_2)
         assert len(server.requests) == 2 * len(PROMPTS)  # both orders of every pair
         assert set(server.auth_headers) == {f"Bearer {key}"}
         assert all(r["logprobs"] and r["max_tokens"] == 1 for r in server.requests)
-        both_found = 0
+        assert sorted(r["messages"][0]["content"] for r in server.requests) == sorted(_http_prompts(labels))
         for v, p, o1, o2 in zip(verdicts, PROMPTS, OUT_1, OUT_2, strict=True):
             for got, prompt in (
-                (v["p_b_ref_first"], pairwise_prompt(p, o1, o2, HTTP_LABELS)),
-                (v["p_b_sys_first"], pairwise_prompt(p, o2, o1, HTTP_LABELS)),
+                (v["p_b_ref_first"], pairwise_prompt(p, o1, o2, labels)),
+                (v["p_b_sys_first"], pairwise_prompt(p, o2, o1, labels)),
             ):
-                expected, found = _expected_http_p_b(model, tok, prompt, HTTP_LABELS)
-                assert expected is not None
+                expected, found = _expected_http_p_b(model, tok, prompt, labels)
+                assert found == 2  # the log-probabilities, not the fall-backs, decide (the labels were chosen so)
                 assert got == pytest.approx(expected, abs=1e-4)
-                both_found += found == 2
             assert v["preference"] == pytest.approx(1 + (v["p_b_ref_first"] + 1 - v["p_b_sys_first"]) / 2)
-        assert both_found >= 6  # the log-probabilities, not the fall-backs, decided
         assert len({round(v["preference"], 6) for v in verdicts}) > 1
 
-        # with the default labels the tiny model answers neither "a" nor "b": every pair is a tie
-        ties = HTTPJudge("tiny-strong", **env).compare(PROMPTS[:2], OUT_1[:2], OUT_2[:2])
+        # labels that no token of the model's vocabulary starts with are never found, nor is the answer's text
+        # read as either: every pair is a tie (a property of the tokenizer, the same in every world)
+        absent = ("first", "second")
+        assert not any(_normalised(tok.decode([i])).startswith(absent) for i in range(len(tok)))
+        ties = HTTPJudge("tiny-strong", labels=absent, **env).compare(PROMPTS[:2], OUT_1[:2], OUT_2[:2])
         assert [v["preference"] for v in ties] == [1.5, 1.5]
 
         monkeypatch.setenv("W2S_TEST_JUDGE_KEY", "sk-wrong-key-xyz")

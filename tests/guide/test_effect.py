@@ -7,11 +7,12 @@ import pytest
 from data.world import gold_reward, world_prompts
 from guide import GuideConfig, generate
 
-PROMPTS = world_prompts("test", 48)
-COMMON = dict(strong_model="tiny:strong", temperature=1.0, top_k=0, max_new_tokens=64, seed=0, batch_size=16)
+PROMPTS = world_prompts("test", 192)
+COMMON = dict(strong_model="tiny:strong", temperature=1.0, top_k=0, max_new_tokens=64, seed=0, batch_size=32)
 
 
 @pytest.mark.slow
+@pytest.mark.trained
 def test_cbs_with_a_dpo_guide_beats_plain_sampling(tiny_guide):
     plain = generate(GuideConfig(decoder="sample", **COMMON), PROMPTS, progress=False)
     pair = dict(tuned=str(tiny_guide["tuned"]), untuned=str(tiny_guide["untuned"]))
@@ -20,6 +21,10 @@ def test_cbs_with_a_dpo_guide_beats_plain_sampling(tiny_guide):
     )
     r_plain = gold_reward(PROMPTS, [g.text for g in plain])
     r_cbs = gold_reward(PROMPTS, [g.text for g in cbs])
-    gain = statistics.mean(r_cbs) - statistics.mean(r_plain)
-    se = (statistics.variance(r_cbs) / len(r_cbs) + statistics.variance(r_plain) / len(r_plain)) ** 0.5
-    assert gain > 2 * se, (statistics.mean(r_plain), statistics.mean(r_cbs), se)
+    # What training guarantees is a gain many standard errors wide, not its size: the guide's gain differs
+    # from world to world. Paired by prompt over 192 prompts, measured gain ± SE: +4.99 ± 0.34 (z 14.5),
+    # +1.67 ± 0.31 (z 5.5), +2.76 ± 0.30 (z 9.3) in worlds 0, 1, 2; the bar z > 3 leaves the weakest world
+    # 2.5 SE. 48 prompts were too few: world 1's z ranged 1.6-4.2 over four disjoint sets of 48.
+    diff = [c - p for c, p in zip(r_cbs, r_plain, strict=True)]
+    gain, se = statistics.mean(diff), statistics.stdev(diff) / len(diff) ** 0.5
+    assert gain > 3 * se, (statistics.mean(r_plain), statistics.mean(r_cbs), gain, se)

@@ -31,7 +31,9 @@ def grow_and_check(pair: GuidePair):
 
 def test_incremental_scores_equal_full_recomputation_family_a(pair_a):
     scores = grow_and_check(pair_a)
-    assert max(abs(s) for s in scores) > 0.5  # a real ratio, not a trivially zero one
+    # a real ratio, not a trivially zero one: two bases of different sizes disagree by nats over a sentence
+    # (measured largest |ratio| 4.2, 5.8, 8.9 in worlds 0, 1, 2)
+    assert max(abs(s) for s in scores) > 0.5
 
 
 def test_incremental_scores_equal_full_recomputation_family_b(lora_guide_b):
