@@ -2,10 +2,13 @@
 
 from guide import generate
 gens = generate({"decoder": "cbs", "tuned": "tiny:guide", "untuned": "tiny:weak"}, prompts)
+
+A new decoder is a `Decoder` dataclass registered by name (`register_decoder`, see guide/decoders.py).
 """
 
 from guide.config import GuideConfig
+from guide.decoders import Decoder, register_decoder
 from guide.engine import Generation
 from guide.run import Guide, generate
 
-__all__ = ["Generation", "Guide", "GuideConfig", "generate"]
+__all__ = ["Decoder", "Generation", "Guide", "GuideConfig", "generate", "register_decoder"]

@@ -18,10 +18,10 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from data.world import world_prompts
 from data.world.tokenizers import world_tokenizer_path
-from guide.engine import Engine, LMState, Row, SamplingParams, StopRule, encode_prompts
+from guide.engine import Engine, Row, SamplingParams, StopRule, encode_prompts, track_states
 from guide.fusion import DynamicFusion, ProxyTuning
 from guide.pair import GuidePair
-from guide.scorers import GuideScorer
+from guide.run import Guide
 from guide.search import ChunkBeamSearch, Sampling
 
 logger = logging.getLogger(__name__)
@@ -35,13 +35,6 @@ def make_model(tokenizer, layers: int, width: int, seed: int, context: int = 204
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )  # fmt: skip
     return LlamaForCausalLM(config).eval()
-
-
-class _Guide:
-    """The little a decoder needs from `guide.run.Guide`, over in-memory models."""
-
-    def __init__(self, engine, pairs, config=None, pilot=None):
-        self.engine, self.pairs, self.config, self.pilot = engine, pairs, config, pilot
 
 
 @torch.no_grad()
@@ -109,7 +102,7 @@ def run(lengths=(256, 1024), num_prompts: int = 8, repeats: int = 1, device: str
     stop = StopRule(eos_ids=set(), max_new_tokens=n)
     sampling = SamplingParams(1.0, 0, 1.0, seed=0)
     print(f"\nlogit arithmetic and draft-switch decoding, {n} new tokens ({device})", flush=True)
-    g = _Guide(Engine(strong, tokenizer, sampling, stop), [pair])
+    g = Guide.from_models(Engine(strong, tokenizer, sampling, stop), pairs=[pair])
     t_eft = timed(lambda: ProxyTuning(1.0).run(g, prompts), repeats)
     t_fusion = timed(lambda: DynamicFusion(2.0, 0.1).run(g, prompts), repeats)
     report(f"dynamic logit fusion / proxy tuning, {n} tok", t_fusion / t_eft)
@@ -124,28 +117,16 @@ def run(lengths=(256, 1024), num_prompts: int = 8, repeats: int = 1, device: str
 def memory_report(strong, tokenizer, pair: GuidePair, prompts: list[str], n: int, report) -> None:
     """Peak KV-cache bytes of CBS (strong + guide caches) against plain batched sampling of the same rows."""
     stop = StopRule(eos_ids=set(), max_new_tokens=n)
-    states: list[LMState] = []
-    original = LMState.__init__
-
-    def tracking_init(self, *args, **kwargs):  # record every state a decoder creates
-        original(self, *args, **kwargs)
-        states.append(self)
-
-    LMState.__init__ = tracking_init
-    try:
+    with track_states() as states:  # every state the decoder creates
         engine = Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop)
         row_prompts = [p for p in range(len(prompts)) for _ in range(16)]
         state = engine.start(prompts, row_prompts)
         engine.advance(state, [Row(p) for p in row_prompts], n)
-        sampling_peak = sum(s.peak_cache_bytes for s in states)
-        states.clear()
-        ChunkBeamSearch(4, 4, 30).run(
-            Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop), prompts,
-            lambda ps, rp: GuideScorer([pair], ps, rp),
-        )  # fmt: skip
-        cbs_peak = sum(s.peak_cache_bytes for s in states)
-    finally:
-        LMState.__init__ = original
+    sampling_peak = sum(s.peak_cache_bytes for s in states)
+    with track_states() as states:
+        engine = Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop)
+        ChunkBeamSearch(4, 4, 30).run(Guide.from_models(engine, pairs=[pair]), prompts)
+    cbs_peak = sum(s.peak_cache_bytes for s in states)
     params = sum(p.numel() * p.element_size() for m in (strong, pair.tuned, pair.untuned) for p in m.parameters())
     print(
         f"  peak KV cache at {n} tokens: plain sampling {sampling_peak / 2**20:.1f} MiB, "
@@ -176,8 +157,7 @@ def compare_at_length(n: int, strong, tokenizer, pair: GuidePair, prompts, repea
         e.advance(state, [Row(p) for p in row_prompts], n)
 
     def cbs(share_prefixes: bool = True):
-        e = engine(share_prefixes)
-        ChunkBeamSearch(4, 4, 30).run(e, prompts, lambda ps, rp: GuideScorer([pair], ps, rp))
+        ChunkBeamSearch(4, 4, 30).run(Guide.from_models(engine(share_prefixes), pairs=[pair]), prompts)
 
     def baseline():
         baseline_cbs(engine(), pair, prompts, 4, 4, 30)
@@ -216,11 +196,7 @@ def wsd_ratio(n: int, repeats: int, device: str) -> float:
     stop = StopRule(eos_ids=set(), max_new_tokens=n)
     sampling = SamplingParams(1.0, 0, 1.0, seed=0)
 
-    class Config:
-        pilot, max_new_tokens, temperature, top_k, top_p, seed = "tiny:weak", n, 1.0, 0, 1.0, 0
-
-    g = _Guide(Engine(strong, tok, sampling, stop), [], Config)
-    g.pilot = pilot
+    g = Guide.from_models(Engine(strong, tok, sampling, stop), pilot=pilot)
     switches = []
 
     def wsd():
@@ -228,7 +204,7 @@ def wsd_ratio(n: int, repeats: int, device: str) -> float:
         switches[:] = [o.switch_at for o in out]
 
     t_wsd = timed(wsd, repeats)
-    t_alone = timed(lambda: Sampling().run(Engine(strong, tok, sampling, stop), prompts), repeats)
+    t_alone = timed(lambda: Sampling().run(Guide.from_models(Engine(strong, tok, sampling, stop)), prompts), repeats)
     kept = [s for s in switches if s is not None]
     print(
         f"  WSD(w=6, tau=0.4): {len(kept)}/{len(prompts)} switched, median switch at base token "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys
@@ -11,6 +10,12 @@ from pathlib import Path
 
 from data.files import write_atomic
 from guide.config import GuideConfig
+from w2s.cli import ArgumentParser
+
+BENCH_USAGE = """usage: w2s bench {guide,data} [options]
+
+  guide   the decoding engine against baselines, side by side (w2s bench guide --help)
+  data    the data builder's generation stage against a plain generate loop (w2s bench data --help)"""
 
 
 def load_prompts(source: str, limit: int | None) -> list[str]:
@@ -40,8 +45,20 @@ def load_prompts(source: str, limit: int | None) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
+def _check_flags(overrides: list[str]) -> None:
+    """Each `--key value` override checked on its own, so that a bad one is named as the flag, not as a recipe key."""
+    from data.files import did_you_mean
+    from guide.config import _coerce, _parse_flags, recipe_keys
+
+    known = recipe_keys()  # GuideConfig's fields and registered decoders' own keys
+    for key, value in _parse_flags(list(overrides)).items():
+        if key not in known:
+            raise ValueError(f"unknown flag --{key}{did_you_mean(key, known)}")
+        _coerce(value, known[key], f"--{key}")
+
+
 def generate(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="w2s generate",
         description="Decode prompts with a guide recipe and write AlpacaEval-format outputs "
         "(instruction, output, generator) with per-item score, switch point, tokens per model and wall time.",
@@ -53,6 +70,7 @@ def generate(argv: list[str]) -> int:
     from guide.run import Guide
 
     try:
+        _check_flags(overrides)
         config = GuideConfig.from_yaml(args.config, overrides)
         prompts = load_prompts(config.prompts, config.num_prompts)
         generations = Guide(config).generate(prompts)
@@ -72,7 +90,7 @@ def generate(argv: list[str]) -> int:
 
 def bench(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: w2s bench guide [options]   (w2s bench guide --help)")
+        print(BENCH_USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] == "guide":
         from guide.bench import main
@@ -82,5 +100,5 @@ def bench(argv: list[str]) -> int:
         from data.bench import main as data_main
 
         return data_main(argv[1:])
-    print(f"w2s bench: unknown benchmark {argv[0]!r}: choose guide or data")
+    print(f"w2s bench: unknown benchmark {argv[0]!r}: choose guide or data", file=sys.stderr)
     return 2

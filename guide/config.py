@@ -1,7 +1,8 @@
 """A guide recipe (`recipes/<family>/guide.yaml`): models, decoder and its hyper-parameters, sampling, I/O.
 
-Recipes are flat YAML; every key is a field of `GuideConfig`, unknown keys are an error naming the
-file and the key; `--key value` flags override the file.
+Recipes are flat YAML; every key is a field of `GuideConfig` or a hyper-parameter of a registered decoder
+(`guide/decoders.py`), unknown keys are an error naming the file and the key; `--key value` flags override
+the file. The decoder checks its own hyper-parameters when the config is made.
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ from pathlib import Path
 import yaml
 
 from data.files import did_you_mean, read_recipe
-
-DECODERS = ("sample", "bon", "cbs", "wsd", "eft", "fusion")
+from guide.decoders import decoder_class, option_keys
 
 
 @dataclass
@@ -34,8 +34,8 @@ class GuideConfig:
     device: str | None = None
     trust_remote_code: bool = False
 
-    # decoder
-    decoder: str = "sample"  # sample, bon, cbs, wsd, eft, fusion
+    # decoder: sample, bon, cbs, wsd, eft, fusion, or one registered (guide/decoders.py); its keys follow
+    decoder: str = "sample"
     num_samples: int = 16  # bon: N
     width: int = 4  # cbs: W beams kept
     successors: int = 4  # cbs: K samples per beam
@@ -64,21 +64,34 @@ class GuideConfig:
     output: str | None = None  # AlpacaEval-format JSON written here
     generator: str | None = None  # the `generator` name in the output (default: the decoder)
 
+    # hyper-parameters of registered decoders that are not fields above (flat in the recipe, collected here)
+    options: dict = field(default_factory=dict)
+
     def __post_init__(self):
-        if self.decoder not in DECODERS:
-            raise ValueError(f"decoder {self.decoder!r}: choose one of {', '.join(DECODERS)}")
-        if self.continuation not in ("sample", "greedy"):
-            raise ValueError(f"continuation {self.continuation!r}: choose sample or greedy")
+        decoder = decoder_class(self.decoder)  # an unknown name: the error lists the registered ones
+        try:
+            decoder.from_config(self)  # the decoder checks its own settings
+        except ValueError as e:
+            raise ValueError(f"decoder {self.decoder}: {e}") from None
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> GuideConfig:
-        """A config from a mapping; unknown keys and wrong types are errors naming `source` and the key."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
+        """A config from a mapping; unknown keys, wrong types and bad settings are errors naming `source`."""
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        options = option_keys(set(fields))  # registered decoders' own keys
+        kwargs, collected = {}, {}
         for key, value in values.items():
-            if key not in fields:
-                raise ValueError(f"{source}: unknown key {key!r}{did_you_mean(key, fields)}")
-            values[key] = _coerce(value, fields[key].type, f"{source}: key {key!r}")
-        return cls(**values)
+            if key in fields:
+                kwargs[key] = _coerce(value, fields[key], f"{source}: key {key!r}")
+            elif key in options:
+                collected[key] = _coerce(value, options[key], f"{source}: key {key!r}")
+            else:
+                raise ValueError(f"{source}: unknown key {key!r}{did_you_mean(key, [*fields, *options])}")
+        kwargs["options"] = {**(kwargs.get("options") or {}), **collected}
+        try:
+            return cls(**kwargs)
+        except ValueError as e:
+            raise ValueError(f"{source}: {e}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> GuideConfig:
@@ -86,6 +99,12 @@ class GuideConfig:
         values = read_recipe(path)
         values.update(_parse_flags(list(overrides)))
         return cls.from_dict(values, source=str(path))
+
+
+def recipe_keys() -> dict[str, typing.Any]:
+    """Every key a guide recipe may hold, with its type: `GuideConfig`'s fields and registered decoders' own keys."""
+    fields = {f.name: f.type for f in dataclasses.fields(GuideConfig)}
+    return {**fields, **option_keys(set(fields))}
 
 
 def _parse_flags(argv: list[str]) -> dict:

@@ -11,11 +11,17 @@ stops drafting at the switch. If no window reaches tau, the whole draft is the r
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from guide.engine import Engine, Generation, Row, SamplingParams, StopRule, sync_tokens
+from guide.decoders import Decoder, register_decoder
+from guide.engine import Engine, Generation, Row, StopRule, sync_tokens
+
+if TYPE_CHECKING:
+    from guide.run import Guide
 
 
 def switch_index(logprobs: list[float], window: int, threshold: float, stable: int | None = None) -> int | None:
@@ -31,21 +37,37 @@ def switch_index(logprobs: list[float], window: int, threshold: float, stable: i
     return None
 
 
+@register_decoder("wsd")
 @dataclass
-class DraftSwitch:
-    """WSD(w, tau): `window`, `threshold`; `continuation` sample or greedy once the base takes over."""
+class DraftSwitch(Decoder):
+    """WSD(w, tau): `window`, `threshold`; `continuation` sample or greedy once the base takes over.
+
+    The pilot samples with the strong engine's settings and token limit; the base's continuation too,
+    from a stream seeded with the engine's seed + 1.
+    """
 
     window: int = 6
     threshold: float = 0.8
-    check_every: int = 4
+    check_every: int = 4  # pilot tokens drafted between two checks by the base
     continuation: str = "sample"
 
-    def run(self, guide, prompts: list[str]) -> list[Generation]:
-        c = guide.config
+    needs = ("pilot",)
+
+    def check(self) -> None:
+        for key in ("window", "check_every"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if not 0 < self.threshold <= 1:
+            raise ValueError(f"threshold must be in (0, 1] (a geometric-mean probability), got {self.threshold}")
+        if self.continuation not in ("sample", "greedy"):
+            raise ValueError(f"continuation {self.continuation!r}: choose sample or greedy")
+
+    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
         start = time.perf_counter()
         pilot_model, pilot_tok = guide.pilot
         base: Engine = guide.engine
-        pilot_stop = StopRule.for_model(pilot_model, pilot_tok, c.max_new_tokens)
+        max_new_tokens = base.stop.max_new_tokens
+        pilot_stop = StopRule.for_model(pilot_model, pilot_tok, max_new_tokens)
         pilot = Engine(pilot_model, pilot_tok, base.sampling, pilot_stop, "pilot", base.share_prefixes)
         n = len(prompts)
         drafts = [Row(p) for p in range(n)]
@@ -96,10 +118,10 @@ class DraftSwitch:
             base_state.append(refeed)
             base_state.select(switched)
             rows = [Row(p, ids=base_state.ids[k][prompt_len[p] :]) for k, p in enumerate(switched)]
-            greedy = self.continuation == "greedy"
-            params = SamplingParams(0.0 if greedy else c.temperature, c.top_k, c.top_p, c.seed + 1)
+            temperature = 0.0 if self.continuation == "greedy" else base.sampling.temperature
+            params = dataclasses.replace(base.sampling, temperature=temperature, seed=base.sampling.seed + 1)
             cont = Engine(base.model, base.tokenizer, params, base.stop, base.name, base.share_prefixes)
-            cont.advance(base_state, [r for r in rows if len(r.ids) < c.max_new_tokens], c.max_new_tokens)
+            cont.advance(base_state, [r for r in rows if len(r.ids) < max_new_tokens], max_new_tokens)
             texts.update({r.prompt: cont.text(r) for r in rows})
         seconds = (time.perf_counter() - start) / n
         share = {"strong": base_state.tokens_run // n, "pilot": pilot_state.tokens_run // n}

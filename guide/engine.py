@@ -11,13 +11,16 @@ tokens after the longest unchanged prefix go through the model again.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from guide.kv import ATTENTION, GrowingCache
+from guide import kv
+
+_trackers: list[list[LMState]] = []  # open `track_states` blocks
 
 
 class LMState:
@@ -30,8 +33,8 @@ class LMState:
         self.pad_id = pad_id
         self.adapter = adapter  # PEFT model: True runs with the adapter, False without it
         # rows copied from one row keep their common prefix once (guide/kv.py); needs SDPA attention
-        self.cache = GrowingCache(model, shared=shared and model.config._attn_implementation == "sdpa")
-        self.shared = self.cache.shared  # the cache may decline (layers that do not attend to everything)
+        self.cache = kv.make_cache(model, shared=shared)
+        self.shared = kv.shares_prefixes(self.cache)  # the cache may decline (e.g. sliding-window layers)
         device = model.device
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (rows, physical length)
         self.length = torch.zeros(rows, dtype=torch.long, device=device)  # valid tokens per row
@@ -39,6 +42,8 @@ class LMState:
         self.last_logits: torch.Tensor | None = None  # (rows, vocab): predicts each row's next token
         self.tokens_run = 0  # real (non-padding) tokens that went through the model
         self.peak_cache_bytes = 0  # largest the KV cache has been
+        for states in _trackers:
+            states.append(self)
 
     @property
     def rows(self) -> int:
@@ -88,7 +93,7 @@ class LMState:
 
     def cache_bytes(self) -> int:
         """Bytes the KV cache holds now, head-room included."""
-        return self.cache.nbytes()
+        return kv.cache_nbytes(self.cache)
 
     def _last_or_zeros(self, logits: torch.Tensor) -> torch.Tensor:
         if self.last_logits is None:
@@ -96,21 +101,11 @@ class LMState:
         return self.last_logits.to(logits.dtype)
 
     def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        kwargs = dict(
-            input_ids=input_ids, attention_mask=self.mask, position_ids=positions,
-            past_key_values=self.cache, use_cache=True,
-        )  # fmt: skip
-        config = self.model.config
-        attention = config._attn_implementation
-        if self.shared:
-            config._attn_implementation = ATTENTION
-        try:
-            if self.adapter is False:
-                with self.model.disable_adapter():
-                    return self.model(**kwargs).logits
-            return self.model(**kwargs).logits
-        finally:
-            config._attn_implementation = attention
+        inputs = dict(input_ids=input_ids, attention_mask=self.mask, position_ids=positions)
+        if self.adapter is False:
+            with self.model.disable_adapter():
+                return kv.forward(self.model, self.cache, **inputs)
+        return kv.forward(self.model, self.cache, **inputs)
 
     def rollback(self, row: int, k: int) -> None:
         """Forgets the last `k` tokens of `row` (masked out of the cache). Re-feed at least one token after."""
@@ -132,6 +127,17 @@ class LMState:
         self.ids = [list(self.ids[i]) for i in index.tolist()]
         if self.last_logits is not None:
             self.last_logits = self.last_logits[index]
+
+
+@contextmanager
+def track_states() -> Iterator[list[LMState]]:
+    """Collects every `LMState` made inside the block (e.g. to sum their `peak_cache_bytes`)."""
+    states: list[LMState] = []
+    _trackers.append(states)
+    try:
+        yield states
+    finally:
+        _trackers[:] = [t for t in _trackers if t is not states]
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:

@@ -14,10 +14,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
+from guide.decoders import Decoder, register_decoder
 from guide.engine import Generation, LMState, Row, encode_prompts
+
+if TYPE_CHECKING:
+    from guide.run import Guide
 
 
 def check_shared_vocabulary(tokenizers: dict[str, object]) -> None:
@@ -69,35 +74,47 @@ def fuse(base, experts, untuned, alphas) -> tuple[torch.Tensor, torch.Tensor]:
     return fused[torch.arange(rows), t, a], chosen
 
 
+@register_decoder("eft")
 @dataclass
-class ProxyTuning:
+class ProxyTuning(Decoder):
     """EFT / proxy tuning with strength `beta`."""
 
     beta: float = 1.0
 
+    needs = ("pairs",)
+
     def combine(self, base, experts, untuned):
         return proxy_tuning_logits(base, experts[0], untuned, self.beta), None
 
-    def run(self, guide, prompts: list[str]) -> list[Generation]:
+    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
         return _lockstep(guide, prompts, self.combine)
 
 
+@register_decoder("fusion")
 @dataclass
-class DynamicFusion:
+class DynamicFusion(Decoder):
     """Dynamic logit fusion with alpha from the grid 0..`alpha_max` step `alpha_step`, one expert per step."""
 
     alpha_max: float = 2.0
     alpha_step: float = 0.1
 
+    needs = ("pairs",)
+
+    def check(self) -> None:
+        if self.alpha_step <= 0:
+            raise ValueError(f"alpha_step must be > 0, got {self.alpha_step}")
+        if self.alpha_max < 0:
+            raise ValueError(f"alpha_max must be >= 0, got {self.alpha_max}")
+
     def combine(self, base, experts, untuned):
         alphas = torch.arange(0, round(self.alpha_max / self.alpha_step) + 1) * self.alpha_step
         return fuse(base, torch.stack(experts), untuned, alphas)
 
-    def run(self, guide, prompts: list[str]) -> list[Generation]:
+    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
         return _lockstep(guide, prompts, self.combine)
 
 
-def _lockstep(guide, prompts: list[str], combine) -> list[Generation]:
+def _lockstep(guide: Guide, prompts: list[str], combine) -> list[Generation]:
     """Steps the base, every expert and the untuned model together, sampling from the combined logits."""
     start = time.perf_counter()
     engine = guide.engine

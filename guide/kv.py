@@ -14,19 +14,46 @@ for all its rows (its queries are batched together) and merges both parts in one
 at long lengths is bound by reading the cache, so this divides the strong model's main cost in
 chunk-level beam search by about the number of successors. The 2-D attention mask keeps one column
 per physical position, prefix columns first, so roll-backs and padding work as before.
+
+transformers' internals. This is the one module of w2s that relies on transformers beyond its public
+API: `GrowingLayer` subclasses `cache_utils.DynamicLayer` (its `keys`/`values`/`is_initialized`),
+`GrowingCache` rebuilds `DynamicCache.layers`, `update()` returns a `Split` instead of tensors to
+attention registered under its own name, whose mask comes from `masking_utils.sdpa_mask(
+allow_is_causal_skip=False)` and which calls `sdpa_attention_forward` for plain tensors; `forward`
+writes `config._attn_implementation` around a forward with shared prefixes. The engine (`engine.py`)
+uses only `make_cache`, `shares_prefixes`, `forward` and `cache_nbytes`. A release may change any of
+that, so the first cache made runs `self_check`: a tiny random Llama decoded with this cache must give
+the log-probs of a full forward. If it does not (or `W2S_FORCE_STOCK_CACHE=1`), the engine uses
+transformers' stock `DynamicCache` without shared prefixes (slower, same outputs), after one warning.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 
 import torch
+import transformers
 from transformers import AttentionInterface, DynamicCache, PreTrainedModel
-from transformers.cache_utils import DynamicLayer
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
+try:  # private modules a release may move: then the self-check fails and the stock cache is used
+    from transformers.cache_utils import DynamicLayer
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+except ImportError as e:
+    _IMPORT_ERROR: ImportError | None = e
+    DynamicLayer = object
+else:
+    _IMPORT_ERROR = None
+
+logger = logging.getLogger(__name__)
+
+FORCE_STOCK_CACHE = "W2S_FORCE_STOCK_CACHE"  # set to 1: skip the self-check and use the stock cache
+CHECK_TOLERANCE = 1e-4  # the self-check's largest allowed log-prob difference from a full forward
 GROW_MIN = 16  # a full buffer is re-allocated with a quarter more room, and at least this many positions
 SPARE = -1  # in a copy plan: the one-row spare buffer that breaks cycles
 ATTENTION = "w2s_shared_prefix"  # the attention implementation of states with shared prefixes
@@ -331,5 +358,140 @@ def _always_a_mask(*args, **kwargs):
     return sdpa_mask(*args, **kwargs)
 
 
-AttentionInterface.register(ATTENTION, shared_prefix_attention)
-AttentionMaskInterface.register(ATTENTION, _always_a_mask)
+@functools.cache
+def _register_attention() -> None:
+    if _IMPORT_ERROR is not None:
+        raise _IMPORT_ERROR
+    AttentionInterface.register(ATTENTION, shared_prefix_attention)
+    AttentionMaskInterface.register(ATTENTION, _always_a_mask)
+
+
+# What the engine uses
+
+
+def make_cache(model: PreTrainedModel, shared: bool = False):
+    """A cache for `model`: a `GrowingCache` (prefixes shared if asked and the model runs SDPA attention), or
+    transformers' stock `DynamicCache` where this transformers failed the self-check."""
+    if not growing_cache_works():
+        return DynamicCache(config=model.config)
+    return GrowingCache(model, shared=shared and model.config._attn_implementation == "sdpa")
+
+
+def shares_prefixes(cache) -> bool:
+    """Whether rows copied from one row read their common prefix once in `cache`."""
+    return isinstance(cache, GrowingCache) and cache.shared
+
+
+def forward(model, cache, **inputs) -> torch.Tensor:
+    """`model`'s logits for `inputs` over `cache`; a cache with shared prefixes runs their attention."""
+    inputs[_cache_keyword(type(model.get_base_model() if hasattr(model, "get_base_model") else model))] = cache
+    if not shares_prefixes(cache):
+        return model(use_cache=True, **inputs).logits
+    config = model.config
+    attention = config._attn_implementation
+    config._attn_implementation = ATTENTION
+    try:
+        return model(use_cache=True, **inputs).logits
+    finally:
+        config._attn_implementation = attention
+
+
+@functools.cache
+def _cache_keyword(model_class: type) -> str:
+    """The name `model_class.forward` takes the cache by: `cache` (transformers >= 5.2x; `past_key_values`
+    is deprecated there, to go in 5.40) or `past_key_values` (earlier, and models that kept it)."""
+    return "cache" if "cache" in inspect.signature(model_class.forward).parameters else "past_key_values"
+
+
+def cache_nbytes(cache) -> int:
+    """Bytes `cache` holds now (head-room included)."""
+    if isinstance(cache, GrowingCache):
+        return cache.nbytes()
+    tensors = [getattr(layer, name, None) for layer in cache.layers for name in ("keys", "values")]
+    return sum(t.numel() * t.element_size() for t in tensors if isinstance(t, torch.Tensor))
+
+
+@functools.cache
+def growing_cache_works() -> bool:
+    """Whether this process decodes with `GrowingCache`: `self_check` passed (run once per process)."""
+    if os.environ.get(FORCE_STOCK_CACHE, "") not in ("", "0"):
+        reason = f"{FORCE_STOCK_CACHE}={os.environ[FORCE_STOCK_CACHE]}"
+    else:
+        try:
+            self_check()
+            return True
+        except Exception as e:  # any failure of transformers' internals means: do not trust them
+            reason = f"its self-check failed: {type(e).__name__}: {e}"
+    logger.warning(
+        "w2s's KV cache is off with transformers %s (%s): decoding uses transformers' DynamicCache without "
+        "shared prefixes (same outputs, slower). Report it if transformers is within w2s's supported range.",
+        transformers.__version__, reason,
+    )  # fmt: skip
+    return False
+
+
+@torch.no_grad()
+def self_check() -> None:
+    """Decodes a tiny random Llama (2 layers x 32, vocab 64, built in memory) with `GrowingCache`, rows apart
+    and with shared prefixes, through uneven blocks, beam copies, a roll-back and dropped rows; raises unless
+    every row's next-token log-probs equal a full forward's within `CHECK_TOLERANCE`."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    _register_attention()
+    with torch.random.fork_rng(devices=[]):  # leaves the caller's random stream alone
+        torch.manual_seed(0)
+        config = LlamaConfig(
+            vocab_size=64, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+            intermediate_size=64, max_position_embeddings=256, attn_implementation="sdpa",
+        )  # fmt: skip
+        model = LlamaForCausalLM(config).eval()
+    for shared in (False, True):
+        _check_decoding(model, shared)
+
+
+def _check_decoding(model: PreTrainedModel, shared: bool) -> None:
+    g = torch.Generator().manual_seed(0)
+    cache = GrowingCache(model, shared=shared)
+    if cache.shared != shared:
+        raise RuntimeError("GrowingCache declined to share the prefixes of a Llama's full-attention layers")
+    ids: list[list[int]] = [[], []]
+    mask = torch.zeros(2, 0, dtype=torch.long)
+
+    def feed(blocks: list[list[int]]) -> None:  # as LMState.append: blocks left-padded, holes masked
+        nonlocal mask
+        n = max(map(len, blocks))
+        input_ids = torch.zeros(len(blocks), n, dtype=torch.long)
+        new = torch.zeros(len(blocks), n, dtype=torch.long)
+        for i, block in enumerate(blocks):
+            if block:
+                input_ids[i, n - len(block) :], new[i, n - len(block) :] = torch.tensor(block), 1
+        mask = torch.cat([mask, new], dim=1)
+        positions = (mask.cumsum(1) - 1).clamp(min=0)[:, -n:]
+        logits = forward(model, cache, input_ids=input_ids, attention_mask=mask, position_ids=positions)
+        for i, block in enumerate(blocks):
+            ids[i] += block
+            if block:
+                expected = model(torch.tensor([ids[i]])).logits[0, -1].log_softmax(-1)
+                error = (logits[i, -1].log_softmax(-1) - expected).abs().max().item()
+                if not error <= CHECK_TOLERANCE:
+                    raise RuntimeError(f"log-probs differ from a full forward by {error:.2g} (shared={shared})")
+
+    def tokens(n: int) -> list[int]:
+        return torch.randint(1, 64, (n,), generator=g).tolist()
+
+    def select(index: list[int]) -> None:
+        nonlocal mask, ids
+        cache.reorder_cache(torch.tensor(index))
+        mask, ids = mask[index], [list(ids[i]) for i in index]
+
+    feed([tokens(5), tokens(3)])
+    select([0, 0, 1, 1])  # beam copies: groups of shared prefixes
+    feed([tokens(2), tokens(1), [], tokens(3)])
+    select([1, 0, 3, 3])  # copies of copies, re-ordered
+    feed([tokens(1), tokens(4), tokens(1), tokens(2)])
+    valid = mask[2].nonzero()[:, 0]  # row 2 rolls back into its shared prefix (masked, as LMState.rollback)
+    mask[2, valid[-6:]] = 0
+    del ids[2][-6:]
+    feed([[], [], tokens(2), tokens(1)])
+    select([3, 2, 0])  # a row dropped
+    feed([tokens(3), tokens(1), tokens(2)])

@@ -3,47 +3,97 @@
 from __future__ import annotations
 
 import logging
-from functools import partial
+from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
 from guide.config import GuideConfig
+from guide.decoders import decoder_class
 from guide.engine import Engine, Generation, SamplingParams, StopRule
 from guide.models import load_model, load_tokenizer
 from guide.pair import GuidePair
 from guide.scorers import GuideScorer, RewardModelScorer
-from guide.search import ChunkBeamSearch, Sampling, best_of_n
 
 logger = logging.getLogger(__name__)
 
 
 class Guide:
-    """Everything a recipe names, loaded once: the strong engine, guide pairs, pilot, reward model."""
+    """Everything a recipe names, loaded once; what every decoder's `run(guide, prompts)` decodes with.
+
+    A decoder may use only this surface:
+
+    * `engine`: the strong model's `Engine` (model, tokenizer, sampling, stop rule, shared prefixes);
+    * `pairs`: the guide pairs (`GuidePair`), loaded when the decoder needs "pairs" (or "scorer");
+    * `pilot`: (model, tokenizer) of a small drafter, loaded when it needs "pilot";
+    * `reward_model`: (model, tokenizer) of a sequence-classification reward model, loaded when it needs
+      "scorer" and the recipe names one;
+    * `scorer(prompts, row_prompts)`: a row scorer, the reward model if loaded, else the guide pairs.
+
+    Decoders read their settings from their own fields, never from `config` (the whole recipe).
+    """
 
     def __init__(self, config: GuideConfig):
         self.config = c = config
-        load = dict(dtype=c.dtype, device=c.device, trust_remote_code=c.trust_remote_code)
-        self.load = load
-        strong = load_model(c.strong_model, **load)
+        self.load = dict(dtype=c.dtype, device=c.device, trust_remote_code=c.trust_remote_code)
+        strong = load_model(c.strong_model, **self.load)
         tokenizer = load_tokenizer(c.strong_model, trust_remote_code=c.trust_remote_code)
         sampling = SamplingParams(c.temperature, c.top_k, c.top_p, c.seed)
         stop = StopRule.for_model(strong, tokenizer, c.max_new_tokens, c.stop)
         self.engine = Engine(strong, tokenizer, sampling, stop, share_prefixes=c.share_prefixes)
-        self.pairs = self._pairs()
+        self.pairs: list[GuidePair] = []
         self.pilot = None  # (model, tokenizer) of WSD's drafter
-        if c.decoder == "wsd":
-            if not c.pilot:
-                raise ValueError("decoder wsd needs a `pilot` model (the small aligned drafter)")
-            self.pilot = (load_model(c.pilot, **load), load_tokenizer(c.pilot, trust_remote_code=c.trust_remote_code))
         self.reward_model = None  # (model, tokenizer) ranking best-of-N instead of the guide pairs
-        if c.decoder == "bon" and c.reward_model:
-            from transformers import AutoModelForSequenceClassification
+        self._loaded: set[str] = set()
+        self.require(decoder_class(c.decoder).needs)
 
-            from guide.models import resolve_model_path
+    @classmethod
+    def from_models(
+        cls,
+        engine: Engine,
+        *,
+        pairs: Iterable[GuidePair] = (),
+        pilot=None,
+        reward_model=None,
+        config: GuideConfig | None = None,
+    ) -> Guide:
+        """A guide over models already in memory (benchmarks, notebooks); `config` sets `generate`'s decoder."""
+        guide = cls.__new__(cls)
+        guide.config = config or GuideConfig()
+        guide.load = {}
+        guide.engine, guide.pairs, guide.pilot, guide.reward_model = engine, list(pairs), pilot, reward_model
+        guide._loaded = {"pairs", "pilot", "scorer"}  # nothing more to load: a decoder uses what it was given
+        return guide
 
-            path = resolve_model_path(c.reward_model)
-            rm = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
-            self.reward_model = (rm, load_tokenizer(path))
+    def require(self, needs: Iterable[str]) -> None:
+        """Loads the models of `needs` ("pairs", "pilot", "scorer") the recipe names, once each."""
+        c = self.config
+        for need in needs:
+            if need in self._loaded:
+                continue
+            if need == "pilot":
+                if not c.pilot:
+                    raise ValueError(f"decoder {c.decoder} needs a `pilot` model (the small aligned drafter)")
+                self.pilot = (
+                    load_model(c.pilot, **self.load),
+                    load_tokenizer(c.pilot, trust_remote_code=c.trust_remote_code),
+                )
+            elif need == "scorer" and c.reward_model:
+                self.reward_model = self._reward_model()
+            elif "pairs" not in self._loaded:  # "pairs", or "scorer" without a reward model
+                self.pairs = self._pairs()
+                if not self.pairs:
+                    raise ValueError(f"decoder {c.decoder} needs a guide pair: set tuned and untuned (or adapter)")
+                self._loaded.add("pairs")
+            self._loaded.add(need)
+
+    def _reward_model(self):
+        from transformers import AutoModelForSequenceClassification
+
+        from guide.models import resolve_model_path
+
+        path = resolve_model_path(self.config.reward_model)
+        rm = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
+        return rm, load_tokenizer(path)
 
     def _pairs(self) -> list[GuidePair]:
         c = self.config
@@ -65,29 +115,17 @@ class Guide:
                 raise ValueError("a guide pair needs both `tuned` and `untuned`, or an `adapter`")
         return pairs
 
-    def scorer_factory(self):
+    def scorer(self, prompts: list[str], row_prompts: list[int]) -> GuideScorer | RewardModelScorer:
+        """What ranks the rows of `prompts` (`row_prompts[i]`: row i's prompt): the reward model, else the pairs."""
         if self.reward_model is not None:
-            return partial(RewardModelScorer, *self.reward_model)
-        return partial(GuideScorer, self.pairs)
+            return RewardModelScorer(*self.reward_model, prompts, row_prompts)
+        return GuideScorer(self.pairs, prompts, row_prompts)
 
     def decode(self, prompts: list[str]) -> list[Generation]:
-        """One batch of prompts through the configured decoder."""
-        c = self.config
-        if c.decoder == "sample":
-            return Sampling().run(self.engine, prompts)
-        if c.decoder in ("cbs", "bon"):
-            search = (
-                best_of_n(c.num_samples) if c.decoder == "bon" else ChunkBeamSearch(c.width, c.successors, c.chunk_len)
-            )
-            return search.run(self.engine, prompts, self.scorer_factory())
-        if c.decoder == "wsd":
-            from guide.draft import DraftSwitch
-
-            return DraftSwitch(c.window, c.threshold, c.check_every, c.continuation).run(self, prompts)
-        from guide.fusion import DynamicFusion, ProxyTuning
-
-        arithmetic = ProxyTuning(c.beta) if c.decoder == "eft" else DynamicFusion(c.alpha_max, c.alpha_step)
-        return arithmetic.run(self, prompts)
+        """One batch of prompts through the configured decoder (built from the config as it is now)."""
+        decoder = decoder_class(self.config.decoder).from_config(self.config)
+        self.require(decoder.needs)
+        return decoder.run(self, prompts)
 
     def generate(self, prompts: list[str], *, progress: bool = True) -> list[Generation]:
         """Every prompt, `batch_size` at a time."""

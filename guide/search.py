@@ -11,29 +11,40 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from guide.engine import Engine, Generation, Row
+from guide.decoders import Decoder, register_decoder
+from guide.engine import Generation, Row
+
+if TYPE_CHECKING:
+    from guide.run import Guide
 
 
+@register_decoder("cbs")
 @dataclass
-class ChunkBeamSearch:
+class ChunkBeamSearch(Decoder):
     """CBS(W, K, L): `width` beams kept, `successors` samples per beam, `chunk_len` tokens per chunk (None: ∞)."""
 
     width: int = 4
     successors: int = 4
     chunk_len: int | None = 5
 
-    def __post_init__(self):
-        if self.width < 1 or self.successors < 1 or (self.chunk_len is not None and self.chunk_len < 1):
-            raise ValueError(f"CBS needs width, successors and chunk_len >= 1, got {self}")
+    needs = ("pairs",)
 
-    def run(self, engine: Engine, prompts: list[str], make_scorer) -> list[Generation]:
-        """Searches every prompt at once; `make_scorer(prompts, row_prompts)` builds the row scorer."""
+    def check(self) -> None:
+        for key in ("width", "successors", "chunk_len"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ValueError(f"{key} must be >= 1, got {value}")
+
+    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
+        """Searches every prompt at once on the strong engine, rows ranked by `guide.scorer`."""
         start = time.perf_counter()
+        engine = guide.engine
         fanout = self.width * self.successors
         row_prompts = [p for p in range(len(prompts)) for _ in range(fanout)]
         state = engine.start(prompts, row_prompts)
-        scorer = make_scorer(prompts, row_prompts)
+        scorer = guide.scorer(prompts, row_prompts)
         beams = [Row(p) for p in row_prompts]  # every row, in scorer order
         growing = list(beams)  # the rows the strong state holds, in state order
         best: dict[int, Row] = {}
@@ -71,17 +82,32 @@ class ChunkBeamSearch:
         ]
 
 
-def best_of_n(n: int) -> ChunkBeamSearch:
-    """Best-of-N is CBS with W=1, K=N, L=∞: N full samples, the best-scored one kept."""
-    return ChunkBeamSearch(width=1, successors=n, chunk_len=None)
-
-
+@register_decoder("bon")
 @dataclass
-class Sampling:
-    """Plain sampling from the strong model, `num_samples` per prompt (the first is returned)."""
+class BestOfN(Decoder):
+    """Best-of-N is CBS with W=1, K=N, L=∞: `num_samples` full samples, the best-scored one kept (by the
+    reward model if the recipe names one, else by the guide pairs)."""
 
-    def run(self, engine: Engine, prompts: list[str]) -> list[Generation]:
+    num_samples: int = 16
+
+    needs = ("scorer",)
+
+    def check(self) -> None:
+        if self.num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+
+    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
+        return ChunkBeamSearch(width=1, successors=self.num_samples, chunk_len=None).run(guide, prompts)
+
+
+@register_decoder("sample")
+@dataclass
+class Sampling(Decoder):
+    """Plain sampling from the strong model, one response per prompt."""
+
+    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
         start = time.perf_counter()
+        engine = guide.engine
         rows = [Row(p) for p in range(len(prompts))]
         state = engine.start(prompts, list(range(len(prompts))))
         engine.advance(state, list(rows), engine.stop.max_new_tokens)
