@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.prompts import PromptError, read_dataset_rows, read_json_rows, to_messages
+from w2s.data.prompts import PromptError, read_dataset_rows, read_json_rows, to_messages
 
 logger = logging.getLogger(__name__)
 

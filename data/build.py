@@ -38,14 +38,14 @@ import torch
 from filelock import FileLock
 from tqdm.auto import tqdm
 
-from data import filters
-from data.card import write_card
-from data.files import write_atomic
-from data.generators import make_generator
-from data.judges import agreement_rate, make_judge
-from data.pairing import Candidate, make_pairs
-from data.prompts import Messages, PromptError, load_prompts, prompt_text
-from data.recipe import DataRecipe, RecipeError, recipe_to_dict
+from w2s.data import filters
+from w2s.data.card import write_card
+from w2s.data.generators import make_generator
+from w2s.data.judges import DEFAULT_PAIRWISE_TEMPLATE, agreement_rate, make_judge
+from w2s.data.pairing import Candidate, make_pairs
+from w2s.data.prompts import Messages, PromptError, load_prompts, prompt_text
+from w2s.data.recipe import DataRecipe, RecipeError, recipe_to_dict
+from w2s.guide.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +208,8 @@ def plan(recipe: DataRecipe) -> Plan:
         gen_keys.append(gkey)
     for j in recipe.judges:
         settings = {k: v for k, v in dataclasses.asdict(j).items() if k != "weight"}  # weights do not change raw scores
+        if j.kind == "pairwise" and not j.template:
+            settings["template"] = DEFAULT_PAIRWISE_TEMPLATE  # the question asked: a new default wording re-judges
         p.judge_dirs[j.name] = p.work / f"judge-{j.name}-{fingerprint({'gens': gen_keys, 'judge': settings})}"
     return p
 

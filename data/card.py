@@ -10,7 +10,7 @@ import statistics
 from collections import Counter
 from pathlib import Path
 
-from data.filters import words
+from w2s.data.filters import words
 
 
 def _summary(values: list[float]) -> dict[str, float]:

@@ -2,10 +2,10 @@
 
     w2s data build --config recipes/tiny/data.yaml --output_dir out/tiny-pairs
     w2s data build --config recipes/ultrafeedback/data.yaml --shard 0/4      # one of four processes
-    accelerate launch -m data.cli build --config recipes/ultrafeedback/data.yaml   # ranks pick shards
+    accelerate launch -m w2s.data.cli build --config recipes/ultrafeedback/data.yaml   # ranks pick shards
     w2s data merge --config recipes/ultrafeedback/data.yaml
     w2s data binarize --source openbmb/UltraFeedback --output_dir out/uf-binarized
-    w2s data bench
+    w2s bench data                                   # (eval/bench_data.py)
 
 Any top-level recipe key can be overridden as a flag: `--num_prompts 200 --seed 3`.
 """
@@ -19,7 +19,14 @@ from typing import Any
 
 import yaml
 
-from w2s.cli import ArgumentParser
+from w2s.data.binarize import BinarizeConfig, binarize_to_disk
+from w2s.data.build import IncompleteError, merge, plan
+from w2s.data.build import build as build_data
+from w2s.data.judges import JudgeError
+from w2s.data.prompts import PromptError
+from w2s.data.recipe import RecipeError, load_recipe
+from w2s.guide.commands import ArgumentParser
+from w2s.guide.models import ModelNotFoundError
 
 logger = logging.getLogger(__name__)
 
@@ -61,15 +68,9 @@ def build(argv: list[str], *, merge_only: bool = False) -> int:
         parser.add_argument("--no-merge", action="store_true", help="stop after generating and judging")
     args, extra = parser.parse_known_args(argv)
 
-    from data.build import IncompleteError, build, merge, plan
-    from data.judges import JudgeError
-    from data.prompts import PromptError
-    from data.recipe import RecipeError, load_recipe
-    from guide.models import ModelNotFoundError
-
     try:
         recipe = load_recipe(args.config, _overrides(extra, parser))
-        path = merge(plan(recipe)) if merge_only else build(recipe, shard=args.shard, do_merge=not args.no_merge)
+        path = merge(plan(recipe)) if merge_only else build_data(recipe, shard=args.shard, do_merge=not args.no_merge)
     except (RecipeError, PromptError, JudgeError, ModelNotFoundError, IncompleteError, ValueError) as e:
         return _fail(str(e))
     if path is not None:
@@ -78,8 +79,6 @@ def build(argv: list[str], *, merge_only: bool = False) -> int:
 
 
 def binarize(argv: list[str]) -> int:
-    from data.binarize import BinarizeConfig, binarize_to_disk
-    from data.prompts import PromptError
 
     parser = ArgumentParser(
         prog="w2s data binarize",
@@ -112,15 +111,9 @@ def binarize(argv: list[str]) -> int:
     return 0
 
 
-def bench(argv: list[str]) -> int:
-    from data.bench import main as bench_main
-
-    return bench_main(argv)
-
-
 def main(argv: list[str]) -> int:
-    """`w2s data <build|merge|binarize|bench> ...`."""
-    actions = {"build": build, "merge": lambda a: build(a, merge_only=True), "binarize": binarize, "bench": bench}
+    """`w2s data <build|merge|binarize> ...`."""
+    actions = {"build": build, "merge": lambda a: build(a, merge_only=True), "binarize": binarize}
     usage = f"usage: w2s data {{{','.join(actions)}}} ...   (w2s data <action> --help for its options)\n\n{__doc__}"
     if not argv or argv[0] not in actions:
         if argv and argv[0] in ("-h", "--help"):

@@ -14,8 +14,11 @@ from typing import Protocol
 
 import torch
 
-from data.prompts import Messages
-from data.recipe import GeneratorConfig
+from w2s.data.prompts import Messages
+from w2s.data.recipe import GeneratorConfig
+from w2s.guide import Guide, GuideConfig
+from w2s.guide.models import load_model_and_tokenizer
+from w2s.guide.sampling import sample
 
 logger = logging.getLogger(__name__)
 
@@ -37,24 +40,10 @@ def default_device(device: str | None) -> str | None:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
-def count_new_tokens(new: torch.Tensor, pad_token_id: int | None, eos_token_id: int | None) -> int:
-    """Tokens a batch of continuations holds, up to and including each row's first end-of-sequence."""
-    stop = torch.zeros_like(new, dtype=torch.bool)
-    for token in {pad_token_id, eos_token_id} - {None}:
-        stop |= new == token
-    # a row counts its tokens before the first stop token, plus that stop token if it is eos
-    first = torch.where(
-        stop.any(1), stop.float().argmax(1), torch.full_like(stop[:, 0], new.shape[1], dtype=torch.long)
-    )
-    ends_with_eos = first < new.shape[1]
-    return int((first + ends_with_eos.long()).sum())
-
-
 class HFGenerator:
     """Batched sampling with transformers' `generate` (a plain loop: the engine adds nothing per token)."""
 
     def __init__(self, config: GeneratorConfig):
-        from guide.models import load_model_and_tokenizer
 
         self.config = config
         self.name = config.name
@@ -68,34 +57,13 @@ class HFGenerator:
             trust_remote_code=config.trust_remote_code,
         )
 
-    @torch.no_grad()
     def generate(self, prompts: list[Messages], *, seed: int) -> list[list[str]]:
-        from guide.models import chat_prompt
-
-        cfg, tok = self.config, self.tokenizer
-        torch.manual_seed(seed)
-        texts = [chat_prompt(tok, p) for p in prompts for _ in range(cfg.num_samples)]
-        out: list[str] = []
-        for start in range(0, len(texts), cfg.batch_size):
-            batch = tok(
-                texts[start : start + cfg.batch_size], return_tensors="pt", padding=True, add_special_tokens=False
-            )
-            batch = batch.to(self.model.device)
-            generated = self.model.generate(
-                **batch,
-                do_sample=cfg.temperature > 0,
-                temperature=cfg.temperature if cfg.temperature > 0 else None,
-                top_k=cfg.top_k or None,
-                top_p=cfg.top_p,
-                max_new_tokens=cfg.max_new_tokens,
-                pad_token_id=tok.pad_token_id,
-                eos_token_id=tok.eos_token_id,
-            )
-            new = generated[:, batch["input_ids"].shape[1] :]
-            self.tokens += count_new_tokens(new, tok.pad_token_id, tok.eos_token_id)
-            out += tok.batch_decode(new, skip_special_tokens=True)
-        n = cfg.num_samples
-        return [[r.strip() for r in out[i * n : (i + 1) * n]] for i in range(len(prompts))]
+        cfg, counter = self.config, [0]
+        out = sample(self.model, self.tokenizer, prompts, num_samples=cfg.num_samples,
+                     max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
+                     batch_size=cfg.batch_size, seed=seed, counter=counter)  # fmt: skip
+        self.tokens += counter[0]
+        return [[r.strip() for r in rs] for rs in out]
 
 
 class GuideGenerator:
@@ -106,7 +74,6 @@ class GuideGenerator:
     """
 
     def __init__(self, config: GeneratorConfig):
-        from guide import Guide, GuideConfig
 
         self.guide = Guide(GuideConfig.from_dict(dict(config.guide), source=f"generator {config.name!r}: guide"))
         self.config = config

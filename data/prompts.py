@@ -12,6 +12,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from w2s.data.world import world_prompts
+
 logger = logging.getLogger(__name__)
 
 Messages = list[dict[str, str]]
@@ -93,8 +95,6 @@ def load_prompts(
 ) -> tuple[list[Messages], int]:
     """The prompts of `source` as chat messages (first `limit`), and how many empty ones were dropped."""
     if source.startswith(TINY_PREFIX):
-        from data.world import world_prompts
-
         rows = [
             (f"{source} item {i}", {field: p})
             for i, p in enumerate(world_prompts(source[len(TINY_PREFIX) :], limit or TINY_DEFAULT_SIZE))

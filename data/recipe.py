@@ -15,11 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data.files import did_you_mean, read_recipe
-
-
-class RecipeError(ValueError):
-    """A recipe that cannot be used: the message names the file and the key."""
+from w2s.guide.files import RecipeError, did_you_mean, read_recipe
 
 
 @dataclass

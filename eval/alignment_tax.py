@@ -13,8 +13,9 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from eval.config import EvalConfig, EvalConfigError
-from eval.store import write_json
+from w2s.eval.config import EvalConfig, EvalConfigError
+from w2s.eval.store import write_json
+from w2s.guide.models import resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +30,6 @@ def run_lm_eval(model: str, tasks: list[str], *, limit: int | None = None, batch
     """lm-evaluation-harness scores of one HF model on `tasks` (needs the `lm-eval` package)."""
     check_lm_eval()
     from lm_eval import simple_evaluate
-
-    from guide.models import resolve_model_path
 
     path = resolve_model_path(model)
     out = simple_evaluate(

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from eval.judges import Judge, preference_from_rewards
-from eval.store import JsonlLog
+from w2s.data.judges import Judge, PairwiseJudge, RewardJudge
+from w2s.eval.judges import compare, preference_from_rewards
+from w2s.eval.store import JsonlLog
 
 
 def _key(*parts: str) -> str:
@@ -39,7 +40,7 @@ class JudgeCounts:
 
 
 def cached_rewards(
-    judge: Judge,
+    judge: RewardJudge,
     log: JsonlLog,
     instructions: list[str],
     outputs: list[str],
@@ -62,7 +63,7 @@ def cached_rewards(
 
 
 def cached_preferences(
-    judge: Judge,
+    judge: PairwiseJudge,
     log: JsonlLog,
     instructions: list[str],
     outputs_1: list[str],
@@ -80,8 +81,8 @@ def cached_preferences(
     counts.cached += sum(1 for n, k in enumerate(keys) if not same[n]) - len(todo)
     for start in tqdm(range(0, len(todo), batch_size), desc=desc, disable=len(todo) <= batch_size):
         idx = todo[start : start + batch_size]
-        verdicts = judge.compare(
-            [instructions[n] for n in idx], [outputs_1[n] for n in idx], [outputs_2[n] for n in idx]
+        verdicts = compare(
+            judge, [instructions[n] for n in idx], [outputs_1[n] for n in idx], [outputs_2[n] for n in idx]
         )
         log.append({"key": keys[n], **v} for n, v in zip(idx, verdicts, strict=True))
         counts.judged += len(idx)
@@ -105,8 +106,9 @@ def annotate(
 ) -> list[dict]:
     """AlpacaEval annotations of one system (output_2) against the reference (output_1), with rewards if any."""
     counts = counts if counts is not None else JudgeCounts()
+    pairwise = isinstance(judge, PairwiseJudge)
     rewards = rewards_ref = None
-    if not judge.pairwise:
+    if not pairwise:
         rewards = cached_rewards(
             judge, log, instructions, outputs, batch_size=batch_size, desc=f"judging {system}", counts=counts
         )
@@ -115,7 +117,7 @@ def annotate(
                 judge, log, instructions, references, batch_size=batch_size, desc="judging reference", counts=counts
             )
     verdicts = None
-    if judge.pairwise and references is not None:
+    if pairwise and references is not None:
         verdicts = cached_preferences(
             judge,
             log,
@@ -134,7 +136,7 @@ def annotate(
         a.update(output_2=outputs[n], generator_2=system, annotator=judge.name)
         if rewards is not None:
             if rewards_ref is not None:
-                a["preference"] = preference_from_rewards(rewards_ref[n], rewards[n], soft=judge.soft)
+                a["preference"] = preference_from_rewards(rewards_ref[n], rewards[n], soft=judge.bradley_terry)
                 a["reward_1"] = rewards_ref[n]
             a["reward_2"] = rewards[n]
         if verdicts is not None:

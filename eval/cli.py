@@ -1,23 +1,34 @@
-"""`w2s demo`: the main job on the tiny world; `w2s eval`: compare systems on an instruction set."""
+"""`w2s demo`: the main job on the tiny world; `w2s eval`: compare systems on an instruction set; `w2s bench`."""
 
 from __future__ import annotations
 
 import logging
 import sys
 
-from w2s.cli import ArgumentParser
+from w2s.data.judges import JudgeError
+from w2s.eval import bench_data, bench_guide
+from w2s.eval.alignment_tax import alignment_tax
+from w2s.eval.config import EvalConfigError, add_flags, load_config
+from w2s.eval.demo import main as demo_main
+from w2s.eval.generate import GenerationError
+from w2s.eval.instructions import InstructionSetError
+from w2s.eval.run import evaluate
+from w2s.guide.commands import ArgumentParser
+
+BENCH_USAGE = """usage: w2s bench {guide,data} [options]
+
+  guide   the decoding engine against baselines, side by side (w2s bench guide --help)
+  data    the data builder's generation stage against a plain generate loop (w2s bench data --help)"""
 
 
 def demo(argv: list[str]) -> int:
     """`w2s demo`: the main job on the tiny world (see eval/demo.py)."""
-    from eval.demo import main as demo_main
 
     return demo_main(argv)
 
 
 def main(argv: list[str]) -> int:
     """`w2s eval --config recipes/<family>/eval.yaml [--<key> value ...]`: generate, judge, report."""
-    from eval.config import EvalConfigError, add_flags, load_config
 
     parser = ArgumentParser(
         prog="w2s eval",
@@ -31,17 +42,11 @@ def main(argv: list[str]) -> int:
     args = vars(parser.parse_args(argv))
     path, quiet = args.pop("config"), args.pop("quiet")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from eval.generate import GenerationError
-    from eval.instructions import InstructionSetError
-    from eval.judges import JudgeError
-    from eval.run import evaluate
 
     try:
         config = load_config(path, {k: v for k, v in args.items() if v is not None})
         result = evaluate(config, progress=not quiet)
         if config.lm_eval_tasks:
-            from eval.alignment_tax import alignment_tax
-
             alignment_tax(config)
     except (EvalConfigError, InstructionSetError, GenerationError, JudgeError) as e:
         print(f"error: {e}", file=sys.stderr)
@@ -56,3 +61,15 @@ def main(argv: list[str]) -> int:
     )
     print("wrote: " + ", ".join(result.files))
     return 0
+
+
+def bench(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(BENCH_USAGE, file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] == "guide":
+        return bench_guide.main(argv[1:])
+    if argv[0] == "data":
+        return bench_data.main(argv[1:])
+    print(f"w2s bench: unknown benchmark {argv[0]!r}: choose guide or data", file=sys.stderr)
+    return 2

@@ -14,7 +14,7 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
-from data.files import did_you_mean, read_recipe
+from w2s.guide.files import did_you_mean, read_recipe
 
 JUDGES = ("gold", "reward_model", "llm", "http")
 COMPUTE_AXES = ("tokens", "strong_tokens", "seconds")

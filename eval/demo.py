@@ -23,6 +23,11 @@ from pathlib import Path
 
 import yaml
 
+from w2s.data.world.cache import world_seed
+from w2s.eval.config import load_config
+from w2s.eval.run import evaluate
+from w2s.train.world import ensure_world, seed_flags, show_samples
+
 logger = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,10 +135,6 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
     Each stage prints one line; its details (every command's output, the evaluation's log) are in
     `<run_dir>/logs/`. A finished stage is reused by the next run.
     """
-    from data.world.cache import world_seed
-    from eval.config import load_config
-    from eval.run import evaluate
-    from train.world import ensure_world, seed_flags, show_samples
 
     run_dir = run_dir.resolve()
     logs = run_dir / "logs"
@@ -252,8 +253,6 @@ def run_worlds(worlds: list[int], argv: list[str]) -> int:
 def main(argv: list[str]) -> int:
     import argparse
     import os
-
-    from data.world.cache import world_seed
 
     parser = argparse.ArgumentParser(prog="w2s demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--run_dir", help="where the stages write (default runs/demo, or runs/demo-world<N>)")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from eval.instructions import Instruction
-from eval.store import JsonlLog, write_json
+from w2s.eval.instructions import Instruction
+from w2s.eval.store import JsonlLog, write_json
+from w2s.guide import Guide, GuideConfig
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,6 @@ def _records(gens) -> list[dict]:
 
 def check_guide_config(name: str, config: dict) -> None:
     """Raises GenerationError naming the system if `guide/` rejects its recipe (unknown key, bad value)."""
-    from guide import GuideConfig
 
     try:
         GuideConfig.from_dict(dict(config), source=f"system {name!r}: guide")
@@ -53,7 +53,6 @@ class SystemGenerator:
 
     def __call__(self, prompts: list[str]) -> list[dict]:
         """One batch of outputs as plain records (text, score, switch_at, tokens, seconds)."""
-        from guide import Guide, GuideConfig
 
         if self._guide is None:
             self._guide = Guide(GuideConfig.from_dict(dict(self.config)))

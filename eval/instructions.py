@@ -11,6 +11,8 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from w2s.data.world import world_prompts
+
 logger = logging.getLogger(__name__)
 
 TINY_PREFIX = "tiny:"
@@ -103,8 +105,6 @@ def load_instructions(
 ) -> list[Instruction]:
     """The instructions of `source`: a JSON/JSONL file, a folder, a hub id, or `tiny:<split>` (the tiny world)."""
     if source.startswith(TINY_PREFIX):
-        from data.world import world_prompts
-
         world_split = source[len(TINY_PREFIX) :] or "test"
         prompts = world_prompts(world_split, limit or TINY_SIZE)
         return [Instruction(p, None, f"tiny-{world_split}") for p in prompts]

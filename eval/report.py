@@ -13,7 +13,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 
-from data.files import write_atomic
+from w2s.guide.files import write_atomic
 
 COLUMNS = [
     ("system", "system"),

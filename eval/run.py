@@ -17,14 +17,15 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from eval.annotate import JudgeCounts, annotate, judgement_log
-from eval.config import EvalConfig, EvalConfigError
-from eval.generate import check_guide_config, generate_outputs
-from eval.instructions import Instruction, InstructionSetError, load_instructions, read_json_records
-from eval.judges import check_judge, make_judge
-from eval.metrics import cost, length_controlled_win_rates, mean_and_se, win_rate
-from eval.report import plot_reward_vs_compute, plot_win_rates, write_tables
-from eval.store import write_json
+from w2s.eval.alignment_tax import check_lm_eval
+from w2s.eval.annotate import JudgeCounts, annotate, judgement_log
+from w2s.eval.config import EvalConfig, EvalConfigError
+from w2s.eval.generate import check_guide_config, generate_outputs
+from w2s.eval.instructions import Instruction, InstructionSetError, load_instructions, read_json_records
+from w2s.eval.judges import check_judge, make_judge
+from w2s.eval.metrics import cost, length_controlled_win_rates, mean_and_se, win_rate
+from w2s.eval.report import plot_reward_vs_compute, plot_win_rates, write_tables
+from w2s.eval.store import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +92,6 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
         )
     check_judge(config)
     if config.lm_eval_tasks:
-        from eval.alignment_tax import check_lm_eval
-
         check_lm_eval()
     instructions = load_instructions(
         config.instructions,

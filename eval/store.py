@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from data.files import write_atomic
+from w2s.guide.files import write_atomic
 
 
 class JsonlLog:

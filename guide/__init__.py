@@ -1,14 +1,14 @@
 """The decoding engine: model loading, guide pairs and their scores, and the decoders.
 
-from guide import generate
+from w2s.guide import generate
 gens = generate({"decoder": "cbs", "tuned": "tiny:guide", "untuned": "tiny:weak"}, prompts)
 
 A new decoder is a `Decoder` dataclass registered by name (`register_decoder`, see guide/decoders.py).
 """
 
-from guide.config import GuideConfig
-from guide.decoders import Decoder, register_decoder
-from guide.engine import Generation
-from guide.run import Guide, generate
+from w2s.guide.config import GuideConfig
+from w2s.guide.decoders import Decoder, register_decoder
+from w2s.guide.engine import Generation
+from w2s.guide.run import Guide, generate
 
 __all__ = ["Decoder", "Generation", "Guide", "GuideConfig", "generate", "register_decoder"]

@@ -1,4 +1,4 @@
-"""`w2s generate` and `w2s bench guide`."""
+"""`w2s generate`: decode prompts with a guide recipe."""
 
 from __future__ import annotations
 
@@ -8,22 +8,19 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from data.files import write_atomic
-from guide.config import GuideConfig
-from w2s.cli import ArgumentParser
-
-BENCH_USAGE = """usage: w2s bench {guide,data} [options]
-
-  guide   the decoding engine against baselines, side by side (w2s bench guide --help)
-  data    the data builder's generation stage against a plain generate loop (w2s bench data --help)"""
+from w2s.guide.commands import ArgumentParser
+from w2s.guide.config import GuideConfig, _coerce, _parse_flags, recipe_keys
+from w2s.guide.files import did_you_mean, write_atomic
+from w2s.guide.run import Guide
+from w2s.guide.sources import resolve_prompts
 
 
 def load_prompts(source: str, limit: int | None) -> list[str]:
-    """`tiny:<split>` prompts, or the `instruction` field of an AlpacaEval JSON / JSONL file."""
-    if source.startswith("tiny:"):
-        from data.world import world_prompts
-
-        return world_prompts(source[len("tiny:") :], limit or 64)
+    """`tiny:<split>` prompts (a registered source: guide/sources.py), or the `instruction` field of an
+    AlpacaEval JSON / JSONL file."""
+    named = resolve_prompts(source, limit)
+    if named is not None:
+        return named
     path = Path(source)
     if not path.is_file():
         raise FileNotFoundError(f"prompts {source!r}: no such file (or use tiny:test)")
@@ -47,8 +44,6 @@ def load_prompts(source: str, limit: int | None) -> list[str]:
 
 def _check_flags(overrides: list[str]) -> None:
     """Each `--key value` override checked on its own, so that a bad one is named as the flag, not as a recipe key."""
-    from data.files import did_you_mean
-    from guide.config import _coerce, _parse_flags, recipe_keys
 
     known = recipe_keys()  # GuideConfig's fields and registered decoders' own keys
     for key, value in _parse_flags(list(overrides)).items():
@@ -67,7 +62,6 @@ def generate(argv: list[str]) -> int:
     parser.add_argument("--config", required=True, help="a guide recipe, e.g. recipes/tiny/guide.yaml")
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from guide.run import Guide
 
     try:
         _check_flags(overrides)
@@ -86,19 +80,3 @@ def generate(argv: list[str]) -> int:
     write_atomic(out, json.dumps(items, indent=2))  # never a half-written output
     print(f"wrote {len(items)} outputs to {out}")
     return 0
-
-
-def bench(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print(BENCH_USAGE, file=sys.stdout if argv else sys.stderr)
-        return 0 if argv else 2
-    if argv[0] == "guide":
-        from guide.bench import main
-
-        return main(argv[1:])
-    if argv[0] == "data":
-        from data.bench import main as data_main
-
-        return data_main(argv[1:])
-    print(f"w2s bench: unknown benchmark {argv[0]!r}: choose guide or data", file=sys.stderr)
-    return 2

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import yaml
 
-from data.files import did_you_mean, read_recipe
-from guide.decoders import decoder_class, option_keys
+from w2s.guide.decoders import decoder_class, option_keys
+from w2s.guide.files import did_you_mean, read_recipe
 
 
 @dataclass

@@ -30,11 +30,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from guide.config import GuideConfig
-    from guide.engine import Generation
-    from guide.run import Guide
+    from w2s.guide.config import GuideConfig
+    from w2s.guide.engine import Generation
+    from w2s.guide.run import Guide
 
-BUILTIN_MODULES = ("guide.search", "guide.draft", "guide.fusion")
+BUILTIN_MODULES = ("w2s.guide.search", "w2s.guide.draft", "w2s.guide.fusion")
 NEEDS = ("pairs", "pilot", "scorer")
 
 DECODERS: dict[str, type[Decoder]] = {}  # decoder name -> class, in registration order

@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from guide.decoders import Decoder, register_decoder
-from guide.engine import Engine, Generation, Row, StopRule, sync_tokens
+from w2s.guide.decoders import Decoder, register_decoder
+from w2s.guide.engine import Engine, Generation, Row, StopRule, sync_tokens
 
 if TYPE_CHECKING:
-    from guide.run import Guide
+    from w2s.guide.run import Guide
 
 
 def switch_index(logprobs: list[float], window: int, threshold: float, stable: int | None = None) -> int | None:

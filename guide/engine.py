@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from guide import kv
+from w2s.guide import kv
+from w2s.guide.models import chat_prompt
 
 _trackers: list[list[LMState]] = []  # open `track_states` blocks
 
@@ -255,7 +256,6 @@ class Row:
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int | None) -> list[list[int]]:
     """Token ids of each prompt in the tokenizer's chat template; a clear error if one is too long."""
-    from guide.models import chat_prompt
 
     out = []
     for i, prompt in enumerate(prompts):

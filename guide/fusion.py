@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from guide.decoders import Decoder, register_decoder
-from guide.engine import Generation, LMState, Row, encode_prompts
+from w2s.guide.decoders import Decoder, register_decoder
+from w2s.guide.engine import Generation, LMState, Row, encode_prompts
 
 if TYPE_CHECKING:
-    from guide.run import Guide
+    from w2s.guide.run import Guide
 
 
 def check_shared_vocabulary(tokenizers: dict[str, object]) -> None:

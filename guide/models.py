@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from w2s.guide.sources import resolve_model
+
 logger = logging.getLogger(__name__)
 
 DTYPES = {"auto": "auto", "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -21,17 +23,10 @@ class ModelNotFoundError(FileNotFoundError):
     """A model was neither a local folder nor reachable on the hub."""
 
 
-TINY_PREFIX = "tiny:"
-
-
 def resolve_model_path(spec: str | Path) -> str:
-    """A model folder or hub id; `tiny:<name>` names a tiny-world model, built on first use."""
-    spec = str(spec)
-    if spec.startswith(TINY_PREFIX):
-        from train.world import ensure_tiny
-
-        return str(ensure_tiny(spec[len(TINY_PREFIX) :]))
-    return spec
+    """A model folder or hub id; `tiny:<name>` names a tiny-world model, built on first use (the resolver of
+    a `<prefix>:` is registered by the layer that owns it: see guide/sources.py)."""
+    return resolve_model(str(spec))
 
 
 def _check_source(name_or_path: str) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from guide.engine import LMState, sync_tokens
-from guide.models import chat_prompt, load_model, load_tokenizer, resolve_model_path
+from w2s.guide.engine import LMState, sync_tokens
+from w2s.guide.models import chat_prompt, load_model, load_tokenizer, resolve_model_path
 
 
 @dataclass

@@ -7,12 +7,12 @@ from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
-from guide.config import GuideConfig
-from guide.decoders import decoder_class
-from guide.engine import Engine, Generation, SamplingParams, StopRule
-from guide.models import load_model, load_tokenizer
-from guide.pair import GuidePair
-from guide.scorers import GuideScorer, RewardModelScorer
+from w2s.guide.config import GuideConfig
+from w2s.guide.decoders import decoder_class
+from w2s.guide.engine import Engine, Generation, SamplingParams, StopRule
+from w2s.guide.models import load_model, load_tokenizer, resolve_model_path
+from w2s.guide.pair import GuidePair
+from w2s.guide.scorers import GuideScorer, RewardModelScorer
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,6 @@ class Guide:
 
     def _reward_model(self):
         from transformers import AutoModelForSequenceClassification
-
-        from guide.models import resolve_model_path
 
         path = resolve_model_path(self.config.reward_model)
         rm = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()

@@ -6,14 +6,14 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from guide.models import chat_prompt
+from w2s.guide.models import chat_prompt
 
 
 @torch.no_grad()
 def sample(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
+    prompts: list,
     *,
     num_samples: int = 1,
     max_new_tokens: int = 64,
@@ -23,8 +23,11 @@ def sample(
     batch_size: int = 64,
     seed: int | None = None,
     progress: bool = False,
+    counter: list[int] | None = None,
 ) -> list[list[str]]:
-    """`num_samples` responses per prompt (each in the model's chat template), as text."""
+    """`num_samples` responses per prompt (a string or chat messages, each rendered in the model's chat
+    template), as text, with transformers' batched `generate`. `counter[0]` (if given) grows by the tokens
+    written, each row up to and including its first end-of-sequence."""
     if seed is not None:
         torch.manual_seed(seed)
     texts = [chat_prompt(tokenizer, p) for p in prompts for _ in range(num_samples)]
@@ -45,5 +48,20 @@ def sample(
             eos_token_id=tokenizer.eos_token_id,
         )
         new = generated[:, batch["input_ids"].shape[1] :]
+        if counter is not None:
+            counter[0] += count_new_tokens(new, tokenizer.pad_token_id, tokenizer.eos_token_id)
         out += tokenizer.batch_decode(new, skip_special_tokens=True)
     return [out[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
+
+
+def count_new_tokens(new: torch.Tensor, pad_token_id: int | None, eos_token_id: int | None) -> int:
+    """Tokens a batch of continuations holds, up to and including each row's first end-of-sequence."""
+    stop = torch.zeros_like(new, dtype=torch.bool)
+    for token in {pad_token_id, eos_token_id} - {None}:
+        stop |= new == token
+    # a row counts its tokens before the first stop token, plus that stop token if it is eos
+    first = torch.where(
+        stop.any(1), stop.float().argmax(1), torch.full_like(stop[:, 0], new.shape[1], dtype=torch.long)
+    )
+    ends_with_eos = first < new.shape[1]
+    return int((first + ends_with_eos.long()).sum())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from guide.pair import GuidePair, PairScorer
+from w2s.guide.pair import GuidePair, PairScorer
 
 
 class GuideScorer:

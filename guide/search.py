@@ -13,11 +13,11 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from guide.decoders import Decoder, register_decoder
-from guide.engine import Generation, Row
+from w2s.guide.decoders import Decoder, register_decoder
+from w2s.guide.engine import Generation, Row
 
 if TYPE_CHECKING:
-    from guide.run import Guide
+    from w2s.guide.run import Guide
 
 
 @register_decoder("cbs")

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from guide.models import load_model_and_tokenizer
-from train.world import ensure_world
+from w2s.guide.models import load_model_and_tokenizer
+from w2s.train.world import ensure_world
 
 
 def pytest_report_header(config):
-    from data.world.cache import world_seed
+    from w2s.data.world.cache import world_seed
 
     return f"tiny world: seed {world_seed()} (W2S_WORLD_SEED)"
 
@@ -41,6 +41,7 @@ def weak_b(world_paths):
 @pytest.fixture(scope="session")
 def tiny_guide():
     """The tiny world's DPO guide pair: {"tuned": folder, "untuned": folder of its twin, the weak base}."""
-    from train.world import ensure_base, ensure_guide
+    from w2s.train.guides import ensure_guide
+    from w2s.train.world import ensure_base
 
     return {"tuned": ensure_guide("dpo"), "untuned": ensure_base("weak")}

@@ -17,7 +17,7 @@ SUBCOMMANDS = {
     "world": ["build", "samples", "report"],
     "train": ["sft", "dpo", "distill", "guide"],
     "bench": ["guide", "data"],
-    "data": ["build", "merge", "binarize", "bench"],
+    "data": ["build", "merge", "binarize"],
 }
 W2S = [[], *([name] for name in COMMANDS), *([name, sub] for name, subs in SUBCOMMANDS.items() for sub in subs)]
 # `-h` too where a dispatcher reads the flag itself or hands it on to TRL's parser

@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 
-from w2s.cli import ArgumentParser
+from w2s.data.world.cache import world_seed
+from w2s.guide.commands import ArgumentParser
+from w2s.train.guides import GUIDES, ensure_guide, guides_table
+from w2s.train.run import run
+from w2s.train.world import BASES, bases_table, ensure_world, show_samples
 
 
 def world(argv: list[str]) -> int:
-    from train.world import BASES, ensure_world
 
     parser = ArgumentParser(
         prog="w2s world",
@@ -34,9 +37,6 @@ def world(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.action == "report":
-        from data.world.cache import world_seed
-        from train.world import bases_table, guides_table
-
         print(f"tiny world {world_seed()} (W2S_WORLD_SEED), {args.num_prompts} test prompts sampled at temperature 1\n")
         print(bases_table(args.num_prompts, args.seed))
         if args.guides:
@@ -48,7 +48,6 @@ def world(argv: list[str]) -> int:
         for name, path in paths.items():
             print(f"{name:8} {path}")
         return 0
-    from train.world import show_samples
 
     show_samples(paths, num_prompts=args.num_prompts, seed=args.seed)
     return 0
@@ -71,8 +70,6 @@ def train(argv: list[str]) -> int:
         return 0
     stage, rest = argv[0], argv[1:]
     if stage == "guide":
-        from train.world import GUIDES, ensure_guide
-
         parser = ArgumentParser(prog="w2s train guide", description="Build a tiny-world guide (cached).")
         parser.add_argument("--kind", choices=sorted(GUIDES), default="dpo")
         args = parser.parse_args(rest)
@@ -84,8 +81,6 @@ def train(argv: list[str]) -> int:
         return 2
     import importlib
 
-    from train.recipes import run
-
-    script = importlib.import_module(f"train.{stage}")
+    script = importlib.import_module(f"w2s.train.{stage}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     return run(script.main, script.DATACLASSES, rest, prog=f"w2s train {stage}")

@@ -1,7 +1,7 @@
 """Training data for the scripts: hub ids, `save_to_disk` folders, JSON/JSONL files, and mixtures of them.
 
 A recipe names one source (`dataset_name`) or a mixture (`datasets:`, a list of
-TRL `DatasetConfig` entries with optional `fraction`s); either way the columns
+`DatasetConfig` entries, the fields of TRL's with optional `fraction`s); either way the columns
 are checked against what the trainer needs before any model is loaded.
 """
 
@@ -14,9 +14,11 @@ from pathlib import Path
 import datasets
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
 from trl import ScriptArguments
-from trl.scripts.utils import DatasetConfig
 
-from train.recipes import RecipeError
+from w2s.data.world.preferences import world_preferences
+from w2s.guide.files import RecipeError
+from w2s.train.recipes import DatasetConfig
+from w2s.train.world import ensure_base, ensure_prompts, ensure_teacher_outputs
 
 logger = logging.getLogger(__name__)
 
@@ -61,20 +63,16 @@ TINY_PREFIX = "tiny:"
 
 
 def _tiny_preferences(base: str) -> Path:
-    from data.world.preferences import world_preferences
-    from train.world import ensure_base
 
     return world_preferences(ensure_base(base))
 
 
 def _tiny_teacher_outputs() -> Path:
-    from train.world import ensure_teacher_outputs
 
     return ensure_teacher_outputs()
 
 
 def _tiny_prompts() -> Path:
-    from train.world import ensure_prompts
 
     return ensure_prompts()
 

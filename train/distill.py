@@ -15,17 +15,14 @@ JSONL of prompt/completion (e.g. the outputs of `guide/`'s weak-to-strong search
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository's stage packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformers import AutoTokenizer, set_seed
 from trl import DistillationConfig, DistillationTrainer, ModelConfig, get_peft_config
 
-from train.data import DISTILL_COLUMNS, TrainScriptArguments, load_checked_data
-from train.recipes import RecipeError, check_model, run, train_and_save
-from train.sft import model_init_kwargs
+from w2s.guide.files import RecipeError
+from w2s.train.data import DISTILL_COLUMNS, TrainScriptArguments, load_checked_data
+from w2s.train.run import check_model, run, train_and_save
+from w2s.train.sft import model_init_kwargs
 
 DATACLASSES = (TrainScriptArguments, DistillationConfig, ModelConfig)
 

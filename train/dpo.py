@@ -17,17 +17,13 @@ form the guide pair that `guide/` scores with.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository's stage packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformers import set_seed
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
-from train.data import DPO_COLUMNS, TrainScriptArguments, load_checked_data
-from train.recipes import check_model, run, train_and_save
-from train.sft import model_init_kwargs
+from w2s.train.data import DPO_COLUMNS, TrainScriptArguments, load_checked_data
+from w2s.train.run import check_model, run, train_and_save
+from w2s.train.sft import model_init_kwargs
 
 DATACLASSES = (TrainScriptArguments, DPOConfig, ModelConfig)
 

@@ -14,7 +14,9 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from guide.models import chat_prompt, load_model_and_tokenizer
+from w2s.data.world import gold_reward, score_review, world_corpus, world_prompts
+from w2s.guide.models import chat_prompt, load_model_and_tokenizer
+from w2s.guide.sampling import sample
 
 
 def _text(turns) -> str:
@@ -107,8 +109,6 @@ def sample_rewards(
     path: str | Path, num_prompts: int = 100, num_samples: int = 1, seed: int = 0, max_new_tokens: int = 64
 ) -> list[list[float]]:
     """Gold rewards of `num_samples` samples per test prompt at temperature 1: one list per prompt."""
-    from data.world import gold_reward, world_prompts
-    from guide.sampling import sample
 
     model, tokenizer = load_model_and_tokenizer(str(path))
     prompts = world_prompts("test", num_prompts)
@@ -120,8 +120,6 @@ def sample_reward(
     path: str | Path, num_prompts: int = 100, seed: int = 0, max_new_tokens: int = 64
 ) -> tuple[float, float]:
     """(mean gold reward, share of well-formed samples) of one sample per test prompt at temperature 1."""
-    from data.world import score_review, world_prompts
-    from guide.sampling import sample
 
     model, tokenizer = load_model_and_tokenizer(str(path))
     prompts = world_prompts("test", num_prompts)
@@ -147,7 +145,6 @@ def review_kls(
 
     The two models must share a tokenizer; the teacher's tokenization is used for both.
     """
-    from data.world import world_corpus
 
     t_model, tokenizer = load_model_and_tokenizer(str(teacher))
     s_model, _ = load_model_and_tokenizer(str(student))

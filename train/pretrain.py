@@ -11,18 +11,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository's stage packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasets import Dataset
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, set_seed
 from trl import SFTConfig, SFTTrainer
 
-from data.world import world_corpus
-from data.world.tokenizers import world_tokenizer_path
-from train.recipes import RecipeError, recipe_parser
+from w2s.data.world import world_corpus
+from w2s.data.world.tokenizers import world_tokenizer_path
+from w2s.train.recipes import RecipeError, recipe_parser
 
 
 @dataclass

@@ -12,16 +12,12 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-if __package__ in (None, ""):  # run as a script: make the repository's stage packages importable
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from transformers import set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config, get_quantization_config
 
-from train.data import SFT_COLUMNS, TrainScriptArguments, load_checked_data
-from train.recipes import check_model, run, train_and_save
+from w2s.train.data import SFT_COLUMNS, TrainScriptArguments, load_checked_data
+from w2s.train.run import check_model, run, train_and_save
 
 DATACLASSES = (TrainScriptArguments, SFTConfig, ModelConfig)
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 import logging
 import math
 import statistics
-from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from data.world import Review
-from data.world.cache import build_once, cache_root, content_key, world_seed, world_tag, world_training_seed
-from data.world.tokenizers import world_tokenizer_path
-from guide.models import chat_prompt
+from w2s.data.world import Review, score_review, world_corpus, world_prompts
+from w2s.data.world.cache import build_once, cache_root, content_key, world_seed, world_tag, world_training_seed
+from w2s.data.world.tokenizers import world_tokenizer_path
+from w2s.guide.models import chat_prompt, load_model, load_model_and_tokenizer
+from w2s.guide.sampling import sample
+from w2s.train.pretrain import PretrainArguments, main, parse
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,6 @@ def base_path(name: str, recipe: Path | None = None, overrides: list[str] = ()) 
     """The cache folder of base model `name` (it may not be built yet)."""
     from trl import TrlParser
 
-    from train.pretrain import PretrainArguments
-
     recipe = recipe or base_recipe(name)
     overrides = [*overrides, *seed_flags(recipe)]
     # only the model's own arguments: building an SFTConfig here would reset accelerate's distributed state
@@ -63,7 +61,6 @@ def base_path(name: str, recipe: Path | None = None, overrides: list[str] = ()) 
 
 def ensure_base(name: str, recipe: Path | None = None, overrides: list[str] = ()) -> Path:
     """The folder of base model `name`, pretraining it first if it is not cached."""
-    from train.pretrain import main, parse
 
     recipe = recipe or base_recipe(name)
     path = base_path(name, recipe, overrides)
@@ -84,76 +81,9 @@ def ensure_base(name: str, recipe: Path | None = None, overrides: list[str] = ()
     return build_once(path, build)
 
 
-# The tiny world's guides: the base each is tuned from, its training stages, and extra flags.
-# `dpo` skips SFT on evidence: on the weak base, SFT on the chosen responses before DPO lowered held-out
-# reward accuracy (0.88 -> 0.83) and the share of well-formed samples (0.43 -> 0.37); `sft_dpo` keeps it.
-GUIDES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    "dpo": ("weak", ("dpo",), ()),
-    # after SFT, DPO at beta 0.1 over-optimised and undid SFT's gain (sample reward -0.53 -> -2.62); 0.3 keeps it (+1.48)
-    "sft_dpo": ("weak", ("sft", "dpo"), ("--beta", "0.3")),
-    # LoRA alone (attention + MLP) barely moved the reward or broke fluency: the output embedding must train too
-    "lora": ("weak", ("dpo",), ("--use_peft", "--lora_r", "16", "--lora_alpha", "16", "--lora_dropout", "0",
-                                "--lora_target_modules", "all-linear", "--lora_modules_to_save", "embed_tokens",
-                                "lm_head")),
-    # family B: beta 0.3 kept more samples well-formed than 0.1 (43% vs 36%) at a higher reward accuracy
-    "b": ("weak_b", ("dpo",), ("--beta", "0.3")),
-}  # fmt: skip
-GUIDE_RECIPES = {"sft": RECIPES_DIR / "sft.yaml", "dpo": RECIPES_DIR / "dpo.yaml"}
-GUIDE_VERSION = "2"  # bump when how guides are built changes without a recipe changing
-
-
-def guide_path(kind: str = "dpo") -> Path:
-    """The cache folder of the tiny-world guide `kind` (it may not be built yet)."""
-    if kind not in GUIDES:
-        raise ValueError(f"unknown tiny-world guide {kind!r}: choose one of {sorted(GUIDES)}")
-    base, stages, flags = GUIDES[kind]
-    recipes = [GUIDE_RECIPES[stage].read_bytes() for stage in stages]
-    key = content_key(GUIDE_VERSION, *recipes, base_path(base).name, " ".join(stages), " ".join(flags))
-    return cache_root() / "tiny-world" / f"guide-{kind.replace('_', '-')}{world_tag()}-{key}"
-
-
-def ensure_guide(kind: str = "dpo") -> Path:
-    """The tiny world's guide `kind`, trained by train/sft.py and/or train/dpo.py on first use and cached.
-
-    `dpo`: DPO of the weak base, full fine-tune (an HF model folder; its untuned twin is `tiny:weak`);
-    `sft_dpo`: SFT then DPO; `lora`: a LoRA adapter on the weak base (adapter off is the untuned twin);
-    `b`: like `dpo`, on `weak_b` (family B tokenizer).
-    """
-    import tempfile
-
-    from train import dpo, sft
-    from train.recipes import parse_recipe
-
-    path = guide_path(kind)
-    base, stages, flags = GUIDES[kind]
-    scripts = {"sft": sft, "dpo": dpo}
-
-    def build(tmp: Path) -> None:
-        model = str(ensure_base(base))
-        data = "tiny:preferences" if base == "weak" else "tiny:preferences_b"
-        logger.info("training the tiny world's %s guide (%s of %s; cached in %s)", kind, "+".join(stages), base, path)
-        with tempfile.TemporaryDirectory(dir=tmp.parent) as work:
-            for i, stage in enumerate(stages):
-                out = str(tmp) if i == len(stages) - 1 else f"{work}/{stage}"
-                last = i == len(stages) - 1  # the kind's flags tune its last (DPO) stage
-                args = ["--config", str(GUIDE_RECIPES[stage]), "--output_dir", out, "--model_name_or_path", model,
-                        "--dataset_name", data, *seed_flags(GUIDE_RECIPES[stage]), *(flags if last else ())]  # fmt: skip
-                scripts[stage].main(*parse_recipe(scripts[stage].DATACLASSES, args))
-                model = out
-            card = tmp / "README.md"  # name the intermediate models by what they are, not by a deleted folder
-            text = card.read_text().replace(str(ensure_base(base)), f"tiny:{base}").replace(tmp.name, path.name)
-            for stage in stages[:-1]:
-                text = text.replace(f"{work}/{stage}", f"tiny:{base} after {stage.upper()} (recipes/tiny/{stage}.yaml)")
-            card.write_text(text)
-
-    return build_once(path, build)
-
-
 def ensure_prompts(num_prompts: int = 400) -> Path:
     """Folder (`load_from_disk`) of world prompts in conversational form: train and test splits (for distillation)."""
     from datasets import Dataset, DatasetDict
-
-    from data.world import world_prompts
 
     def rows(split: str, n: int) -> Dataset:
         return Dataset.from_list([{"prompt": [{"role": "user", "content": p}]} for p in world_prompts(split, n)])
@@ -167,10 +97,6 @@ def ensure_teacher_outputs(num_prompts: int = 400, teacher: str = "strong", seed
     """A JSONL of the `teacher` base's samples on world prompts (conversational prompt/completion), for
     sequence-level distillation; built once and cached."""
     import json
-
-    from data.world import world_prompts
-    from guide.models import load_model_and_tokenizer
-    from guide.sampling import sample
 
     teacher_dir = ensure_base(teacher)
     key = content_key(teacher_dir.name, str(num_prompts), str(seed))
@@ -187,21 +113,6 @@ def ensure_teacher_outputs(num_prompts: int = 400, teacher: str = "strong", seed
                 f.write(json.dumps(row) + "\n")
 
     return build_once(folder, build) / "train.jsonl"
-
-
-# Named tiny-world models that recipes refer to as `tiny:<name>`: the bases and the trained guides.
-TINY_MODELS: dict[str, Callable[[], Path]] = {name: partial(ensure_base, name) for name in BASES}
-# An under-trained family-A student (the weak recipe stopped early): room to learn from a teacher.
-TINY_MODELS["student"] = partial(ensure_base, "weak", overrides=["--max_steps", "60"])
-TINY_MODELS |= {"guide": partial(ensure_guide, "dpo"), "guide_sft_dpo": partial(ensure_guide, "sft_dpo"),
-                "guide_lora": partial(ensure_guide, "lora"), "guide_b": partial(ensure_guide, "b")}  # fmt: skip
-
-
-def ensure_tiny(name: str) -> Path:
-    """The folder of the tiny-world model `name` (`strong`, `weak`, `weak_b`, ...), built if needed."""
-    if name not in TINY_MODELS:
-        raise ValueError(f"unknown tiny-world model 'tiny:{name}': choose one of {sorted(TINY_MODELS)}")
-    return TINY_MODELS[name]()
 
 
 def ensure_world(names: tuple[str, ...] = tuple(BASES), overrides: list[str] = ()) -> dict[str, Path]:
@@ -250,9 +161,6 @@ def perplexity_per_word(model, tokenizer, reviews: list[Review], batch_size: int
 
 def report_base(path: Path, num_prompts: int = 200, seed: int = 0, max_new_tokens: int = 80) -> BaseReport:
     """Samples `num_prompts` test prompts at temperature 1 and scores them with the gold reward."""
-    from data.world import score_review, world_corpus, world_prompts
-    from guide.models import load_model_and_tokenizer
-    from guide.sampling import sample
 
     model, tokenizer = load_model_and_tokenizer(str(path))
     prompts = world_prompts("test", num_prompts)
@@ -271,9 +179,6 @@ def report_base(path: Path, num_prompts: int = 200, seed: int = 0, max_new_token
 
 def show_samples(paths: dict[str, Path], *, num_prompts: int = 4, seed: int = 0, max_new_tokens: int = 80) -> None:
     """Prints each base model's continuations of the same test prompts with their gold reward."""
-    from data.world import score_review, world_prompts
-    from guide.models import load_model_and_tokenizer
-    from guide.sampling import sample
 
     prompts = world_prompts("test", num_prompts)
     for name, path in paths.items():
@@ -291,7 +196,6 @@ def bases_table(num_prompts: int = 300, seed: int = 0) -> str:
     """The base-model table of the README (`w2s world report`): how each base writes the world's language."""
     rows = ["| base | architecture | parameters | well-formed samples | well-formed sentences | gold reward (± sd) "
             "| perplexity / word |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
-    from guide.models import load_model
 
     for name in BASES:
         path = ensure_base(name)
@@ -302,32 +206,5 @@ def bases_table(num_prompts: int = 300, seed: int = 0) -> str:
             f"| {name} | {model.config.model_type}, {model.config.num_hidden_layers} × {model.config.hidden_size} | "
             f"{n_params:.2f}M | {r.well_formed:.1%} | {r.sentences_ok:.1%} | {r.reward_mean:+.2f} ± {r.reward_std:.2f} "
             f"| {r.perplexity_per_word:.2f} |"
-        )
-    return "\n".join(rows) + "\n"
-
-
-def guides_table(num_prompts: int = 300, seed: int = 0) -> str:
-    """The guides table of the README (`w2s world report --guides`): each tiny-world guide's held-out reward
-    accuracy against its untuned twin, and the gold reward of its samples before and after training."""
-    from datasets import load_from_disk
-
-    from data.world.preferences import world_preferences
-    from train.evaluation import reward_accuracy, sample_reward
-
-    rows = ["| guide | training | reward accuracy (held-out pairs) | gold reward untuned → tuned "
-            "| well-formed samples untuned → tuned |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
-    for kind, (base, stages, flags) in GUIDES.items():
-        tuned, untuned = ensure_guide(kind), ensure_base(base)
-        pairs = load_from_disk(str(world_preferences(untuned)))["test"]
-        accuracy = reward_accuracy(tuned, untuned, pairs)
-        (u_reward, u_ok), (t_reward, t_ok) = (
-            sample_reward(p, num_prompts=num_prompts, seed=seed) for p in (untuned, tuned)
-        )
-        training = (
-            " then ".join(s.upper() for s in stages) + f" of `{base}`" + (f" ({' '.join(flags)})" if flags else "")
-        )
-        rows.append(
-            f"| `tiny:{'guide' if kind == 'dpo' else 'guide_' + kind}` | {training} | {accuracy:.2f} (n={len(pairs)}) | "
-            f"{u_reward:+.2f} → {t_reward:+.2f} | {u_ok:.0%} → {t_ok:.0%} |"
         )
     return "\n".join(rows) + "\n"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
@@ -10,21 +9,14 @@ from w2s import __version__
 
 # subcommand -> (module, function, one-line help); modules load only when their command runs
 COMMANDS = {
-    "world": ("train.cli", "world", "build the tiny world's tokenizers and base models, show samples"),
-    "train": ("train.cli", "train", "train guides from recipes: sft, dpo, distill; `w2s train guide` (tiny world)"),
-    "demo": ("eval.cli", "demo", "run the main job on the tiny world"),
-    "generate": ("guide.cli", "generate", "steer a strong model with guides: cbs, wsd, eft, fusion, bon, sample"),
-    "bench": ("guide.cli", "bench", "benchmarks: `w2s bench guide`, `w2s bench data`"),
-    "eval": ("eval.cli", "main", "compare systems on an instruction set: generate, judge, win rates, report"),
-    "data": ("data.cli", "main", "build preference data sets: generate, judge, pair, filter (resumable, sharded)"),
+    "world": ("w2s.train.cli", "world", "build the tiny world's tokenizers and base models, show samples"),
+    "train": ("w2s.train.cli", "train", "train guides from recipes: sft, dpo, distill; `w2s train guide` (tiny world)"),
+    "demo": ("w2s.eval.cli", "demo", "run the main job on the tiny world"),
+    "generate": ("w2s.guide.cli", "generate", "steer a strong model with guides: cbs, wsd, eft, fusion, bon, sample"),
+    "bench": ("w2s.eval.cli", "bench", "benchmarks: `w2s bench guide`, `w2s bench data`"),
+    "eval": ("w2s.eval.cli", "main", "compare systems on an instruction set: generate, judge, win rates, report"),
+    "data": ("w2s.data.cli", "main", "build preference data sets: generate, judge, pair, filter (resumable, sharded)"),
 }
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser, but a bad flag is one line naming it, not the whole usage first (`--help` shows that)."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (--help for the options)\n")
 
 
 def usage() -> str:

@@ -1,6 +1,21 @@
-"""The tiny world: w2s's miniature controlled-sentiment experiment (see ``data.world.grammar``)."""
+"""The tiny world: w2s's miniature controlled-sentiment experiment (see ``w2s.data.world.grammar``)."""
 
-from data.world.grammar import Review, ReviewGenerator, world_corpus, world_prompts
-from data.world.reward import Score, gold_reward, score_review
+from w2s.data.world.grammar import Review, ReviewGenerator, world_corpus, world_prompts
+from w2s.data.world.reward import Score, gold_reward, score_review
 
-__all__ = ["Review", "ReviewGenerator", "Score", "gold_reward", "score_review", "world_corpus", "world_prompts"]
+
+def prompt_source(split: str, limit: int | None) -> list[str]:
+    """`tiny:<split>` prompt sources (registered with the guide layer in pyproject.toml): 64 unless limited."""
+    return world_prompts(split, limit or 64)
+
+
+__all__ = [
+    "Review",
+    "ReviewGenerator",
+    "Score",
+    "gold_reward",
+    "prompt_source",
+    "score_review",
+    "world_corpus",
+    "world_prompts",
+]

@@ -12,9 +12,11 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from data.world.cache import build_once, cache_root, content_key
-from data.world.grammar import world_prompts
-from data.world.reward import gold_reward
+from w2s.data.world.cache import build_once, cache_root, content_key
+from w2s.data.world.grammar import world_prompts
+from w2s.data.world.reward import gold_reward
+from w2s.guide.models import load_model_and_tokenizer
+from w2s.guide.sampling import sample
 
 logger = logging.getLogger(__name__)
 
@@ -29,8 +31,6 @@ def build_world_preferences(
     seed: int = 0,
 ) -> DatasetDict:
     """Best-vs-worst gold-judged pairs of `model_path`'s samples on the world's train prompts."""
-    from guide.models import load_model_and_tokenizer
-    from guide.sampling import sample
 
     model, tokenizer = load_model_and_tokenizer(str(model_path))
     prompts = world_prompts("train", num_prompts)

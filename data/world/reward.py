@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data.world.grammar import (
+from w2s.data.world.grammar import (
     ADJECTIVES,
     BE_FORMS,
     DOWNTONERS,

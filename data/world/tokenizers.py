@@ -17,8 +17,8 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedTokenizerFast
 
-from data.world.cache import build_once, cache_root, content_key
-from data.world.grammar import world_corpus
+from w2s.data.world.cache import build_once, cache_root, content_key
+from w2s.data.world.grammar import world_corpus
 
 
 @dataclass(frozen=True)

@@ -14,10 +14,10 @@ import pytest
 import yaml
 from datasets import load_from_disk
 
-from data.build import build, plan, read_jsonl
-from data.filters import jaccard, ngrams, normalise, words
-from data.recipe import load_recipe
-from data.world import gold_reward, world_prompts
+from w2s.data.build import build, plan, read_jsonl
+from w2s.data.filters import jaccard, ngrams, normalise, words
+from w2s.data.recipe import load_recipe
+from w2s.data.world import gold_reward, world_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "tiny" / "data.yaml"
@@ -121,7 +121,7 @@ KILL_RECIPE = {
 
 def _start(config: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "data.cli", "build", "--config", str(config)],
+        [sys.executable, "-m", "w2s.data.cli", "build", "--config", str(config)],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -197,8 +197,8 @@ def test_a_build_killed_mid_generation_and_mid_judging_resumes_to_the_uninterrup
             expected = (2.0 * z(raw["gold"], gold) + 1.0 * z(raw["pairwise"], pw)) / 3.0
             assert p[f"score_{side}"] == pytest.approx(expected)
     # the pairwise judge (tiny:strong): every comparison redone alone, in both orders, from the generation shards
-    from guide.models import load_model_and_tokenizer, resolve_model_path
     from tests.data.test_judges import brute_prefer_first
+    from w2s.guide.models import load_model_and_tokenizer, resolve_model_path
 
     judge_model = load_model_and_tokenizer(resolve_model_path("tiny:strong"))
     messages = {r["id"]: r["messages"] for r in plan(recipe).prompts}
@@ -229,7 +229,7 @@ def load_recipe_dict(values: dict, path: Path):
 def test_near_duplicate_search_matches_brute_force():
     texts = [" ".join(w) for w in itertools.product(["the film", "a plot"], ["was", "is"], ["very good .", "bad ."])]
     texts += [t + " ." for t in texts[:4]] + texts[:3]
-    from data.filters import near_duplicates
+    from w2s.data.filters import near_duplicates
 
     for threshold in (0.5, 0.7, 0.9):
         kept, expected = [], []

@@ -10,11 +10,13 @@ import pytest
 import yaml
 from datasets import Dataset, DatasetDict, load_from_disk
 
-from data.binarize import BinarizeConfig, binarize_rows, binarize_to_disk
-from data.cli import main
-from data.filters import contaminated, degenerate, exact_duplicates, length_ratio
-from data.pairing import Candidate, make_pairs
-from data.prompts import PromptError, load_prompts
+from w2s.cli import main as w2s_main
+from w2s.data.binarize import BinarizeConfig, binarize_rows, binarize_to_disk
+from w2s.data.build import parse_shard
+from w2s.data.cli import main
+from w2s.data.filters import contaminated, degenerate, exact_duplicates, length_ratio
+from w2s.data.pairing import Candidate, make_pairs
+from w2s.data.prompts import PromptError, load_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -138,7 +140,7 @@ def test_binarize_picks_the_highest_mean_and_a_random_lower_one(tmp_path):
         binarize_to_disk(str(source), tmp_path / "other", BinarizeConfig(prompt_field="prompt"))
 
 
-def test_merge_before_the_shards_exist_fails_and_bench_prints_its_ratio(tmp_path, capsys, world_paths):
+def test_merge_before_the_shards_exist_fails_and_the_bench_prints_its_ratio(tmp_path, capsys, world_paths):
     assert main(["merge", "--config", str(_recipe(tmp_path))]) == 2
     assert "shard file(s) are not written yet" in capsys.readouterr().err
     assert main(["build", "--config", str(_recipe(tmp_path)), "--shard", "1/2"]) == 0  # shards 1 only: no merge
@@ -158,13 +160,11 @@ def test_merge_before_the_shards_exist_fails_and_bench_prints_its_ratio(tmp_path
         "--rounds",
         "1",
     ]
-    assert main(["bench", *args]) == 0
+    assert w2s_main(["bench", "data", *args]) == 0
     assert "generation stage / plain generate loop" in capsys.readouterr().out
 
 
 def test_shards_come_from_the_flag_or_the_rank_under_accelerate(monkeypatch):
-    from data.build import parse_shard
-
     assert parse_shard("2/4") == (2, 4)
     monkeypatch.setenv("RANK", "3")
     monkeypatch.setenv("WORLD_SIZE", "8")

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from data.judges import DEFAULT_PAIRWISE_TEMPLATE, JudgeError, agreement_rate, make_judge, response_logprobs
-from data.recipe import JudgeConfig
-from data.world.cache import build_once, cache_root, content_key
-from guide.models import chat_prompt
+from w2s.data.judges import DEFAULT_PAIRWISE_TEMPLATE, JudgeError, agreement_rate, make_judge, response_logprobs
+from w2s.data.recipe import JudgeConfig
+from w2s.data.world.cache import build_once, cache_root, content_key
+from w2s.guide.models import chat_prompt
 
 PROMPTS = [
     [{"role": "user", "content": "the film was good ."}],
@@ -114,7 +114,7 @@ def test_reward_model_judge_scores_batched_like_one_by_one(world_paths):
 
 
 def test_rule_judge_is_the_gold_reward():
-    from data.world import gold_reward
+    from w2s.data.world import gold_reward
 
     scores, _ = make_judge(JudgeConfig(name="g", kind="rule")).score(PROMPTS, RESPONSES)
     for prompt, responses, got in zip(PROMPTS, RESPONSES, scores, strict=True):

@@ -9,9 +9,9 @@ import pytest
 import yaml
 from datasets import load_from_disk
 
-from data.build import build
-from data.recipe import RecipeError, load_recipe, recipe_from_dict
-from data.world import world_prompts
+from w2s.data.build import build
+from w2s.data.recipe import RecipeError, load_recipe, recipe_from_dict
+from w2s.data.world import world_prompts
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPES = sorted(ROOT.glob("recipes/*/data.yaml"))

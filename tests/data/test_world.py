@@ -3,9 +3,9 @@
 import pytest
 from transformers import AutoTokenizer
 
-from data.world import ReviewGenerator, gold_reward, score_review, world_corpus
-from data.world.reward import MALFORMED_PENALTY
-from data.world.tokenizers import world_tokenizer_path
+from w2s.data.world import ReviewGenerator, gold_reward, score_review, world_corpus
+from w2s.data.world.reward import MALFORMED_PENALTY
+from w2s.data.world.tokenizers import world_tokenizer_path
 
 
 def test_generator_is_deterministic_per_seed():

@@ -28,7 +28,7 @@ def tiny_reward_model(tmp_path_factory) -> Path:
     """A freshly initialised one-logit Llama reward model on the tiny world's family-A tokenizer, saved locally."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
 
-    from data.world.tokenizers import world_tokenizer_path
+    from w2s.data.world.tokenizers import world_tokenizer_path
 
     tok = AutoTokenizer.from_pretrained(world_tokenizer_path("a"))
     torch.manual_seed(0)

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import torch
 
-from guide.models import chat_prompt
+from w2s.guide.models import chat_prompt
 
 
 class TinyOpenAIServer:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from eval.demo import QUICK, run_demo
+from w2s.eval.demo import QUICK, run_demo
 
 
 @pytest.mark.slow

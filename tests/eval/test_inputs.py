@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from eval.config import EvalConfigError, load_config
-from eval.instructions import InstructionSetError, load_instructions
+from w2s.eval.config import EvalConfigError, load_config
+from w2s.eval.instructions import InstructionSetError, load_instructions
 
 ROOT = Path(__file__).resolve().parents[2]
 RECORDS = [
@@ -44,7 +44,7 @@ def test_folders_saved_datasets_and_json_files(tmp_path):
 
 
 def test_tiny_world_set():
-    from data.world import world_prompts
+    from w2s.data.world import world_prompts
 
     items = load_instructions("tiny:test", limit=5)
     assert [i.instruction for i in items] == world_prompts("test", 5)
@@ -85,7 +85,7 @@ def test_recipe_errors_name_the_key(tmp_path):
 
 @pytest.mark.parametrize("recipe", sorted((ROOT / "recipes").glob("*/eval.yaml")), ids=lambda p: p.parent.name)
 def test_shipped_eval_recipes_parse(recipe):
-    from guide import GuideConfig
+    from w2s.guide import GuideConfig
 
     config = load_config(recipe)
     for s in config.system_list():
@@ -95,7 +95,7 @@ def test_shipped_eval_recipes_parse(recipe):
 def test_alignment_tax_without_lm_eval_fails_before_any_work(tmp_path, capsys):
     import importlib.util
 
-    from eval.cli import main as eval_main
+    from w2s.eval.cli import main as eval_main
 
     if importlib.util.find_spec("lm_eval") is not None:
         pytest.skip("lm-evaluation-harness is installed here")

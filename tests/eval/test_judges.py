@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import logging
 import math
+from pathlib import Path
 
 import pytest
 import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from data.world import gold_reward
-from eval.annotate import JudgeCounts, annotate, judgement_log
-from eval.judges import (
+from w2s.data.judges import (
     LABELS,
-    GoldJudge,
     HTTPJudge,
     JudgeError,
     LocalLLMJudge,
     RewardModelJudge,
     pairwise_prompt,
 )
-from guide.models import chat_prompt
+from w2s.data.world import gold_reward
+from w2s.eval.annotate import JudgeCounts, annotate, judgement_log
+from w2s.eval.config import EvalConfig
+from w2s.eval.judges import compare, make_judge
+from w2s.guide.models import chat_prompt
 
 PROMPTS = ["the hero was really boring .", "the film was good .", "the songs were dull .", "the director was clever ."]
 GOOD = " the film was great . it was fun ."
@@ -30,7 +34,7 @@ OUT_2 = [BAD, GOOD, GOOD, " the plot was not bad ."]
 
 
 def test_gold_judge_prefers_the_higher_gold_reward(tmp_path):
-    judge = GoldJudge()
+    judge = make_judge(EvalConfig(judge="gold"))
     ann = annotate(judge, judgement_log(judge, tmp_path), "sys", PROMPTS, OUT_2, "ref", OUT_1)
     r1, r2 = gold_reward(PROMPTS, OUT_1), gold_reward(PROMPTS, OUT_2)
     assert [a["preference"] for a in ann] == [
@@ -43,7 +47,7 @@ def test_gold_judge_prefers_the_higher_gold_reward(tmp_path):
 
 
 def test_judgements_are_cached_and_never_repeated(tmp_path):
-    judge = GoldJudge()
+    judge = make_judge(EvalConfig(judge="gold"))
     first, second = JudgeCounts(), JudgeCounts()
     annotate(judge, judgement_log(judge, tmp_path), "sys", PROMPTS, OUT_2, "ref", OUT_1, counts=first)
     again = annotate(judge, judgement_log(judge, tmp_path), "sys", PROMPTS, OUT_2, "ref", OUT_1, counts=second)
@@ -73,6 +77,63 @@ def test_reward_model_judge_is_a_bradley_terry_sigmoid(tiny_reward_model, tmp_pa
     assert ann[2]["preference"] == 1.5  # identical outputs
 
 
+def _reward_model_with_head(base: Path, num_labels: int, out: Path) -> str:
+    """The tiny reward model's body under a fresh, seeded head of `num_labels` logits, saved to `out`."""
+    torch.manual_seed(num_labels)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        str(base), num_labels=num_labels, ignore_mismatched_sizes=True
+    )
+    model.score.weight.data.mul_(100)  # logits spread over several units, so the two labels' gap is not ~0
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(str(base)).save_pretrained(out)
+    return str(out)
+
+
+@torch.no_grad()
+def test_a_two_logit_reward_model_scores_the_log_odds_of_good_and_other_heads_are_refused(tiny_reward_model, tmp_path):
+    path = _reward_model_with_head(tiny_reward_model, 2, tmp_path / "two")
+    judge = RewardModelJudge(path, batch_size=3)
+    rewards = judge.rewards(PROMPTS, OUT_2)
+    for p, o, got in zip(PROMPTS, OUT_2, rewards, strict=True):  # one text at a time, no padding
+        ids = judge.tokenizer(judge.text(p, o), return_tensors="pt", add_special_tokens=False)["input_ids"]
+        logits = judge.model(input_ids=ids).logits[0].float()
+        assert got == pytest.approx(float(logits[1] - logits[0]), abs=1e-4)
+    assert max(rewards) - min(rewards) > 1e-3  # the rewards tell the outputs apart: the check above could fail
+    # the data builder's grouped scores (chat-message prompts) are the same rewards, grouped per prompt
+    scores, _ = judge.score([[{"role": "user", "content": p}] for p in PROMPTS[:2]], [[OUT_2[0], OUT_1[0]], [OUT_2[1]]])
+    flat = judge.rewards([PROMPTS[0], PROMPTS[0], PROMPTS[1]], [OUT_2[0], OUT_1[0], OUT_2[1]])
+    assert scores == [pytest.approx(flat[:2], abs=1e-5), pytest.approx(flat[2:], abs=1e-5)]
+    assert flat[0] == pytest.approx(rewards[0], abs=1e-4) and flat[2] == pytest.approx(rewards[1], abs=1e-4)
+    with pytest.raises(JudgeError, match="has 3 labels"):
+        RewardModelJudge(_reward_model_with_head(tiny_reward_model, 3, tmp_path / "three"))
+
+
+def test_eval_judges_keep_the_cache_ids_of_earlier_runs(world_paths, tiny_reward_model):
+    """Cached verdicts stay valid: the judge names, the prompt's version, and the prompt's text under it."""
+    assert make_judge(EvalConfig(judge="gold")).cache_id() == "tiny_gold_reward"
+    strong = str(world_paths["strong"])
+    llm = make_judge(EvalConfig(judge="llm", judge_model=strong))
+    assert llm.cache_id() == LocalLLMJudge(strong).cache_id() == f"llm:{strong}:prompt2:a,b"
+    rm = make_judge(EvalConfig(judge="reward_model", judge_model=str(tiny_reward_model)))
+    assert rm.cache_id() == f"reward_model:{tiny_reward_model}"
+    # version 2's text, as the judge of earlier runs rendered it (its SHA-256): a new wording needs a new version
+    text = pairwise_prompt("the film was good .", " it was fun .", " it were bad .", ("a", "b"))
+    assert hashlib.sha256(text.encode()).hexdigest()[:16] == "63515a4c762bdc13"
+
+
+def test_one_pairwise_judge_serves_the_data_builder_and_the_evaluation(world_paths):
+    """The data builder's both-orders score of two responses is the evaluation's verdict on the same pair."""
+    judge = LocalLLMJudge(str(world_paths["strong"]), labels=("A", "B"), batch_size=2)
+    verdict = compare(judge, PROMPTS[:1], OUT_1[3:], OUT_2[3:])[0]
+    scores, extras = judge.score([[{"role": "user", "content": PROMPTS[0]}]], [[OUT_1[3], OUT_2[3]]])
+    assert scores[0] == pytest.approx([2 - verdict["preference"], verdict["preference"] - 1], abs=1e-6)
+    assert extras[0] == {
+        "compared": 1,
+        "agreed": int((verdict["p_b_ref_first"] > 0.5) == (verdict["p_b_sys_first"] < 0.5)),
+    }
+    assert judge.cache_id() == f"llm:{world_paths['strong']}:prompt2:A,B"
+
+
 @torch.no_grad()
 def _label_logprobs(model, tokenizer, prompt: str) -> tuple[float, float]:
     ids = tokenizer(chat_prompt(tokenizer, prompt), return_tensors="pt", add_special_tokens=False)["input_ids"]
@@ -89,8 +150,8 @@ def _p_b(la, lb):
 def test_local_llm_judge_reads_both_orders_from_log_probs(strong, world_paths):
     model, tok = strong
     judge = LocalLLMJudge(str(world_paths["strong"]), batch_size=3)
-    verdicts = judge.compare(PROMPTS, OUT_1, OUT_2)
-    swapped = judge.compare(PROMPTS, OUT_2, OUT_1)
+    verdicts = compare(judge, PROMPTS, OUT_1, OUT_2)
+    swapped = compare(judge, PROMPTS, OUT_2, OUT_1)
     for v, s, p, o1, o2 in zip(verdicts, swapped, PROMPTS, OUT_1, OUT_2, strict=True):
         # brute force: each ordered prompt alone, unpadded
         p1 = _p_b(*_label_logprobs(model, tok, pairwise_prompt(p, o1, o2)))
@@ -175,7 +236,7 @@ def test_http_judge_against_a_local_openai_compatible_server(strong, tiny_openai
         env = {"base_url_env": "W2S_TEST_JUDGE_URL", "api_key_env": "W2S_TEST_JUDGE_KEY"}
         judge = HTTPJudge("tiny-strong", labels=labels, concurrency=2, **env)
         assert key not in repr(judge)
-        verdicts = judge.compare(PROMPTS, OUT_1, OUT_2)
+        verdicts = compare(judge, PROMPTS, OUT_1, OUT_2)
         assert len(server.requests) == 2 * len(PROMPTS)  # both orders of every pair
         assert set(server.auth_headers) == {f"Bearer {key}"}
         assert all(r["logprobs"] and r["max_tokens"] == 1 for r in server.requests)
@@ -195,13 +256,13 @@ def test_http_judge_against_a_local_openai_compatible_server(strong, tiny_openai
         # read as either: every pair is a tie (a property of the tokenizer, the same in every world)
         absent = ("first", "second")
         assert not any(_normalised(tok.decode([i])).startswith(absent) for i in range(len(tok)))
-        ties = HTTPJudge("tiny-strong", labels=absent, **env).compare(PROMPTS[:2], OUT_1[:2], OUT_2[:2])
+        ties = compare(HTTPJudge("tiny-strong", labels=absent, **env), PROMPTS[:2], OUT_1[:2], OUT_2[:2])
         assert [v["preference"] for v in ties] == [1.5, 1.5]
 
         monkeypatch.setenv("W2S_TEST_JUDGE_KEY", "sk-wrong-key-xyz")
         wrong = HTTPJudge("tiny-strong", retries=0, **env)
         with pytest.raises(JudgeError, match="HTTP 401") as err:
-            wrong.compare(PROMPTS[:1], OUT_1[:1], OUT_2[:1])
+            compare(wrong, PROMPTS[:1], OUT_1[:1], OUT_2[:1])
         assert "sk-wrong-key-xyz" not in str(err.value)
     assert key not in caplog.text
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from eval.metrics import (
+from w2s.eval.metrics import (
     as_preferences,
     cost,
     fit_logistic,
@@ -105,7 +105,7 @@ def test_lc_win_rate_keeps_a_real_quality_difference():
 
 def test_instruction_difficulty_matches_a_dense_fit():
     # the Schur-complement Newton solver against the plain dense logistic fit of the same GLM
-    from eval.metrics import L2_DIFFICULTY, L2_LENGTH, _length_feature
+    from w2s.eval.metrics import L2_DIFFICULTY, L2_LENGTH, _length_feature
 
     rng = np.random.default_rng(5)
     n = 30

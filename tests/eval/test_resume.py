@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval.config import load_config
-from eval.run import evaluate
+from w2s.eval.config import load_config
+from w2s.eval.run import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = {"decoder": "sample", "temperature": 1.0, "top_k": 0, "seed": 0}
@@ -117,8 +117,8 @@ def test_killed_during_judging_resumes_without_judging_twice(tmp_path, world_pat
     base = [r["text"] for r in sorted(_complete_lines(out / "base" / "generations.jsonl"), key=lambda r: r["index"])]
     pairs = sum(a != b for a, b in zip(base, weak, strict=True))  # identical outputs tie without a judge
 
-    from eval.annotate import judgement_log
-    from eval.judges import LocalLLMJudge
+    from w2s.data.judges import LocalLLMJudge
+    from w2s.eval.annotate import judgement_log
 
     cache = judgement_log(LocalLLMJudge("tiny:strong"), out).path
     done = _run_and_kill(recipe, cache, at_least=3, total=pairs)
@@ -134,7 +134,7 @@ def test_killed_during_judging_resumes_without_judging_twice(tmp_path, world_pat
 
 
 def test_a_line_cut_by_a_kill_is_dropped_and_the_log_stays_valid(tmp_path):
-    from eval.store import JsonlLog
+    from w2s.eval.store import JsonlLog
 
     path = tmp_path / "log.jsonl"
     path.write_text('{"index": 0, "text": "a"}\n{"index": 1, "text": "b"}\n{"index": 2, "te')  # killed mid-write

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from data.world import gold_reward
-from eval.cli import main as eval_main
-from eval.config import load_config
-from eval.generate import GenerationError
-from eval.run import evaluate
+from w2s.data.world import gold_reward
+from w2s.eval.cli import main as eval_main
+from w2s.eval.config import load_config
+from w2s.eval.generate import GenerationError
+from w2s.eval.run import evaluate
 
 N = 12
 pytestmark = pytest.mark.slow  # the module's shared run generates with two models (tens of seconds on 2 cores)
@@ -136,7 +136,7 @@ def test_without_a_reference_rewards_only_and_one_writer_at_a_time(run_dir, tmp_
 
     from filelock import FileLock
 
-    from eval.config import EvalConfigError
+    from w2s.eval.config import EvalConfigError
 
     out, _, first, _ = run_dir
     copy = tmp_path / "run"

@@ -4,8 +4,8 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
-from guide.models import load_model, load_tokenizer
-from guide.pair import GuidePair
+from w2s.guide.models import load_model, load_tokenizer
+from w2s.guide.pair import GuidePair
 
 
 def random_lora(base_path, target_modules, root):

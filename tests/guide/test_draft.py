@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from data.world import world_prompts
-from guide import Guide, GuideConfig
-from guide.draft import switch_index
-from guide.models import chat_prompt
+from w2s.data.world import world_prompts
+from w2s.guide import Guide, GuideConfig
+from w2s.guide.draft import switch_index
+from w2s.guide.models import chat_prompt
 
 PROMPTS = world_prompts("test", 12)
 

@@ -4,8 +4,8 @@ import statistics
 
 import pytest
 
-from data.world import gold_reward, world_prompts
-from guide import GuideConfig, generate
+from w2s.data.world import gold_reward, world_prompts
+from w2s.guide import GuideConfig, generate
 
 PROMPTS = world_prompts("test", 192)
 COMMON = dict(strong_model="tiny:strong", temperature=1.0, top_k=0, max_new_tokens=64, seed=0, batch_size=32)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from guide.engine import LMState
-from guide.kv import SPARE, GrowingLayer, copy_plan
+from w2s.guide.engine import LMState
+from w2s.guide.kv import SPARE, GrowingLayer, copy_plan
 
 VOCAB = 64
 

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
-from data.world import world_prompts
-from guide import Guide, GuideConfig
-from guide.fusion import fuse
-from guide.models import chat_prompt
+from w2s.data.world import world_prompts
+from w2s.guide import Guide, GuideConfig
+from w2s.guide.fusion import fuse
+from w2s.guide.models import chat_prompt
 
 PROMPTS = world_prompts("test", 4)
 ALPHAS = torch.arange(0, 21) * 0.1

@@ -4,11 +4,11 @@ import json
 
 import pytest
 
-from guide import Guide, GuideConfig
-from guide.cli import generate, load_prompts
-from guide.models import load_tokenizer
-from guide.pair import GuidePair
-from guide.scorers import GuideScorer
+from w2s.guide import Guide, GuideConfig
+from w2s.guide.cli import generate, load_prompts
+from w2s.guide.models import load_tokenizer
+from w2s.guide.pair import GuidePair
+from w2s.guide.scorers import GuideScorer
 
 
 def test_empty_prompt_is_named():
@@ -48,7 +48,7 @@ def test_recipe_unknown_key_names_file_and_key(tmp_path):
 
 
 def test_generate_reports_a_bad_recipe_without_a_traceback(tmp_path, capsys):
-    from guide.cli import generate
+    from w2s.guide.cli import generate
 
     recipe = tmp_path / "guide.yaml"
     recipe.write_text("decoder: cbs\nwidht: 4\n")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from guide.models import ModelNotFoundError, chat_prompt, load_model, load_tokenizer, resolve_model_path
+from w2s.guide.models import ModelNotFoundError, chat_prompt, load_model, load_tokenizer, resolve_model_path
 
 
 def test_missing_local_folder_says_it_looked_on_disk(tmp_path):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from data.world import world_corpus
-from guide.pair import GuidePair, PairScorer
+from w2s.data.world import world_corpus
+from w2s.guide.pair import GuidePair, PairScorer
 
 REVIEWS = world_corpus("test", 5)
 PROMPTS = [r.prompt for r in REVIEWS]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from guide import Guide, GuideConfig
+from w2s.guide import Guide, GuideConfig
 
 RECIPES = sorted(Path(__file__).resolve().parents[2].glob("recipes/*/guide.yaml"))
 TINY = ["--dtype", "float32", "--device", "cpu", "--max_new_tokens", "8", "--batch_size", "2"]

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from data.world import world_prompts
-from guide import GuideConfig
-from guide.decoders import Decoder, register_decoder, registered
-from guide.engine import Engine, Generation, Row, SamplingParams, StopRule
-from guide.models import chat_prompt, load_model_and_tokenizer
 from w2s.cli import main
+from w2s.data.world import world_prompts
+from w2s.guide import GuideConfig
+from w2s.guide.decoders import Decoder, register_decoder, registered
+from w2s.guide.engine import Engine, Generation, Row, SamplingParams, StopRule
+from w2s.guide.models import chat_prompt, load_model_and_tokenizer
 
 PROMPTS = world_prompts("test", 5)
 

@@ -2,10 +2,10 @@
 
 import pytest
 
-from data.world import world_prompts
-from guide import Guide, GuideConfig
-from guide.engine import Row
-from guide.pair import GuidePair
+from w2s.data.world import world_prompts
+from w2s.guide import Guide, GuideConfig
+from w2s.guide.engine import Row
+from w2s.guide.pair import GuidePair
 
 PROMPTS = world_prompts("test", 6)
 COMMON = dict(temperature=1.0, top_k=0, max_new_tokens=40, seed=3, batch_size=6)
@@ -113,7 +113,7 @@ def test_best_of_n_by_a_reward_model_equals_scoring_every_sample(tmp_path):
     import torch
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
-    from guide.models import load_tokenizer, resolve_model_path
+    from w2s.guide.models import load_tokenizer, resolve_model_path
 
     strong = resolve_model_path("tiny:strong")
     config = AutoConfig.from_pretrained(strong, num_labels=1)

@@ -7,10 +7,10 @@ import torch
 import transformers
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
-from data.world import world_prompts
-from guide import Guide, GuideConfig, kv
-from guide.engine import LMState, track_states
-from guide.kv import GrowingCache
+from w2s.data.world import world_prompts
+from w2s.guide import Guide, GuideConfig, kv
+from w2s.guide.engine import LMState, track_states
+from w2s.guide.kv import GrowingCache
 
 PROMPTS = world_prompts("test", 6)
 COMMON = dict(temperature=1.0, top_k=0, max_new_tokens=40, seed=3, batch_size=6)
@@ -59,9 +59,9 @@ def test_a_failed_self_check_falls_back_to_the_stock_cache_with_the_same_outputs
 
     monkeypatch.setattr(kv, "self_check", broken)
     kv.growing_cache_works.cache_clear()
-    with caplog.at_level(logging.WARNING, logger="guide.kv"):
+    with caplog.at_level(logging.WARNING, logger="w2s.guide.kv"):
         stock = {name: decode(name) for name in CONFIGS}
-    warnings = [r for r in caplog.records if r.name == "guide.kv"]
+    warnings = [r for r in caplog.records if r.name == "w2s.guide.kv"]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]  # one warning, however many caches
     assert transformers.__version__ in warnings[0].getMessage() and "forced by the test" in warnings[0].getMessage()
     assert all(type(s.cache) is DynamicCache and not s.shared for _, states in stock.values() for s in states)
@@ -76,7 +76,7 @@ def test_a_failed_self_check_falls_back_to_the_stock_cache_with_the_same_outputs
 
 def test_the_stock_cache_can_be_forced_by_the_environment(rechecked, monkeypatch, caplog):
     monkeypatch.setenv(kv.FORCE_STOCK_CACHE, "1")
-    with caplog.at_level(logging.WARNING, logger="guide.kv"):
+    with caplog.at_level(logging.WARNING, logger="w2s.guide.kv"):
         state = LMState(tiny_llama(), 2, shared=True)
     assert type(state.cache) is DynamicCache and not state.shared
     assert any(kv.FORCE_STOCK_CACHE in r.getMessage() for r in caplog.records)

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from guide.models import resolve_model_path
-from train import distill, sft
-from train.evaluation import paired_z, review_kls
-from train.recipes import RecipeError, parse_recipe
-from train.world import ensure_base, seed_flags
+from w2s.guide.models import resolve_model_path
+from w2s.train import distill, sft
+from w2s.train.evaluation import paired_z, review_kls
+from w2s.train.recipes import RecipeError, parse_recipe
+from w2s.train.world import ensure_base, seed_flags
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
 

@@ -12,9 +12,10 @@ from datasets import load_from_disk
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoTokenizer
 
-from data.world.preferences import world_preferences
-from train.evaluation import binomial_lower_bound, dpo_loss, implicit_margins, paired_z, sample_rewards
-from train.world import GUIDE_RECIPES, GUIDES, ensure_base, ensure_guide
+from w2s.data.world.preferences import world_preferences
+from w2s.train.evaluation import binomial_lower_bound, dpo_loss, implicit_margins, paired_z, sample_rewards
+from w2s.train.guides import GUIDE_RECIPES, GUIDES, ensure_guide
+from w2s.train.world import ensure_base
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from accelerate.commands.config.config_args import load_config_from_file
 
-from train import sft
-from train.recipes import parse_recipe
+from w2s.train import sft
+from w2s.train.recipes import parse_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "recipes" / "accelerate_configs"
@@ -40,8 +40,8 @@ def launch(tmp_path: Path, accelerate_args: list[str], script_args: list[str]) -
 def train_rows() -> int:
     from datasets import load_from_disk
 
-    from data.world.preferences import world_preferences
-    from train.world import ensure_base
+    from w2s.data.world.preferences import world_preferences
+    from w2s.train.world import ensure_base
 
     return load_from_disk(str(world_preferences(ensure_base("weak"))))["train"].num_rows
 
@@ -80,7 +80,7 @@ def test_ddp_two_processes_over_gloo(tmp_path):
 def test_deepspeed_zero3_single_process_on_cpu_saves_a_whole_model(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from train.world import ensure_base
+    from w2s.train.world import ensure_base
 
     out, _ = sft_three_steps(tmp_path, "zero3.yaml")
     trained = AutoModelForCausalLM.from_pretrained(str(out))  # gathered from the ZeRO-3 shards, not empty

@@ -11,10 +11,10 @@ from datasets import Dataset, DatasetDict
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
-from train import dpo, sft
-from train.data import DataError, TrainScriptArguments, check_columns, load_training_data
-from train.recipes import parse_recipe
-from train.world import ensure_base
+from w2s.train import dpo, sft
+from w2s.train.data import DataError, TrainScriptArguments, check_columns, load_training_data
+from w2s.train.recipes import parse_recipe
+from w2s.train.world import ensure_base
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
 
@@ -78,7 +78,7 @@ def test_missing_columns_and_sources_are_named(tmp_path):
 
 
 def dpo_columns():
-    from train.data import DPO_COLUMNS
+    from w2s.train.data import DPO_COLUMNS
 
     return DPO_COLUMNS
 

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from train import distill, dpo, sft
-from train.recipes import RecipeError, parse_recipe, run
+from w2s.train import distill, dpo, sft
+from w2s.train.recipes import RecipeError, parse_recipe
+from w2s.train.run import run
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 SCRIPTS = {"sft": sft, "distill_sequence": sft, "dpo": dpo, "distill": distill}

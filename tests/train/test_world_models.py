@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from data.world import gold_reward, world_corpus
-from guide.models import load_model_and_tokenizer
-from train.evaluation import binomial_lower_bound, paired_z, response_logprobs
-from train.world import base_path, report_base
+from w2s.data.world import gold_reward, world_corpus
+from w2s.guide.models import load_model_and_tokenizer
+from w2s.train.evaluation import binomial_lower_bound, paired_z, response_logprobs
+from w2s.train.world import base_path, report_base
 
 NUM_PROMPTS = 200
 

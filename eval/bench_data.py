@@ -20,9 +20,12 @@ import time
 
 import torch
 
-from data.build import generate_shards, plan
-from data.generators import count_new_tokens
-from data.recipe import recipe_from_dict
+from w2s.data.build import generate_shards, plan
+from w2s.data.recipe import recipe_from_dict
+from w2s.data.world import world_prompts
+from w2s.guide.models import chat_prompt, load_model_and_tokenizer
+from w2s.guide.sampling import count_new_tokens
+from w2s.train.world import ensure_world
 
 logger = logging.getLogger(__name__)
 
@@ -30,7 +33,6 @@ logger = logging.getLogger(__name__)
 @torch.no_grad()
 def plain_loop(model_name: str, prompts: list[str], *, num_samples: int, max_new_tokens: int, batch_size: int) -> int:
     """Loads a model and samples every prompt `num_samples` times, `batch_size` rows per call; returns tokens."""
-    from guide.models import chat_prompt, load_model_and_tokenizer
 
     model, tok = load_model_and_tokenizer(model_name)
     torch.manual_seed(0)
@@ -105,8 +107,6 @@ def main(argv: list[str]) -> int:
 def run(args: argparse.Namespace) -> None:
     """The rounds, and the printed ratios."""
     logging.basicConfig(level=logging.WARNING)
-    from data.world import world_prompts
-    from train.world import ensure_world
 
     ensure_world()  # build (or find) the models before timing
     prompts = world_prompts("train", args.num_prompts)

@@ -1,4 +1,5 @@
-"""File and recipe helpers shared by every stage: atomic writes, strict YAML recipes, did-you-mean hints."""
+"""File and recipe helpers shared by every stage (the lowest layer holds them): atomic writes, strict YAML
+recipes, did-you-mean hints."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe or a flag that cannot be used (unknown key, wrong type, missing file or column): every stage's."""
 
 
 def write_atomic(path: str | Path, text: str) -> None:

@@ -16,13 +16,15 @@ import time
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-from data.world import world_prompts
-from data.world.tokenizers import world_tokenizer_path
-from guide.engine import Engine, Row, SamplingParams, StopRule, encode_prompts, track_states
-from guide.fusion import DynamicFusion, ProxyTuning
-from guide.pair import GuidePair
-from guide.run import Guide
-from guide.search import ChunkBeamSearch, Sampling
+from w2s.data.world import world_prompts
+from w2s.data.world.tokenizers import world_tokenizer_path
+from w2s.guide.draft import DraftSwitch
+from w2s.guide.engine import Engine, Row, SamplingParams, StopRule, encode_prompts, track_states
+from w2s.guide.fusion import DynamicFusion, ProxyTuning
+from w2s.guide.models import chat_prompt, load_model, load_tokenizer
+from w2s.guide.pair import GuidePair
+from w2s.guide.run import Guide
+from w2s.guide.search import ChunkBeamSearch, Sampling
 
 logger = logging.getLogger(__name__)
 
@@ -180,15 +182,12 @@ def compare_at_length(n: int, strong, tokenizer, pair: GuidePair, prompts, repea
 
 
 def encode_text(tokenizer, prompt: str) -> str:
-    from guide.models import chat_prompt
 
     return chat_prompt(tokenizer, prompt)
 
 
 def wsd_ratio(n: int, repeats: int, device: str) -> float:
     """WSD with the tiny world's trained strong base and weak pilot, against the strong base alone."""
-    from guide.draft import DraftSwitch
-    from guide.models import load_model, load_tokenizer
 
     strong, tok = load_model("tiny:strong", device=device), load_tokenizer("tiny:strong")
     pilot = (load_model("tiny:weak", device=device), load_tokenizer("tiny:weak"))
