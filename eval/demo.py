@@ -1,6 +1,7 @@
 """The main job on the tiny world: data -> SFT -> DPO -> evaluation, each stage a real w2s command.
 
-    w2s demo                 # the full loop (about 15 minutes on 2 CPU cores; a rerun reuses finished stages)
+    w2s demo                 # the full loop on world $W2S_WORLD_SEED (default 0); a rerun reuses finished stages
+    w2s demo --worlds 0 1 2  # the loop on three worlds (stand-ins for three machines), then the summary across them
     w2s demo --quick         # a reduced loop, as the end-to-end test runs it
 
 Stages: the tiny world's base models (cached), a gold-judged preference set (`w2s data build`),
