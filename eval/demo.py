@@ -27,7 +27,7 @@ import yaml
 from w2s.data.world.cache import world_seed
 from w2s.eval.config import load_config
 from w2s.eval.run import evaluate
-from w2s.train.world import ensure_world, seed_flags, show_samples
+from w2s.train.world import BASES, base_path, ensure_world, seed_flags, show_samples
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +152,8 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
         _say(f"w2s demo: world {world_seed()} (W2S_WORLD_SEED), run folder {run_dir}, logs in {logs}")
         start = time.perf_counter()
         _say("world  the tiny world's tokenizers and base models (cached after the first build) ...", end="")
-        _run([*w2s, "world", "build"], "world", logs / "world.log")
+        if not all(base_path(name).is_dir() for name in BASES):  # pretraining's log goes to the stage's log
+            _run([*w2s, "world", "build"], "world", logs / "world.log")
         paths = ensure_world()
         _say(f" ready in {time.perf_counter() - start:.0f} s")
         show_samples(paths, num_prompts=2)  # the world and its base models, with gold rewards
