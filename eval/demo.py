@@ -73,7 +73,7 @@ def _stage(run_dir: Path, name: str, what: str, work) -> Path:
     start = time.perf_counter()
     work(out)
     marker.touch()
-    print(f" done in {time.perf_counter() - start:.0f} s", flush=True)
+    _say(f" done in {time.perf_counter() - start:.0f} s")
     return out
 
 

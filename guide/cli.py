@@ -9,8 +9,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from w2s.guide.commands import ArgumentParser
-from w2s.guide.config import GuideConfig, _coerce, _parse_flags, recipe_keys
-from w2s.guide.files import did_you_mean, write_atomic
+from w2s.guide.config import GuideConfig
+from w2s.guide.files import write_atomic
 from w2s.guide.run import Guide
 from w2s.guide.sources import resolve_prompts
 
@@ -42,16 +42,6 @@ def load_prompts(source: str, limit: int | None) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
-def _check_flags(overrides: list[str]) -> None:
-    """Each `--key value` override checked on its own, so that a bad one is named as the flag, not as a recipe key."""
-
-    known = recipe_keys()  # GuideConfig's fields and registered decoders' own keys
-    for key, value in _parse_flags(list(overrides)).items():
-        if key not in known:
-            raise ValueError(f"unknown flag --{key}{did_you_mean(key, known)}")
-        _coerce(value, known[key], f"--{key}")
-
-
 def generate(argv: list[str]) -> int:
     parser = ArgumentParser(
         prog="w2s generate",
@@ -64,7 +54,6 @@ def generate(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     try:
-        _check_flags(overrides)
         config = GuideConfig.from_yaml(args.config, overrides)
         prompts = load_prompts(config.prompts, config.num_prompts)
         generations = Guide(config).generate(prompts)

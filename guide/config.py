@@ -95,9 +95,14 @@ class GuideConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> GuideConfig:
-        """A config from a recipe file, then `--key value` overrides."""
+        """A config from a recipe file, then `--key value` overrides (a bad override is named as its flag)."""
         values = read_recipe(path)
-        values.update(_parse_flags(list(overrides)))
+        flags, known = _parse_flags(list(overrides)), recipe_keys()
+        for key, value in flags.items():
+            if key not in known:
+                raise ValueError(f"unknown flag --{key}{did_you_mean(key, known)}")
+            _coerce(value, known[key], f"--{key}")
+        values.update(flags)
         return cls.from_dict(values, source=str(path))
 
 

@@ -107,12 +107,16 @@ def guides_table(num_prompts: int = 300, seed: int = 0) -> str:
     accuracy against its untuned twin, and the gold reward of its samples before and after training."""
     rows = ["| guide | training | reward accuracy (held-out pairs) | gold reward untuned → tuned "
             "| well-formed samples untuned → tuned |", "| --- | --- | --- | --- | --- |"]  # fmt: skip
+    untuned_samples = {}  # base -> its samples' (reward, well-formed share): guides of one base share their twin
     for kind, (base, stages, flags) in GUIDES.items():
         tuned, untuned = ensure_guide(kind), ensure_base(base)
         pairs = load_from_disk(str(world_preferences(untuned)))["test"]
         accuracy = reward_accuracy(tuned, untuned, pairs)
+        if base not in untuned_samples:
+            untuned_samples[base] = sample_reward(untuned, num_prompts=num_prompts, seed=seed)
         (u_reward, u_ok), (t_reward, t_ok) = (
-            sample_reward(p, num_prompts=num_prompts, seed=seed) for p in (untuned, tuned)
+            untuned_samples[base],
+            sample_reward(tuned, num_prompts=num_prompts, seed=seed),
         )
         training = (
             " then ".join(s.upper() for s in stages) + f" of `{base}`" + (f" ({' '.join(flags)})" if flags else "")

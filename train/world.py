@@ -18,7 +18,7 @@ import torch
 from w2s.data.world import Review, score_review, world_corpus, world_prompts
 from w2s.data.world.cache import build_once, cache_root, content_key, world_seed, world_tag, world_training_seed
 from w2s.data.world.tokenizers import world_tokenizer_path
-from w2s.guide.models import chat_prompt, load_model, load_model_and_tokenizer
+from w2s.guide.models import chat_prompt, load_model_and_tokenizer
 from w2s.guide.sampling import sample
 from w2s.train.pretrain import PretrainArguments, main, parse
 
@@ -129,6 +129,8 @@ class BaseReport:
     reward_mean: float
     reward_std: float
     perplexity_per_word: float  # held-out, comparable across tokenizers
+    architecture: str = ""  # e.g. "llama, 4 × 192"
+    parameters: int = 0
 
 
 @torch.no_grad()
@@ -174,6 +176,8 @@ def report_base(path: Path, num_prompts: int = 200, seed: int = 0, max_new_token
         reward_mean=statistics.mean(rewards),
         reward_std=statistics.stdev(rewards),
         perplexity_per_word=perplexity_per_word(model, tokenizer, held_out),
+        architecture=f"{model.config.model_type}, {model.config.num_hidden_layers} × {model.config.hidden_size}",
+        parameters=sum(p.numel() for p in model.parameters()),
     )
 
 
@@ -198,13 +202,10 @@ def bases_table(num_prompts: int = 300, seed: int = 0) -> str:
             "| perplexity / word |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
 
     for name in BASES:
-        path = ensure_base(name)
-        model = load_model(str(path))
-        n_params = sum(p.numel() for p in model.parameters()) / 1e6
-        r = report_base(path, num_prompts=num_prompts, seed=seed)
+        r = report_base(ensure_base(name), num_prompts=num_prompts, seed=seed)
         rows.append(
-            f"| {name} | {model.config.model_type}, {model.config.num_hidden_layers} × {model.config.hidden_size} | "
-            f"{n_params:.2f}M | {r.well_formed:.1%} | {r.sentences_ok:.1%} | {r.reward_mean:+.2f} ± {r.reward_std:.2f} "
+            f"| {name} | {r.architecture} | "
+            f"{r.parameters / 1e6:.2f}M | {r.well_formed:.1%} | {r.sentences_ok:.1%} | {r.reward_mean:+.2f} ± {r.reward_std:.2f} "
             f"| {r.perplexity_per_word:.2f} |"
         )
     return "\n".join(rows) + "\n"
