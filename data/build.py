@@ -45,16 +45,17 @@ from w2s.data.judges import DEFAULT_PAIRWISE_TEMPLATE, agreement_rate, make_judg
 from w2s.data.pairing import Candidate, make_pairs
 from w2s.data.prompts import Messages, PromptError, load_prompts, prompt_text
 from w2s.data.recipe import DataRecipe, RecipeError, recipe_to_dict
+from w2s.guide.commands import UserError
 from w2s.guide.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
 
-class IncompleteError(RuntimeError):
+class IncompleteError(UserError, RuntimeError):
     """Merging before every shard was generated and judged."""
 
 
-class NoPairsError(ValueError):
+class NoPairsError(UserError, ValueError):
     """Pairing and filters left nothing (the shards stay, so a rerun with other filters only re-merges)."""
 
 

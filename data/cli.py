@@ -19,14 +19,15 @@ from typing import Any
 
 import yaml
 
-from w2s.data.binarize import BinarizeConfig, binarize_to_disk
-from w2s.data.build import IncompleteError, merge, plan
-from w2s.data.build import build as build_data
-from w2s.data.judges import JudgeError
-from w2s.data.prompts import PromptError
-from w2s.data.recipe import RecipeError, load_recipe
-from w2s.guide.commands import ArgumentParser
-from w2s.guide.models import ModelNotFoundError
+from w2s.data.binarize import BinarizeConfig
+from w2s.data.recipe import load_recipe
+from w2s.guide.commands import ArgumentParser, UserError, lazy
+
+# the work loads when a command runs, not for --help (guide/commands.py)
+build_data = lazy("w2s.data.build:build")
+merge = lazy("w2s.data.build:merge")
+plan = lazy("w2s.data.build:plan")
+binarize_to_disk = lazy("w2s.data.binarize:binarize_to_disk")
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def build(argv: list[str], *, merge_only: bool = False) -> int:
     try:
         recipe = load_recipe(args.config, _overrides(extra, parser))
         path = merge(plan(recipe)) if merge_only else build_data(recipe, shard=args.shard, do_merge=not args.no_merge)
-    except (RecipeError, PromptError, JudgeError, ModelNotFoundError, IncompleteError, ValueError) as e:
+    except (UserError, ValueError) as e:
         return _fail(str(e))
     if path is not None:
         print(path)
@@ -106,7 +107,7 @@ def binarize(argv: list[str]) -> int:
     source, output_dir = args.pop("source"), args.pop("output_dir")
     try:
         print(binarize_to_disk(source, output_dir, BinarizeConfig(**args)))
-    except PromptError as e:
+    except UserError as e:
         return _fail(str(e))
     return 0
 

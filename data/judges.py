@@ -52,6 +52,7 @@ from w2s.data.generators import default_device
 from w2s.data.prompts import Messages, prompt_text
 from w2s.data.recipe import JudgeConfig
 from w2s.data.world import gold_reward
+from w2s.guide.commands import UserError
 from w2s.guide.models import DTYPES, chat_prompt, load_model_and_tokenizer, resolve_model_path
 
 logger = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ TEMPLATE_FIELDS = {"prompt", "first", "second", "label_first", "label_second"}
 LABELS = ("a", "b")
 
 
-class JudgeError(RuntimeError):
+class JudgeError(UserError, RuntimeError):
     """A judge that cannot be built or run: the message names the judge and what is wrong."""
 
 

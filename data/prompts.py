@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from w2s.data.world import world_prompts
+from w2s.guide.commands import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ TINY_PREFIX = "tiny:"
 TINY_DEFAULT_SIZE = 600
 
 
-class PromptError(ValueError):
+class PromptError(UserError, ValueError):
     """A prompt source that cannot be read: the message names the file, line or field."""
 
 

@@ -82,18 +82,8 @@ def stage(models: list[str], num_prompts: int, *, num_samples: int, max_new_toke
         return int(sum(s["tokens"] for s in spent.values()))
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="w2s bench data", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--models", nargs="+", default=["tiny:weak", "tiny:strong"])
-    parser.add_argument("--num_prompts", type=int, default=32)
-    parser.add_argument("--num_samples", type=int, default=4)
-    parser.add_argument("--max_new_tokens", type=int, default=32)
-    parser.add_argument("--batch_size", type=int, default=256, help="rows per generate call (both sides)")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: steadiest on a shared machine)")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """`w2s bench data`, its flags parsed by eval/cli.py."""
     threads = torch.get_num_threads()
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -225,18 +225,11 @@ def make_model_like(model):
     return LlamaForCausalLM(model.config).eval()
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="w2s bench guide", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024], help="new tokens per response")
-    parser.add_argument("--prompts", type=int, default=8, help="prompts decoded together")
-    parser.add_argument("--repeats", type=int, default=1, help="best of this many runs per method")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument(
-        "--threads", type=int, default=1,
-        help="torch CPU threads (default 1: on a shared 2-core machine, 2 threads ran up to 9x slower)",
-    )  # fmt: skip
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """`w2s bench guide`, its flags parsed by eval/cli.py."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
-    run(tuple(args.lengths), args.prompts, args.repeats, args.device)
+    run(
+        tuple(args.lengths), args.prompts, args.repeats, args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    )
     return 0

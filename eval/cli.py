@@ -1,20 +1,28 @@
-"""`w2s demo`: the main job on the tiny world; `w2s eval`: compare systems on an instruction set; `w2s bench`."""
+"""`w2s demo`: the main job on the tiny world; `w2s eval`: compare systems on an instruction set; `w2s bench`.
+
+The parsers live here and import nothing heavy; the work loads when a command runs (guide/commands.py).
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+from pathlib import Path
 
-from w2s.data.judges import JudgeError
-from w2s.eval import bench_data, bench_guide
-from w2s.eval.alignment_tax import alignment_tax
-from w2s.eval.config import EvalConfigError, add_flags, load_config
-from w2s.eval.demo import main as demo_main
-from w2s.eval.generate import GenerationError
-from w2s.eval.instructions import InstructionSetError
-from w2s.eval.run import evaluate
-from w2s.guide.commands import ArgumentParser
+from w2s.eval.config import add_flags, load_config
+from w2s.guide.commands import ArgumentParser, UserError, lazy
 
+evaluate = lazy("w2s.eval.run:evaluate")
+alignment_tax = lazy("w2s.eval.alignment_tax:alignment_tax")
+run_demo = lazy("w2s.eval.demo:main")
+bench_guide = lazy("w2s.eval.bench_guide:main")
+bench_data = lazy("w2s.eval.bench_data:main")
+
+DEMO_DESCRIPTION = (
+    "The main job on the tiny world: data -> SFT -> DPO -> evaluation, each stage a real w2s command; a rerun "
+    "reuses finished stages (eval/demo.py)."
+)
 BENCH_USAGE = """usage: w2s bench {guide,data} [options]
 
   guide   the decoding engine against baselines, side by side (w2s bench guide --help)
@@ -22,14 +30,25 @@ BENCH_USAGE = """usage: w2s bench {guide,data} [options]
 
 
 def demo(argv: list[str]) -> int:
-    """`w2s demo`: the main job on the tiny world (see eval/demo.py)."""
-
-    return demo_main(argv)
+    """`w2s demo`: the main job on the tiny world (eval/demo.py)."""
+    parser = ArgumentParser(prog="w2s demo", description=DEMO_DESCRIPTION)
+    parser.add_argument("--run_dir", help="where the stages write (default runs/demo, or runs/demo-world<N>)")
+    parser.add_argument("--quick", action="store_true", help="reduced sizes (the end-to-end test's)")
+    parser.add_argument("--fresh", action="store_true", help="forget finished stages and run everything again")
+    parser.add_argument("--world", type=int, help="the world seed (default $W2S_WORLD_SEED, else 0)")
+    parser.add_argument("--worlds", type=int, nargs="+", metavar="N",
+                        help="run the demo on each of these worlds, then summarise across them (e.g. 0 1 2)")  # fmt: skip
+    parser.add_argument("--verbose", action="store_true", help="every library message on the console too")
+    args = parser.parse_args(argv)
+    if args.worlds and (args.run_dir or args.world is not None):
+        parser.error("--worlds picks each world's run folder: drop --run_dir and --world")
+    if args.world is not None and args.world < 0:
+        parser.error("--world must be >= 0")
+    return run_demo(args)
 
 
 def main(argv: list[str]) -> int:
     """`w2s eval --config recipes/<family>/eval.yaml [--<key> value ...]`: generate, judge, report."""
-
     parser = ArgumentParser(
         prog="w2s eval",
         description="Compare systems (each a guide recipe) on an instruction set: generate their outputs "
@@ -48,11 +67,9 @@ def main(argv: list[str]) -> int:
         result = evaluate(config, progress=not quiet)
         if config.lm_eval_tasks:
             alignment_tax(config)
-    except (EvalConfigError, InstructionSetError, GenerationError, JudgeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except UserError as e:
+        print(f"w2s eval: error: {e}", file=sys.stderr)
         return 2
-    from pathlib import Path
-
     print((Path(config.output_dir) / "leaderboard.md").read_text())
     gen = ", ".join(f"{k}: {v['generated']} generated, {v['reused']} reused" for k, v in result.generation.items())
     print(f"generation: {gen}")
@@ -68,8 +85,35 @@ def bench(argv: list[str]) -> int:
         print(BENCH_USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     if argv[0] == "guide":
-        return bench_guide.main(argv[1:])
+        parser = ArgumentParser(
+            prog="w2s bench guide",
+            description="The decoding engine against baselines, side by side in one run (ratios, eval/bench_guide.py).",
+        )
+        parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024], help="new tokens per response")
+        parser.add_argument("--prompts", type=int, default=8, help="prompts decoded together")
+        parser.add_argument("--repeats", type=int, default=1, help="best of this many runs per method")
+        parser.add_argument("--device", help="torch device (default: cuda when there is one, else cpu)")
+        parser.add_argument(
+            "--threads", type=int, default=1,
+            help="torch CPU threads (default 1: on a shared 2-core machine, 2 threads ran up to 9x slower)",
+        )  # fmt: skip
+        return bench_guide(parser.parse_args(argv[1:]))
     if argv[0] == "data":
-        return bench_data.main(argv[1:])
+        parser = ArgumentParser(
+            prog="w2s bench data",
+            description="The data builder's generation stage against a plain `generate` loop over the same "
+            "prompts, side by side in one run, alternating which goes first (eval/bench_data.py).",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        parser.add_argument("--models", nargs="+", default=["tiny:weak", "tiny:strong"])
+        parser.add_argument("--num_prompts", type=int, default=32)
+        parser.add_argument("--num_samples", type=int, default=4)
+        parser.add_argument("--max_new_tokens", type=int, default=32)
+        parser.add_argument("--batch_size", type=int, default=256, help="rows per generate call (both sides)")
+        parser.add_argument("--rounds", type=int, default=5)
+        parser.add_argument(
+            "--threads", type=int, default=1, help="torch CPU threads (1: steadiest on a shared machine)"
+        )
+        return bench_data(parser.parse_args(argv[1:]))
     print(f"w2s bench: unknown benchmark {argv[0]!r}: choose guide or data", file=sys.stderr)
     return 2

@@ -14,13 +14,14 @@ import typing
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
+from w2s.guide.commands import UserError
 from w2s.guide.files import did_you_mean, read_recipe
 
 JUDGES = ("gold", "reward_model", "llm", "http")
 COMPUTE_AXES = ("tokens", "strong_tokens", "seconds")
 
 
-class EvalConfigError(ValueError):
+class EvalConfigError(UserError, ValueError):
     """A recipe or flag that cannot be used: unknown key, wrong type, bad system."""
 
 

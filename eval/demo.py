@@ -13,8 +13,10 @@ replica, the plots and where every artefact is.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -27,7 +29,8 @@ import yaml
 from w2s.data.world.cache import world_seed
 from w2s.eval.config import load_config
 from w2s.eval.run import evaluate
-from w2s.train.world import BASES, base_path, ensure_world, seed_flags, show_samples
+from w2s.train.tiny import BASES
+from w2s.train.world import base_path, ensure_world, seed_flags, show_samples
 
 logger = logging.getLogger(__name__)
 
@@ -252,31 +255,16 @@ def run_worlds(worlds: list[int], argv: list[str]) -> int:
     return 0 if all(ok for s in summaries for _, ok, _ in s["findings"]) else 1
 
 
-def main(argv: list[str]) -> int:
-    import argparse
-    import os
-
-    parser = argparse.ArgumentParser(prog="w2s demo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--run_dir", help="where the stages write (default runs/demo, or runs/demo-world<N>)")
-    parser.add_argument("--quick", action="store_true", help="reduced sizes (the end-to-end test's)")
-    parser.add_argument("--fresh", action="store_true", help="forget finished stages and run everything again")
-    parser.add_argument("--world", type=int, help="the world seed (default $W2S_WORLD_SEED, else 0)")
-    parser.add_argument("--worlds", type=int, nargs="+", metavar="N",
-                        help="run the demo on each of these worlds, then summarise across them (e.g. 0 1 2)")  # fmt: skip
-    parser.add_argument("--verbose", action="store_true", help="every library message on the console too")
-    args = parser.parse_args(argv)
+def main(args: argparse.Namespace) -> int:
+    """`w2s demo`, its flags parsed and checked by eval/cli.py."""
     logging.basicConfig(format="%(message)s")
     for handler in logging.getLogger().handlers:  # the console: warnings, or everything with --verbose
         handler.setLevel(logging.INFO if args.verbose else logging.WARNING)
     logging.getLogger().setLevel(logging.INFO)  # everything reaches the run's log file
     if args.worlds:
-        if args.run_dir or args.world is not None:
-            parser.error("--worlds picks each world's run folder: drop --run_dir and --world")
         passed = [f for f, on in (("--quick", args.quick), ("--fresh", args.fresh)) if on]
         return run_worlds(args.worlds, passed)
     if args.world is not None:
-        if args.world < 0:
-            parser.error("--world must be >= 0")
         os.environ["W2S_WORLD_SEED"] = str(args.world)  # read by every stage, in this process and the ones it starts
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(world_seed())
     if args.fresh and run_dir.exists():

@@ -18,13 +18,14 @@ from tqdm.auto import tqdm
 from w2s.eval.instructions import Instruction
 from w2s.eval.store import JsonlLog, write_json
 from w2s.guide import Guide, GuideConfig
+from w2s.guide.commands import UserError
 
 logger = logging.getLogger(__name__)
 
 GENERATIONS = "generations.jsonl"
 
 
-class GenerationError(RuntimeError):
+class GenerationError(UserError, RuntimeError):
     """A system whose outputs cannot be generated or resumed."""
 
 

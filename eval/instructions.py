@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from w2s.data.world import world_prompts
+from w2s.guide.commands import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ TINY_PREFIX = "tiny:"
 TINY_SIZE = 300  # instructions in the tiny world's set unless num_instructions asks for fewer or more
 
 
-class InstructionSetError(ValueError):
+class InstructionSetError(UserError, ValueError):
     """An instruction set that cannot be read: missing file, bad JSON, missing field."""
 
 

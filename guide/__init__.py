@@ -4,11 +4,26 @@ from w2s.guide import generate
 gens = generate({"decoder": "cbs", "tuned": "tiny:guide", "untuned": "tiny:weak"}, prompts)
 
 A new decoder is a `Decoder` dataclass registered by name (`register_decoder`, see guide/decoders.py).
+
+The names below load with their modules on first use (PEP 562), so that importing a light module of
+this package (`w2s.guide.commands`, `w2s.guide.files`) does not import torch: `w2s <command> --help`
+stays instant.
 """
 
-from w2s.guide.config import GuideConfig
-from w2s.guide.decoders import Decoder, register_decoder
-from w2s.guide.engine import Generation
-from w2s.guide.run import Guide, generate
+import importlib
 
-__all__ = ["Decoder", "Generation", "Guide", "GuideConfig", "generate", "register_decoder"]
+_EXPORTS = {
+    "Decoder": "w2s.guide.decoders",
+    "register_decoder": "w2s.guide.decoders",
+    "Generation": "w2s.guide.engine",
+    "GuideConfig": "w2s.guide.config",
+    "Guide": "w2s.guide.run",
+    "generate": "w2s.guide.run",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'w2s.guide' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

@@ -1,4 +1,4 @@
-"""`w2s generate`: decode prompts with a guide recipe."""
+"""`w2s generate`: decode prompts with a guide recipe (the decoding loads when it runs: guide/commands.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from w2s.guide.commands import ArgumentParser
+from w2s.guide.commands import ArgumentParser, UserError, lazy
 from w2s.guide.config import GuideConfig
 from w2s.guide.files import write_atomic
-from w2s.guide.run import Guide
 from w2s.guide.sources import resolve_prompts
+
+Guide = lazy("w2s.guide.run:Guide")
 
 
 def load_prompts(source: str, limit: int | None) -> list[str]:
@@ -57,7 +58,7 @@ def generate(argv: list[str]) -> int:
         config = GuideConfig.from_yaml(args.config, overrides)
         prompts = load_prompts(config.prompts, config.num_prompts)
         generations = Guide(config).generate(prompts)
-    except (ValueError, FileNotFoundError) as e:  # bad recipe, prompts, models or vocabularies: say which
+    except (UserError, ValueError, FileNotFoundError) as e:  # bad recipe, prompts, models or vocabularies: say which
         print(f"w2s generate: error: {e}", file=sys.stderr)
         return 2
     name = config.generator or config.decoder

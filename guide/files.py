@@ -11,8 +11,10 @@ from pathlib import Path
 
 import yaml
 
+from w2s.guide.commands import UserError
 
-class RecipeError(ValueError):
+
+class RecipeError(UserError, ValueError):
     """A recipe or a flag that cannot be used (unknown key, wrong type, missing file or column): every stage's."""
 
 

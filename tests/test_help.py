@@ -54,6 +54,23 @@ def test_help_prints_once_and_exits_0(args, tmp_path):
     assert not cache.exists() or not any(cache.iterdir()), "--help built or fetched something"
 
 
+def test_help_loads_no_torch():
+    """`--help` answers at once: no command's parser imports torch (the work loads when it runs)."""
+    heavy = [["train", stage] for stage in ("sft", "dpo", "distill")]  # TRL's own parser builds these helps
+    commands = [c for c in W2S if c not in heavy]
+    script = (
+        "import contextlib, io, sys\n"
+        "from w2s.cli import main\n"
+        f"for command in {commands!r}:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main([*command, '--help'])\n"
+        "    if 'torch' in sys.modules:\n"
+        "        sys.exit(f'w2s {\" \".join(command)} --help imported torch')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "flag", "value"),
     [

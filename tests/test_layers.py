@@ -21,7 +21,15 @@ def modules():
 
 def imported(node: ast.AST, module: str, is_package: bool) -> list[str]:
     """The first-party modules an import statement names (relative imports resolved)."""
-    if isinstance(node, ast.Import):
+    if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "lazy" and node.args:
+        target = node.args[0]  # lazy("w2s.x.y:function") in a cli.py (guide/commands.py), or an f-string's prefix
+        if isinstance(target, ast.JoinedStr):
+            target = target.values[0]
+        if not isinstance(target, ast.Constant):
+            return []
+        name = target.value.partition(":")[0]
+        names = [name.rstrip(".") if name.endswith(".") else name]
+    elif isinstance(node, ast.Import):
         names = [a.name for a in node.names]
     elif isinstance(node, ast.ImportFrom):
         if node.level:
@@ -83,3 +91,7 @@ def test_the_checks_see_an_upward_and_a_hidden_import():
     (target,) = imported(node, "w2s.guide.models", False)
     assert RANK[stage_of(target)] > RANK["guide"]
     assert imported(ast.parse("from .engine import Engine").body[0], "w2s.guide.run", False) == ["w2s.guide.engine"]
+    call = ast.parse('run = lazy("w2s.eval.run:evaluate")').body[0].value
+    assert imported(call, "w2s.guide.cli", False) == ["w2s.eval.run"]  # a lazy load counts as an import
+    stages = ast.parse('lazy(f"w2s.train.{stage}:cli")').body[0].value
+    assert imported(stages, "w2s.train.cli", False) == ["w2s.train"]

@@ -6,10 +6,16 @@ import logging
 import sys
 
 from w2s.data.world.cache import world_seed
-from w2s.guide.commands import ArgumentParser
-from w2s.train.guides import GUIDES, ensure_guide, guides_table
-from w2s.train.run import run
-from w2s.train.world import BASES, bases_table, ensure_world, show_samples
+from w2s.guide.commands import ArgumentParser, lazy
+from w2s.train.tiny import BASES, GUIDES
+
+# the work loads when a command runs, not for --help (guide/commands.py)
+ensure_guide = lazy("w2s.train.guides:ensure_guide")
+guides_table = lazy("w2s.train.guides:guides_table")
+bases_table = lazy("w2s.train.world:bases_table")
+ensure_world = lazy("w2s.train.world:ensure_world")
+show_samples = lazy("w2s.train.world:show_samples")
+STAGES = {stage: lazy(f"w2s.train.{stage}:cli") for stage in ("sft", "dpo", "distill")}
 
 
 def world(argv: list[str]) -> int:
@@ -76,11 +82,8 @@ def train(argv: list[str]) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         print(ensure_guide(args.kind))
         return 0
-    if stage not in ("sft", "dpo", "distill"):
+    if stage not in STAGES:
         print(f"w2s train: unknown stage {stage!r}\n\n{TRAIN_USAGE}", file=sys.stderr)
         return 2
-    import importlib
-
-    script = importlib.import_module(f"w2s.train.{stage}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    return run(script.main, script.DATACLASSES, rest, prog=f"w2s train {stage}")
+    return STAGES[stage](rest, prog=f"w2s train {stage}")

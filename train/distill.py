@@ -64,5 +64,10 @@ def main(script_args: TrainScriptArguments, training_args: DistillationConfig, m
     train_and_save(trainer, "distill", script_args, training_args, model_args, evaluate=False)
 
 
+def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """`w2s train distill` and `accelerate launch train/distill.py`: the recipe and flags, then `main`."""
+    return run(main, DATACLASSES, argv, prog)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main, DATACLASSES))
+    sys.exit(cli())

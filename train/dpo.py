@@ -44,5 +44,10 @@ def main(script_args: TrainScriptArguments, training_args: DPOConfig, model_args
     train_and_save(trainer, "dpo", script_args, training_args, model_args)
 
 
+def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """`w2s train dpo` and `accelerate launch train/dpo.py`: the recipe and flags, then `main`."""
+    return run(main, DATACLASSES, argv, prog)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main, DATACLASSES))
+    sys.exit(cli())

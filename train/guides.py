@@ -20,28 +20,12 @@ from w2s.data.world.preferences import world_preferences
 from w2s.train import dpo, sft
 from w2s.train.evaluation import reward_accuracy, sample_reward
 from w2s.train.recipes import parse_recipe
-from w2s.train.world import BASES, RECIPES_DIR, base_path, ensure_base, seed_flags
+from w2s.train.tiny import BASES, GUIDE_RECIPES, GUIDES
+from w2s.train.world import base_path, ensure_base, seed_flags
 
 logger = logging.getLogger(__name__)
 
 
-# The tiny world's guides: the base each is tuned from, its training stages, and extra flags.
-# `dpo` is DPO alone, `sft_dpo` adds SFT on the chosen responses first; which one writes better depends on
-# the build (`w2s world report --guides`), so tests gate only what training guarantees.
-GUIDES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
-    # beta 0.1 (the recipe's) collapsed in 4 of 6 seeded runs over worlds 0-1 (samples of ". . great . ."); 0.3 held
-    # in all 9 runs over worlds 0-2 (gold-reward gain z 9.6-66, held-out accuracy 0.77-0.87)
-    "dpo": ("weak", ("dpo",), ("--beta", "0.3")),
-    # after SFT, DPO at beta 0.1 over-optimised and undid SFT's gain (sample reward -0.53 -> -2.62); 0.3 keeps it (+1.48)
-    "sft_dpo": ("weak", ("sft", "dpo"), ("--beta", "0.3")),
-    # LoRA alone (attention + MLP) barely moved the reward or broke fluency: the output embedding must train too
-    "lora": ("weak", ("dpo",), ("--use_peft", "--lora_r", "16", "--lora_alpha", "16", "--lora_dropout", "0",
-                                "--lora_target_modules", "all-linear", "--lora_modules_to_save", "embed_tokens",
-                                "lm_head")),
-    # family B: beta 0.3 kept more samples well-formed than 0.1 (43% vs 36%) at a higher reward accuracy
-    "b": ("weak_b", ("dpo",), ("--beta", "0.3")),
-}  # fmt: skip
-GUIDE_RECIPES = {"sft": RECIPES_DIR / "sft.yaml", "dpo": RECIPES_DIR / "dpo.yaml"}
 GUIDE_VERSION = "2"  # bump when how guides are built changes without a recipe changing
 
 

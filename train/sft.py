@@ -51,5 +51,10 @@ def main(script_args: TrainScriptArguments, training_args: SFTConfig, model_args
     train_and_save(trainer, "sft", script_args, training_args, model_args)
 
 
+def cli(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """`w2s train sft` and `accelerate launch train/sft.py`: the recipe and flags, then `main`."""
+    return run(main, DATACLASSES, argv, prog)
+
+
 if __name__ == "__main__":
-    sys.exit(run(main, DATACLASSES))
+    sys.exit(cli())

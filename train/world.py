@@ -21,12 +21,11 @@ from w2s.data.world.tokenizers import world_tokenizer_path
 from w2s.guide.models import chat_prompt, load_model_and_tokenizer
 from w2s.guide.sampling import sample
 from w2s.train.pretrain import PretrainArguments, main, parse
+from w2s.train.tiny import BASES, RECIPES_DIR
 
 logger = logging.getLogger(__name__)
 
 WORLD_THREADS = 2  # torch threads for pretraining the bases (see ensure_base)
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes" / "tiny"
-BASES = {"strong": "base_strong.yaml", "weak": "base_weak.yaml", "weak_b": "base_weak_b.yaml"}
 
 
 def base_recipe(name: str) -> Path:

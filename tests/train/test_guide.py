@@ -14,7 +14,8 @@ from transformers import AutoConfig, AutoTokenizer
 
 from w2s.data.world.preferences import world_preferences
 from w2s.train.evaluation import binomial_lower_bound, dpo_loss, implicit_margins, paired_z, sample_rewards
-from w2s.train.guides import GUIDE_RECIPES, GUIDES, ensure_guide
+from w2s.train.guides import ensure_guide
+from w2s.train.tiny import GUIDE_RECIPES, GUIDES
 from w2s.train.world import ensure_base
 
 
