@@ -55,6 +55,8 @@ class HFGenerator:
             device=default_device(config.device),
             attn_implementation=config.attn_implementation,
             trust_remote_code=config.trust_remote_code,
+            prompt_format=config.prompt_format,
+            format_key=f"generators ({config.name}).prompt_format",
         )
 
     def generate(self, prompts: list[Messages], *, seed: int) -> list[list[str]]:

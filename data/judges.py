@@ -53,7 +53,9 @@ from w2s.data.prompts import Messages, prompt_text
 from w2s.data.recipe import JudgeConfig
 from w2s.data.world import gold_reward
 from w2s.guide.commands import UserError
-from w2s.guide.models import DTYPES, chat_prompt, load_model_and_tokenizer, resolve_model_path
+from w2s.guide.models import chat_prompt, load_model_and_tokenizer, resolve_model_path
+from w2s.guide.reward import RewardModel
+from w2s.guide.scoring import response_logprobs
 
 logger = logging.getLogger(__name__)
 
@@ -156,10 +158,10 @@ class RuleJudge(RewardJudge):
 
 
 class RewardModelJudge(RewardJudge):
-    """A sequence-classification reward model scoring the conversation (prompt + response).
+    """A sequence-classification reward model scoring the conversation (prompt + response): guide/reward.py.
 
-    One logit: the reward. Two logits: `logit[1] - logit[0]`, the log-odds of the second ("good") label, a
-    binary classifier's reward. Other heads are refused when the model loads.
+    A conversation longer than `max_length` keeps its last `max_length` tokens (where the response ends);
+    how many of each prompt's responses were cut is the `truncated` field of its judged record.
     """
 
     bradley_terry = True
@@ -174,86 +176,47 @@ class RewardModelJudge(RewardJudge):
         dtype: str = "auto",
         device: str | None = None,
         trust_remote_code: bool = False,
+        prompt_format: str = "chat",
     ):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         self.name = name or f"reward_model:{model}"
-        self.model_id, self.batch_size, self.max_length = model, batch_size, max_length
+        self.model_id = model
 
         def load(path):
-            net = AutoModelForSequenceClassification.from_pretrained(
-                path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True
+            return RewardModel.load(
+                path,
+                dtype=dtype,
+                device=device,
+                trust_remote_code=trust_remote_code,
+                prompt_format=prompt_format,
+                format_key=f"judges ({self.name}).prompt_format",
+                batch_size=batch_size,
+                max_length=max_length,
+                overflow="truncate",
             )
-            return net, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
-        self.model, self.tokenizer = _load(self.name, "reward_model", model, load)
-        labels = self.model.config.num_labels
-        if labels not in (1, 2):
-            raise JudgeError(
-                f"judge {self.name!r}: reward model {model!r} has {labels} labels: use a head with one (the reward) "
-                "or two (bad, good: scored logit[1] - logit[0])"
-            )
-        if device is not None:
-            self.model.to(device)
-        self.model.eval()
-        tok = self.tokenizer
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        self.model.config.pad_token_id = tok.pad_token_id  # the model finds each row's last token by it
-        tok.padding_side, tok.truncation_side = "right", "left"
+        try:
+            self.reward_model = _load(self.name, "reward_model", model, load)
+        except ValueError as e:
+            raise JudgeError(f"judge {self.name!r}: {e}") from None
+        self.tokenizer = self.reward_model.tokenizer
 
     def text(self, prompt: Prompt, response: str) -> str:
-        """The conversation the reward model scores, in its own chat template when it has one."""
-        if self.tokenizer.chat_template is None:
-            return f"{_as_text(prompt)}\n{response}"
-        messages = [*_as_messages(prompt), {"role": "assistant", "content": response}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        """The conversation the reward model scores, in its prompt format."""
+        return self.reward_model.text(_as_messages(prompt), response)
 
-    @torch.no_grad()
     def rewards(self, prompts, responses):
-        texts = [self.text(p, r) for p, r in zip(prompts, responses, strict=True)]
-        out: list[float] = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = self.tokenizer(
-                texts[start : start + self.batch_size],
-                return_tensors="pt",
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                add_special_tokens=False,
-            ).to(self.model.device)
-            logits = self.model(**batch).logits.float()  # (batch, 1 or 2)
-            out += (logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]).tolist()
-        return out
+        return self.rewards_and_cuts(prompts, responses)[0]
 
+    def rewards_and_cuts(self, prompts, responses) -> tuple[list[float], list[bool]]:
+        try:
+            return self.reward_model.rewards([_as_messages(p) for p in prompts], responses)
+        except ValueError as e:
+            raise JudgeError(f"judge {self.name!r}: {e}") from None
 
-@torch.no_grad()
-def response_logprobs(
-    model, tokenizer, prompts: list[Messages], responses: list[str], *, batch_size: int = 32
-) -> list[float]:
-    """Sum of log p(response tokens | prompt in the model's chat template), one value per response."""
-    rows = []
-    for p, r in zip(prompts, responses, strict=True):
-        prompt_ids = tokenizer(chat_prompt(tokenizer, p), add_special_tokens=False)["input_ids"]
-        response_ids = tokenizer(r, add_special_tokens=False)["input_ids"]
-        rows.append((prompt_ids, response_ids))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        width = max(len(p) + len(r) for p, r in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        target = torch.zeros_like(ids, dtype=torch.bool)  # positions holding response tokens
-        for i, (p, r) in enumerate(chunk):  # right padding keeps positions 0..n-1 for every row
-            ids[i, : len(p) + len(r)] = torch.tensor(p + r)
-            mask[i, : len(p) + len(r)] = 1
-            target[i, len(p) : len(p) + len(r)] = True
-        ids, mask, target = ids.to(model.device), mask.to(model.device), target.to(model.device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
-        out += (logp * target[:, 1:]).sum(1).tolist()
-    return out
+    def score(self, prompts, responses):
+        flat_prompts = [p for p, rs in zip(prompts, responses, strict=True) for _ in rs]
+        flat, cuts = self.rewards_and_cuts(flat_prompts, [r for rs in responses for r in rs])
+        return _regroup(flat, responses), [{"truncated": sum(c)} for c in _regroup(cuts, responses)]
 
 
 class ImplicitJudge(RewardJudge):
@@ -269,17 +232,23 @@ class ImplicitJudge(RewardJudge):
         dtype: str = "auto",
         device: str | None = None,
         trust_remote_code: bool = False,
+        prompt_format: str = "chat",
     ):
         self.name = name or f"implicit:{tuned}-{untuned}"
         self.batch_size = batch_size
         kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code}
+        kwargs |= {"prompt_format": prompt_format, "format_key": f"judges ({self.name}).prompt_format"}
         self.tuned = _load(self.name, "implicit", tuned, lambda m: load_model_and_tokenizer(m, **kwargs))
         self.untuned = _load(self.name, "implicit", untuned, lambda m: load_model_and_tokenizer(m, **kwargs))
 
     def rewards(self, prompts, responses):
+        # log pi(y|x) as guide/scoring.py defines it; a judged response is a whole one, so its EOS counts
         messages = [_as_messages(p) for p in prompts]
-        tuned = response_logprobs(*self.tuned, messages, responses, batch_size=self.batch_size)
-        untuned = response_logprobs(*self.untuned, messages, responses, batch_size=self.batch_size)
+        try:
+            tuned = response_logprobs(*self.tuned, messages, responses, True, batch_size=self.batch_size)
+            untuned = response_logprobs(*self.untuned, messages, responses, True, batch_size=self.batch_size)
+        except ValueError as e:  # past a model's context, or no chat template: name the judge
+            raise JudgeError(f"judge {self.name!r}: {e}") from None
         return [a - b for a, b in zip(tuned, untuned, strict=True)]
 
 
@@ -399,6 +368,7 @@ class LocalLLMJudge(PairwiseJudge):
         dtype: str = "auto",
         device: str | None = None,
         trust_remote_code: bool = False,
+        prompt_format: str = "chat",
     ):
         self.name = name or f"llm:{model}"
         self.labels = parse_labels(labels, f"judge {self.name!r}: labels")
@@ -406,6 +376,7 @@ class LocalLLMJudge(PairwiseJudge):
         check_template(self.template, f"judge {self.name!r}: template")
         self.batch_size, self.max_length = batch_size, max_length
         kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code}
+        kwargs |= {"prompt_format": prompt_format, "format_key": f"judges ({self.name}).prompt_format"}
         self.model, self.tokenizer = _load(
             self.name, "pairwise", model, lambda m: load_model_and_tokenizer(m, **kwargs)
         )
@@ -561,6 +532,7 @@ def make_judge(config: JudgeConfig) -> Judge:
     }
     if config.kind == "rule":
         return RuleJudge(config.rule, name=config.name)
+    local["prompt_format"] = config.prompt_format
     if config.kind == "reward_model":
         return RewardModelJudge(config.model, max_length=config.max_length, **local)
     if config.kind == "pairwise":

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from w2s.guide.files import RecipeError, did_you_mean, read_recipe
+from w2s.guide.formats import check_prompt_format
 
 
 @dataclass
@@ -35,6 +36,7 @@ class GeneratorConfig:
     device: str | None = None
     attn_implementation: str | None = None
     trust_remote_code: bool = False
+    prompt_format: str = "chat"  # chat (its template), raw (the text as it is) or a template with {prompt}
     guide: dict = field(default_factory=dict)  # kind guide: the guide recipe passed to guide.generate
 
 
@@ -56,6 +58,7 @@ class JudgeConfig:
     dtype: str = "auto"
     device: str | None = None
     trust_remote_code: bool = False
+    prompt_format: str = "chat"  # chat (its template), raw (the text as it is) or a template with {prompt}
 
 
 @dataclass
@@ -172,6 +175,12 @@ def check_recipe(recipe: DataRecipe, where: str = "recipe") -> None:
             raise RecipeError(f"{where}: generators[{i}] ({g.name}) needs a 'model'")
         if g.num_samples < 1:
             raise RecipeError(f"{where}: generators[{i}].num_samples must be at least 1")
+    for key, items in (("generators", recipe.generators), ("judges", recipe.judges)):
+        for i, item in enumerate(items):
+            try:
+                check_prompt_format(item.prompt_format, f"{where}: {key}[{i}].prompt_format")
+            except ValueError as e:
+                raise RecipeError(str(e)) from None
     kinds = {"rule": ("rule",), "reward_model": ("model",), "pairwise": ("model",), "implicit": ("tuned", "untuned")}
     for i, j in enumerate(recipe.judges):
         if j.kind not in kinds:

@@ -19,11 +19,12 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from w2s.data.world import world_prompts
 from w2s.data.world.tokenizers import world_tokenizer_path
 from w2s.guide.draft import DraftSwitch
-from w2s.guide.engine import Engine, Row, SamplingParams, StopRule, encode_prompts, track_states
+from w2s.guide.engine import Engine, Row, SamplingParams, StopRule, track_states
 from w2s.guide.fusion import DynamicFusion, ProxyTuning
 from w2s.guide.models import chat_prompt, load_model, load_tokenizer
 from w2s.guide.pair import GuidePair
 from w2s.guide.run import Guide
+from w2s.guide.scoring import response_logprobs
 from w2s.guide.search import ChunkBeamSearch, Sampling
 
 logger = logging.getLogger(__name__)
@@ -46,23 +47,12 @@ def baseline_cbs(engine: Engine, pair: GuidePair, prompts: list[str], width: int
     for prompt in prompts:
         rows = [Row(0) for _ in range(width * successors)]
         state = engine.start([prompt], [0] * len(rows))
-        prompt_ids = encode_prompts(tok, [prompt], None)[0]
         while any(not r.done for r in rows):
             engine.advance(state, rows, chunk)
-            seqs = [prompt_ids + tok(engine.text(r), add_special_tokens=False).input_ids for r in rows]
-            ids = torch.nn.utils.rnn.pad_sequence(
-                [torch.tensor(s) for s in seqs], batch_first=True, padding_value=tok.pad_token_id, padding_side="left"
-            )
-            mask = (
-                torch.arange(ids.shape[1])[None] >= (ids.shape[1] - torch.tensor([len(s) for s in seqs]))[:, None]
-            ).long()
-            score = torch.zeros(len(rows))
-            for model, sign in ((pair.tuned, 1), (pair.untuned, -1)):
-                positions = (mask.cumsum(1) - 1).clamp(min=0)
-                lp = torch.log_softmax(model(ids, attention_mask=mask, position_ids=positions).logits[:, :-1], -1)
-                lp = lp.gather(-1, ids[:, 1:, None])[..., 0]
-                for i, s in enumerate(seqs):
-                    score[i] += sign * lp[i, ids.shape[1] - len(s) + len(prompt_ids) - 1 :].sum()
+            texts, finished = [engine.text(r) for r in rows], [r.finished for r in rows]
+            tuned = response_logprobs(pair.tuned, tok, [prompt] * len(rows), texts, finished, batch_size=len(rows))
+            untuned = response_logprobs(pair.untuned, tok, [prompt] * len(rows), texts, finished, batch_size=len(rows))
+            score = torch.tensor(tuned) - torch.tensor(untuned)
             top = score.topk(width).indices.tolist()
             if all(rows[i].done for i in top):
                 break

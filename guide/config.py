@@ -17,6 +17,7 @@ import yaml
 
 from w2s.guide.decoders import decoder_class, option_keys
 from w2s.guide.files import did_you_mean, read_recipe
+from w2s.guide.formats import check_prompt_format
 
 
 @dataclass
@@ -30,6 +31,12 @@ class GuideConfig:
     guide_weight: float = 1.0
     pilot: str | None = None  # wsd: the small aligned drafter
     reward_model: str | None = None  # bon: rank by a reward model instead of a guide pair
+    # how each model reads a prompt: chat (its chat template), raw (the text as it is) or a template string
+    # holding {prompt}, e.g. "Question: {prompt}\nAnswer:" (guide/models.py: set_prompt_format)
+    strong_prompt_format: str = "chat"
+    guide_prompt_format: str = "chat"  # tuned, untuned, adapter (extra_guides entries take `prompt_format`)
+    pilot_prompt_format: str = "chat"
+    reward_model_prompt_format: str = "chat"
     dtype: str = "float32"
     device: str | None = None
     trust_remote_code: bool = False
@@ -68,6 +75,8 @@ class GuideConfig:
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        for key in ("strong_prompt_format", "guide_prompt_format", "pilot_prompt_format", "reward_model_prompt_format"):
+            check_prompt_format(getattr(self, key), key)
         decoder = decoder_class(self.decoder)  # an unknown name: the error lists the registered ones
         try:
             decoder.from_config(self)  # the decoder checks its own settings

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from w2s.guide.decoders import Decoder, register_decoder
-from w2s.guide.engine import Engine, Generation, Row, StopRule, sync_tokens
+from w2s.guide.engine import Engine, Generation, Row, StopRule
+from w2s.guide.scoring import IncrementalScores, render
 
 if TYPE_CHECKING:
     from w2s.guide.run import Guide
@@ -73,30 +74,26 @@ class DraftSwitch(Decoder):
         drafts = [Row(p) for p in range(n)]
         pilot_state = pilot.start(prompts, list(range(n)))
         base_state = base.start(prompts, list(range(n)))
-        prompt_len = [len(ids) for ids in base_state.ids]
-        lp: list[list[float]] = [[] for _ in range(n)]  # base log-prob of each base token of the draft
+        contexts, context_ids = render(base.tokenizer, prompts)
+        prompt_len = [len(ids) for ids in context_ids]
+        # the base's log-prob of each of its tokens of the draft, joint with the prompt (guide/scoring.py)
+        scores = IncrementalScores(base_state, base.tokenizer, contexts, context_ids, list(range(n)), "strong model")
+        lp: list[list[float]] = [[] for _ in range(n)]
+        begin = list(prompt_len)  # where each draft's tokens begin in the base's row
         switch: dict[int, int] = {}
         settled: set[int] = set()  # switched, or drafted to the end and checked
         drafting = list(drafts)
         while len(settled) < n:
             drafting = pilot.advance(pilot_state, drafting, self.check_every)
-            blocks, skips = [[] for _ in range(n)], [0] * n
+            texts = [None if p in settled else pilot.text(drafts[p]) for p in range(n)]
+            rows = scores.tokens(texts, [False] * n)
+            new = scores.update(rows)
             for p in range(n):
                 if p in settled:
                     continue
-                text = pilot.text(drafts[p])
-                target = base_state.ids[p][: prompt_len[p]] + base.tokenizer(text, add_special_tokens=False).input_ids
-                blocks[p], refed = sync_tokens(base_state, p, target)
-                keep = len(target) - len(blocks[p]) + refed
-                del lp[p][max(keep - prompt_len[p], 0) :]
-                skips[p] = refed + max(prompt_len[p] - keep, 0)
-            new = base_state.append(blocks, logprobs=True)
-            for p in range(n):
-                if p in settled:
-                    continue
-                lp[p].extend(new[p][skips[p] :])
+                lp[p], begin[p] = new[p], rows[p].start
                 done = drafts[p].done
-                stable = len(lp[p]) if done else self._stable(base.tokenizer, pilot.text(drafts[p]))
+                stable = len(lp[p]) if done else self._stable(base.tokenizer, contexts[p], texts[p], begin[p])
                 i = switch_index(lp[p], self.window, self.threshold, stable)
                 if i is not None:
                     switch[p] = i
@@ -108,32 +105,42 @@ class DraftSwitch(Decoder):
                 drafting = [drafting[k] for k in growing]
 
         texts = {p: pilot.text(drafts[p]) for p in range(n) if p not in switch}
+        stops = {p: drafts[p].stop for p in range(n)}
         switched = sorted(switch)
         if switched:  # the base continues from the kept draft: roll back past the switch, refresh the logits
             refeed = [[] for _ in range(n)]
             for p in switched:
-                keep = prompt_len[p] + switch[p] + 1
+                keep = begin[p] + switch[p] + 1
                 refeed[p] = [base_state.ids[p][keep - 1]]
                 base_state.rollback(p, len(base_state.ids[p]) - keep + 1)
             base_state.append(refeed)
             base_state.select(switched)
-            rows = [Row(p, ids=base_state.ids[k][prompt_len[p] :]) for k, p in enumerate(switched)]
+            # the response's tokens; where re-tokenising merged the prompt's tail into the draft's first token,
+            # from that token on (its prompt characters are cut from the text below)
+            rows = [Row(p, ids=base_state.ids[k][begin[p] :]) for k, p in enumerate(switched)]
             temperature = 0.0 if self.continuation == "greedy" else base.sampling.temperature
             params = dataclasses.replace(base.sampling, temperature=temperature, seed=base.sampling.seed + 1)
             cont = Engine(base.model, base.tokenizer, params, base.stop, base.name, base.share_prefixes)
             cont.advance(base_state, [r for r in rows if len(r.ids) < max_new_tokens], max_new_tokens)
-            texts.update({r.prompt: cont.text(r) for r in rows})
+            for r in rows:
+                text, p = cont.text(r), r.prompt
+                if begin[p] < prompt_len[p]:  # cut the prompt's characters its first token carries
+                    text = text.removeprefix(
+                        base.tokenizer.decode(context_ids[p][begin[p] :], skip_special_tokens=True)
+                    )
+                texts[p], stops[p] = text, r.stop or "max_new_tokens"
         seconds = (time.perf_counter() - start) / n
         share = {"strong": base_state.tokens_run // n, "pilot": pilot_state.tokens_run // n}
         return [
-            Generation(texts[p], None, switch[p] + 1 if p in switch else None, dict(share), seconds) for p in range(n)
+            Generation(texts[p], None, switch[p] + 1 if p in switch else None, dict(share), seconds, stops[p])
+            for p in range(n)
         ]
 
     @staticmethod
-    def _stable(tokenizer, text: str) -> int:
-        """Base tokens of the draft that can no longer change: those ending before its last space."""
+    def _stable(tokenizer, context: str, text: str, start: int) -> int:
+        """The base's tokens of the draft that can no longer change: those ending before its last space."""
         cut = text.rfind(" ")
         if cut <= 0:
             return 0
-        offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
-        return sum(1 for _, end in offsets if end <= cut)
+        offsets = tokenizer(context + text, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
+        return sum(1 for _, end in offsets[start:] if end <= len(context) + cut)

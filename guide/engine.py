@@ -249,9 +249,10 @@ class Row:
     finished: bool = False  # ended by EOS or a stop string (not by the token limit)
     done: bool = False  # will not grow any more (finished or out of tokens)
     score: float = 0.0
+    stop: str = ""  # why it ended: eos, stop_string, max_new_tokens, or context (a model's context was full)
 
     def copy(self) -> Row:
-        return Row(self.prompt, list(self.ids), self.text, self.finished, self.done, self.score)
+        return Row(self.prompt, list(self.ids), self.text, self.finished, self.done, self.score, self.stop)
 
 
 def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int | None) -> list[list[int]]:
@@ -289,6 +290,7 @@ class Generation:
     switch_at: int | None = None  # draft-switch decoding: the base's tokens of the draft that were kept
     tokens: dict[str, int] = field(default_factory=dict)  # tokens run through each model for this item
     seconds: float = 0.0  # this item's share of the batch's wall time
+    stop: str = ""  # why the response ended: eos, stop_string, max_new_tokens, or context (cut: a context was full)
 
 
 class Engine:
@@ -331,7 +333,7 @@ class Engine:
         (logit arithmetic). Without them, the strong model samples alone.
         """
         states = (state, *followers)
-        limit = context_length(self.model)
+        limits = [context_length(s.model) for s in states]
         for _ in range(steps):
             if not rows:
                 break
@@ -340,26 +342,28 @@ class Engine:
             for row, token in zip(rows, tokens, strict=True):
                 if token in self.stop.eos_ids:
                     row.finished = row.done = True
+                    row.stop = "eos"
                     continue
                 row.ids.append(token)
                 if self.stop.stop_strings:
                     text, hit = self.stop.cut(self.tokenizer.decode(row.ids, skip_special_tokens=True))
                     if hit:
-                        row.text, row.finished, row.done = text, True, True
+                        row.text, row.finished, row.done, row.stop = text, True, True, "stop_string"
                         continue
                 if len(row.ids) >= self.stop.max_new_tokens:
-                    row.done = True
+                    row.done, row.stop = True, "max_new_tokens"
+            for i, row in enumerate(rows):  # a row whose context is full in any model ends here, the others go on
+                if not row.done and any(
+                    limit is not None and int(s.length[i]) + 1 >= limit for s, limit in zip(states, limits, strict=True)
+                ):
+                    row.done, row.stop = True, "context"
             growing = [i for i, row in enumerate(rows) if not row.done]
             if len(growing) < len(rows):
                 for s in states:
                     s.select(growing)  # finished rows stop costing compute
                 rows = [rows[i] for i in growing]
-            if limit is not None and rows and int(state.length.max()) + 1 >= limit:
-                for row in rows:
-                    row.done = True  # the context is full: a counted truncation
-                for s in states:
-                    s.select([])
-                return []
+            if not rows:
+                break
             block = [[row.ids[-1]] for row in rows]
             for s in states:
                 s.append(block)

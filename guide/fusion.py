@@ -146,4 +146,4 @@ def _lockstep(guide: Guide, prompts: list[str], combine) -> list[Generation]:
     seconds = (time.perf_counter() - start) / n
     names = ["strong", *[f"tuned_{i}" if len(pairs) > 1 else "tuned" for i in range(len(pairs))], "untuned"]
     share = {name: s.tokens_run // n for name, s in zip(names, states, strict=True)}
-    return [Generation(engine.text(r), None, None, dict(share), seconds) for r in rows]
+    return [Generation(engine.text(r), None, None, dict(share), seconds, r.stop) for r in rows]

@@ -13,6 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from w2s.guide.commands import UserError
+from w2s.guide.formats import check_prompt_format, format_template
 from w2s.guide.sources import resolve_model
 
 logger = logging.getLogger(__name__)
@@ -44,8 +45,16 @@ def _check_source(name_or_path: str) -> None:
             )
 
 
-def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revision: str | None = None):
-    """The tokenizer of a model, padding on the left (decoder-only generation) with a pad token set."""
+def load_tokenizer(
+    name_or_path: str,
+    *,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    prompt_format: str = "chat",
+    format_key: str = "prompt_format",
+):
+    """The tokenizer of a model, padding on the left (decoder-only generation) with a pad token set, and
+    rendering prompts in `prompt_format` (see `set_prompt_format`; `format_key` names the setting in errors)."""
     name_or_path = resolve_model_path(name_or_path)
     _check_source(name_or_path)
     try:
@@ -57,7 +66,28 @@ def load_tokenizer(name_or_path: str, *, trust_remote_code: bool = False, revisi
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return tok
+    return set_prompt_format(tok, prompt_format, format_key)
+
+
+def set_prompt_format(tokenizer: PreTrainedTokenizerBase, prompt_format: str = "chat", key: str = "prompt_format"):
+    """Makes the tokenizer render prompts in `prompt_format` (chat, raw or a template string: guide/formats.py);
+    every stage renders through `chat_prompt`. `key` names the setting in errors."""
+    check_prompt_format(prompt_format, key)
+    if prompt_format == "chat":
+        if tokenizer.chat_template is None:
+            tokenizer.w2s_format_key = key  # named by chat_prompt's error
+        return tokenizer
+    tokenizer.chat_template = format_template(prompt_format, tokenizer.bos_token if _adds_bos(tokenizer) else "")
+    tokenizer.w2s_prompt_format = prompt_format
+    return tokenizer
+
+
+def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Whether the tokenizer starts plain text with its BOS token (Llama-style; GPT-2's does not)."""
+    if tokenizer.bos_token_id is None:
+        return False
+    ids = tokenizer("a").input_ids
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
 def load_model(
@@ -93,19 +123,26 @@ def load_model(
     return model.eval()
 
 
-def load_model_and_tokenizer(name_or_path: str, **kwargs) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Both halves of a model folder; keyword arguments go to :func:`load_model`."""
+def load_model_and_tokenizer(
+    name_or_path: str, *, prompt_format: str = "chat", format_key: str = "prompt_format", **kwargs
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Both halves of a model folder, the tokenizer in `prompt_format`; other keywords go to :func:`load_model`."""
     name_or_path = resolve_model_path(name_or_path)
     trust = kwargs.get("trust_remote_code", False)
-    return load_model(name_or_path, **kwargs), load_tokenizer(name_or_path, trust_remote_code=trust)
+    tokenizer = load_tokenizer(
+        name_or_path, trust_remote_code=trust, prompt_format=prompt_format, format_key=format_key
+    )
+    return load_model(name_or_path, **kwargs), tokenizer
 
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict]) -> str:
-    """`prompt` rendered in the model's own chat template, ready for the assistant's reply."""
+    """`prompt` rendered in the model's prompt format (its chat template by default: `set_prompt_format`),
+    ready for the assistant's reply."""
     if tokenizer.chat_template is None:
+        key = getattr(tokenizer, "w2s_format_key", "prompt_format")
         raise ValueError(
-            f"tokenizer {tokenizer.name_or_path!r} has no chat template: set one in its tokenizer_config.json "
-            "or pass raw text prompts"
+            f"model {tokenizer.name_or_path!r} has no chat template: set `{key}: raw` to give it the prompt text "
+            f'as it is, or a template string such as `{key}: "Question: {{prompt}}\\nAnswer:"`'
         )
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

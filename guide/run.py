@@ -10,8 +10,9 @@ from tqdm.auto import tqdm
 from w2s.guide.config import GuideConfig
 from w2s.guide.decoders import decoder_class
 from w2s.guide.engine import Engine, Generation, SamplingParams, StopRule
-from w2s.guide.models import load_model, load_tokenizer, resolve_model_path
+from w2s.guide.models import load_model, load_tokenizer
 from w2s.guide.pair import GuidePair
+from w2s.guide.reward import RewardModel
 from w2s.guide.scorers import GuideScorer, RewardModelScorer
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ class Guide:
     * `engine`: the strong model's `Engine` (model, tokenizer, sampling, stop rule, shared prefixes);
     * `pairs`: the guide pairs (`GuidePair`), loaded when the decoder needs "pairs" (or "scorer");
     * `pilot`: (model, tokenizer) of a small drafter, loaded when it needs "pilot";
-    * `reward_model`: (model, tokenizer) of a sequence-classification reward model, loaded when it needs
+    * `reward_model`: a sequence-classification `RewardModel` (guide/reward.py), loaded when it needs
       "scorer" and the recipe names one;
     * `scorer(prompts, row_prompts)`: a row scorer, the reward model if loaded, else the guide pairs.
 
@@ -36,13 +37,18 @@ class Guide:
         self.config = c = config
         self.load = dict(dtype=c.dtype, device=c.device, trust_remote_code=c.trust_remote_code)
         strong = load_model(c.strong_model, **self.load)
-        tokenizer = load_tokenizer(c.strong_model, trust_remote_code=c.trust_remote_code)
+        tokenizer = load_tokenizer(
+            c.strong_model,
+            trust_remote_code=c.trust_remote_code,
+            prompt_format=c.strong_prompt_format,
+            format_key="strong_prompt_format",
+        )
         sampling = SamplingParams(c.temperature, c.top_k, c.top_p, c.seed)
         stop = StopRule.for_model(strong, tokenizer, c.max_new_tokens, c.stop)
         self.engine = Engine(strong, tokenizer, sampling, stop, share_prefixes=c.share_prefixes)
         self.pairs: list[GuidePair] = []
         self.pilot = None  # (model, tokenizer) of WSD's drafter
-        self.reward_model = None  # (model, tokenizer) ranking best-of-N instead of the guide pairs
+        self.reward_model = None  # a RewardModel ranking best-of-N instead of the guide pairs
         self._loaded: set[str] = set()
         self.require(decoder_class(c.decoder).needs)
 
@@ -75,7 +81,12 @@ class Guide:
                     raise ValueError(f"decoder {c.decoder} needs a `pilot` model (the small aligned drafter)")
                 self.pilot = (
                     load_model(c.pilot, **self.load),
-                    load_tokenizer(c.pilot, trust_remote_code=c.trust_remote_code),
+                    load_tokenizer(
+                        c.pilot,
+                        trust_remote_code=c.trust_remote_code,
+                        prompt_format=c.pilot_prompt_format,
+                        format_key="pilot_prompt_format",
+                    ),
                 )
             elif need == "scorer" and c.reward_model:
                 self.reward_model = self._reward_model()
@@ -86,29 +97,44 @@ class Guide:
                 self._loaded.add("pairs")
             self._loaded.add(need)
 
-    def _reward_model(self):
-        from transformers import AutoModelForSequenceClassification
-
-        path = resolve_model_path(self.config.reward_model)
-        rm = AutoModelForSequenceClassification.from_pretrained(path, use_safetensors=True).eval()
-        return rm, load_tokenizer(path)
+    def _reward_model(self) -> RewardModel:
+        c = self.config
+        try:
+            return RewardModel.load(
+                c.reward_model,
+                dtype=c.dtype,
+                device=c.device,
+                trust_remote_code=c.trust_remote_code,
+                prompt_format=c.reward_model_prompt_format,
+                format_key="reward_model_prompt_format",
+            )
+        except OSError as e:
+            raise ValueError(f"reward_model {c.reward_model!r}: cannot load it ({e})") from e
 
     def _pairs(self) -> list[GuidePair]:
         c = self.config
         specs = []
         if c.adapter or c.tuned:
-            specs.append({"tuned": c.tuned, "untuned": c.untuned, "adapter": c.adapter, "weight": c.guide_weight})
+            specs.append(
+                {"tuned": c.tuned, "untuned": c.untuned, "adapter": c.adapter, "weight": c.guide_weight}
+                | {"prompt_format": c.guide_prompt_format}
+            )
         specs += c.extra_guides
         pairs = []
         for spec in specs:
-            unknown = set(spec) - {"tuned", "untuned", "adapter", "weight", "adapter_base"}
+            unknown = set(spec) - {"tuned", "untuned", "adapter", "weight", "adapter_base", "prompt_format"}
             if unknown:
-                raise ValueError(f"extra_guides: unknown key(s) {sorted(unknown)}; use tuned, untuned, adapter, weight")
+                raise ValueError(
+                    f"extra_guides: unknown key(s) {sorted(unknown)}; use tuned, untuned, adapter, weight, prompt_format"
+                )
             weight = float(spec.get("weight", 1.0))
+            fmt = {"prompt_format": spec.get("prompt_format", c.guide_prompt_format)}
             if spec.get("adapter"):
-                pairs.append(GuidePair.from_adapter(spec["adapter"], spec.get("adapter_base"), weight, **self.load))
+                pairs.append(
+                    GuidePair.from_adapter(spec["adapter"], spec.get("adapter_base"), weight, **fmt, **self.load)
+                )
             elif spec.get("tuned") and spec.get("untuned"):
-                pairs.append(GuidePair.from_folders(spec["tuned"], spec["untuned"], weight, **self.load))
+                pairs.append(GuidePair.from_folders(spec["tuned"], spec["untuned"], weight, **fmt, **self.load))
             else:
                 raise ValueError("a guide pair needs both `tuned` and `untuned`, or an `adapter`")
         return pairs
@@ -116,7 +142,7 @@ class Guide:
     def scorer(self, prompts: list[str], row_prompts: list[int]) -> GuideScorer | RewardModelScorer:
         """What ranks the rows of `prompts` (`row_prompts[i]`: row i's prompt): the reward model, else the pairs."""
         if self.reward_model is not None:
-            return RewardModelScorer(*self.reward_model, prompts, row_prompts)
+            return RewardModelScorer(self.reward_model, prompts, row_prompts)
         return GuideScorer(self.pairs, prompts, row_prompts)
 
     def decode(self, prompts: list[str]) -> list[Generation]:

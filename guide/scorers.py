@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
 from w2s.guide.pair import GuidePair, PairScorer
+from w2s.guide.reward import RewardModel
 
 
 class GuideScorer:
@@ -34,30 +32,21 @@ class GuideScorer:
 
 
 class RewardModelScorer:
-    """A sequence-classification reward model scoring whole responses (for best-of-N)."""
+    """A sequence-classification reward model (guide/reward.py) scoring whole responses, a batch at a time
+    (for best-of-N). A conversation past the reward model's context is an error naming the row."""
 
-    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], row_prompts):
-        self.model, self.tokenizer, self.prompts = model, tokenizer, prompts
+    def __init__(self, reward_model: RewardModel, prompts: list[str], row_prompts):
+        self.reward_model, self.prompts = reward_model, prompts
         self.row_prompts = list(row_prompts)
         self.values = [0.0] * len(self.row_prompts)
-        self.run = 0
+        self.start_tokens = reward_model.tokens_run
 
-    @torch.no_grad()
     def update(self, texts: list[str | None], finished: list[bool]) -> list[float]:
-        for row, text in enumerate(texts):
-            if text is None:
-                continue
-            messages = [
-                {"role": "user", "content": self.prompts[self.row_prompts[row]]},
-                {"role": "assistant", "content": text},
-            ]
-            if self.tokenizer.chat_template:
-                rendered = self.tokenizer.apply_chat_template(messages, tokenize=False)
-            else:
-                rendered = f"{messages[0]['content']}\n{text}"
-            ids = self.tokenizer(rendered, return_tensors="pt", add_special_tokens=False).to(self.model.device)
-            self.values[row] = self.model(**ids).logits[0, 0].item()
-            self.run += ids.input_ids.shape[1]
+        rows = [row for row, text in enumerate(texts) if text is not None]
+        messages = [[{"role": "user", "content": self.prompts[self.row_prompts[row]]}] for row in rows]
+        rewards, _ = self.reward_model.rewards(messages, [texts[row] for row in rows])
+        for row, value in zip(rows, rewards, strict=True):
+            self.values[row] = value
         return list(self.values)
 
     def select(self, index: list[int]) -> None:
@@ -65,4 +54,4 @@ class RewardModelScorer:
         self.values = [self.values[i] for i in index]
 
     def tokens_run(self) -> dict[str, int]:
-        return {"reward_model": self.run}
+        return {"reward_model": self.reward_model.tokens_run - self.start_tokens}

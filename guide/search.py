@@ -78,7 +78,8 @@ class ChunkBeamSearch(Decoder):
         tokens = {engine.name: state.tokens_run, **scorer.tokens_run()}
         share = {k: v // len(prompts) for k, v in tokens.items()}
         return [
-            Generation(engine.text(best[p]), best[p].score, None, dict(share), seconds) for p in range(len(prompts))
+            Generation(engine.text(best[p]), best[p].score, None, dict(share), seconds, best[p].stop)
+            for p in range(len(prompts))
         ]
 
 
@@ -113,4 +114,4 @@ class Sampling(Decoder):
         engine.advance(state, list(rows), engine.stop.max_new_tokens)
         seconds = (time.perf_counter() - start) / len(prompts)
         share = {engine.name: state.tokens_run // len(prompts)}
-        return [Generation(engine.text(r), None, None, dict(share), seconds) for r in rows]
+        return [Generation(engine.text(r), None, None, dict(share), seconds, r.stop) for r in rows]

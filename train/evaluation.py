@@ -1,8 +1,8 @@
 """How good a guide is: DPO reward accuracy on held-out pairs, and the gold reward of what it writes.
 
-A guide pair scores a response by `log pi_tuned(y|x) - log pi_untuned(y|x)`; its
-reward accuracy is the share of held-out pairs where the chosen response scores
-higher than the rejected one.
+A guide pair scores a response by `log pi_tuned(y|x) - log pi_untuned(y|x)` (log pi as
+guide/scoring.py defines it: the decoders rank by the same number); its reward accuracy
+is the share of held-out pairs where the chosen response scores higher than the rejected one.
 """
 
 from __future__ import annotations
@@ -15,36 +15,13 @@ import torch
 from datasets import Dataset
 
 from w2s.data.world import gold_reward, score_review, world_corpus, world_prompts
-from w2s.guide.models import chat_prompt, load_model_and_tokenizer
+from w2s.guide.models import load_model_and_tokenizer
 from w2s.guide.sampling import sample
+from w2s.guide.scoring import pad_rows, render, response_ids, response_logprobs
 
 
 def _text(turns) -> str:
     return turns if isinstance(turns, str) else turns[-1]["content"]
-
-
-@torch.no_grad()
-def response_logprobs(model, tokenizer, prompts: list[str], responses: list[str], batch_size: int = 64) -> list[float]:
-    """log p(response + end of turn | prompt), each in the model's chat template (summed over response tokens)."""
-    out = []
-    for start in range(0, len(prompts), batch_size):
-        ps, rs = prompts[start : start + batch_size], responses[start : start + batch_size]
-        heads = [chat_prompt(tokenizer, p) for p in ps]
-        fulls = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": p}, {"role": "assistant", "content": r}], tokenize=False
-            )
-            for p, r in zip(ps, rs, strict=True)
-        ]
-        enc = tokenizer(fulls, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        head_lens = [len(tokenizer(h, add_special_tokens=False).input_ids) for h in heads]
-        logprobs = torch.log_softmax(model(**enc).logits[:, :-1].float(), dim=-1)
-        token_lp = logprobs.gather(-1, enc.input_ids[:, 1:, None])[..., 0]  # (batch, seq-1)
-        pad = (enc.attention_mask == 0).sum(1)  # left padding
-        for i in range(len(ps)):
-            first = int(pad[i]) + head_lens[i] - 1  # position predicting the first response token
-            out.append(token_lp[i, first:].sum().item())
-    return out
 
 
 def implicit_margins(tuned: str | Path, untuned: str | Path, pairs: Dataset) -> list[float]:
@@ -58,8 +35,8 @@ def implicit_margins(tuned: str | Path, untuned: str | Path, pairs: Dataset) -> 
     for name, path in (("tuned", tuned), ("untuned", untuned)):
         model, tokenizer = load_model_and_tokenizer(str(path))
         scores[name] = (
-            response_logprobs(model, tokenizer, prompts, chosen),
-            response_logprobs(model, tokenizer, prompts, rejected),
+            response_logprobs(model, tokenizer, prompts, chosen, True, batch_size=64),
+            response_logprobs(model, tokenizer, prompts, rejected, True, batch_size=64),
         )
     (tc, tr), (uc, ur) = scores["tuned"], scores["untuned"]
     return [(a - b) - (c - d) for a, b, c, d in zip(tc, uc, tr, ur, strict=True)]
@@ -149,23 +126,22 @@ def review_kls(
     t_model, tokenizer = load_model_and_tokenizer(str(teacher))
     s_model, _ = load_model_and_tokenizer(str(student))
     reviews = world_corpus("test", num_reviews)
+    contexts, context_ids = render(tokenizer, [r.prompt for r in reviews])
+    rows = [
+        response_ids(tokenizer, c, ids, r.response, True)
+        for c, ids, r in zip(contexts, context_ids, reviews, strict=True)
+    ]
     out = []
-    for start in range(0, len(reviews), batch_size):
-        batch = reviews[start : start + batch_size]
-        texts = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.response}], tokenize=False
-            )
-            for r in batch
-        ]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-        t_logp = torch.log_softmax(t_model(**enc).logits[:, :-1].float(), dim=-1)  # (batch, seq-1, vocab)
-        s_logp = torch.log_softmax(s_model(**enc).logits[:, :-1].float(), dim=-1)
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start : start + batch_size]
+        ids, mask, positions = pad_rows(batch, t_model.device)  # right-padded, explicit positions
+        t_logp = torch.log_softmax(
+            t_model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float(), -1
+        )
+        s_logp = torch.log_softmax(
+            s_model(input_ids=ids, attention_mask=mask, position_ids=positions).logits[:, :-1].float(), -1
+        )
         kl = (t_logp.exp() * (t_logp - s_logp)).sum(-1)  # (batch, seq-1): KL of the next-token distributions
-        pad = (enc.attention_mask == 0).sum(1)  # left padding
-        for i, r in enumerate(batch):
-            first = (
-                int(pad[i]) + len(tokenizer(chat_prompt(tokenizer, r.prompt), add_special_tokens=False).input_ids) - 1
-            )
-            out.append((kl[i, first:].sum().item(), kl.shape[1] - first))
+        for i, row in enumerate(batch):
+            out.append((kl[i, row.start - 1 : len(row.ids) - 1].sum().item(), len(row.ids) - row.start))
     return out

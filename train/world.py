@@ -18,8 +18,9 @@ import torch
 from w2s.data.world import Review, score_review, world_corpus, world_prompts
 from w2s.data.world.cache import build_once, cache_root, content_key, world_seed, world_tag, world_training_seed
 from w2s.data.world.tokenizers import world_tokenizer_path
-from w2s.guide.models import chat_prompt, load_model_and_tokenizer
+from w2s.guide.models import load_model_and_tokenizer
 from w2s.guide.sampling import sample
+from w2s.guide.scoring import response_logprobs
 from w2s.train.pretrain import PretrainArguments, main, parse
 from w2s.train.tiny import BASES, RECIPES_DIR
 
@@ -138,25 +139,12 @@ def perplexity_per_word(model, tokenizer, reviews: list[Review], batch_size: int
 
     Normalising by words, not tokens, makes models with different tokenizers comparable.
     """
-    nll, words = 0.0, 0
-    for start in range(0, len(reviews), batch_size):
-        batch = reviews[start : start + batch_size]
-        prompts = [chat_prompt(tokenizer, r.prompt) for r in batch]
-        fulls = [
-            tokenizer.apply_chat_template(
-                [{"role": "user", "content": r.prompt}, {"role": "assistant", "content": r.response}], tokenize=False
-            )
-            for r in batch
-        ]
-        enc = tokenizer(fulls, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        prompt_lens = [len(tokenizer(p, add_special_tokens=False).input_ids) for p in prompts]
-        logprobs = torch.log_softmax(model(**enc).logits[:, :-1].float(), dim=-1)
-        token_lp = logprobs.gather(-1, enc.input_ids[:, 1:, None])[..., 0]  # (batch, seq-1)
-        pad = (enc.attention_mask == 0).sum(1)  # left padding
-        for i, r in enumerate(batch):
-            first = int(pad[i]) + prompt_lens[i] - 1  # predicts the first response token
-            nll -= token_lp[i, first:].sum().item()
-            words += len(r.response.split()) + 1
+    # log pi(review | prompt), EOS (the template's end of turn) included: guide/scoring.py
+    logprobs = response_logprobs(
+        model, tokenizer, [r.prompt for r in reviews], [r.response for r in reviews], True, batch_size=batch_size
+    )
+    nll = -sum(logprobs)
+    words = sum(len(r.response.split()) + 1 for r in reviews)
     return math.exp(nll / words)
 
 

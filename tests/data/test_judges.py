@@ -71,17 +71,19 @@ def test_implicit_reward_is_the_log_likelihood_ratio_across_vocabularies(world_p
     )
     scores, _ = judge.score(PROMPTS, RESPONSES)
 
-    def brute(model, tok, prompt, response):  # one sequence, no padding, token by token
-        ids = tok(chat_prompt(tok, prompt), add_special_tokens=False)["input_ids"]
-        new = tok(response, add_special_tokens=False)["input_ids"]
+    def brute(model, tok, prompt, response):  # one sequence, no padding: prompt + response tokenised together, EOS
+        context = chat_prompt(tok, prompt)
+        full = tok(context + response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        head = tok(context, add_special_tokens=False)["input_ids"]
+        start = next(i for i, (a, b) in enumerate(zip(full, [*head, None], strict=False)) if a != b)
         with torch.no_grad():
-            logits = model(torch.tensor([ids + new])).logits[0]
-        return sum(torch.log_softmax(logits[len(ids) + t - 1], -1)[new[t]].item() for t in range(len(new)))
+            logits = model(torch.tensor([full])).logits[0]
+        return sum(torch.log_softmax(logits[t - 1], -1)[full[t]].item() for t in range(start, len(full)))
 
     for prompt, responses, got in zip(PROMPTS, RESPONSES, scores, strict=True):
         expected = [brute(*strong, prompt, r) - brute(*weak_b, prompt, r) for r in responses]
         assert got == pytest.approx(expected, abs=1e-3)
-    assert scores[2][1] == 0.0  # an empty response has no tokens to score
+    assert scores[2][1] != 0.0  # an empty response is whole too: the models' odds of ending at once
 
 
 def _tiny_reward_model(weak_path) -> str:
@@ -111,6 +113,23 @@ def test_reward_model_judge_scores_batched_like_one_by_one(world_paths):
             with torch.no_grad():
                 expected = model(**tok(text, return_tensors="pt", add_special_tokens=False)).logits[0, 0].item()
             assert value == pytest.approx(expected, abs=1e-4)
+
+
+def test_reward_model_judge_keeps_the_end_of_a_long_row_and_counts_it(world_paths):
+    path = _tiny_reward_model(world_paths["weak"])
+    judge = make_judge(JudgeConfig(name="rm", kind="reward_model", model=path, batch_size=4, max_length=12))
+    tok = AutoTokenizer.from_pretrained(path)
+    texts = [[judge.text(p, r) for r in rs] for p, rs in zip(PROMPTS, RESPONSES, strict=True)]
+    scores, extras = judge.score(PROMPTS, RESPONSES)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    for group, got, extra in zip(texts, scores, extras, strict=True):
+        ids = [tok(text, add_special_tokens=False).input_ids for text in group]
+        assert extra["truncated"] == sum(len(row) > 12 for row in ids)
+        for row, value in zip(ids, got, strict=True):
+            with torch.no_grad():
+                expected = model(torch.tensor([row[-12:]])).logits[0, 0].item()  # the last 12 tokens
+            assert value == pytest.approx(expected, abs=1e-4)
+    assert sum(e["truncated"] for e in extras) > 0
 
 
 def test_rule_judge_is_the_gold_reward():

@@ -67,7 +67,7 @@ def test_reward_model_judge_is_a_bradley_terry_sigmoid(tiny_reward_model, tmp_pa
     # brute force: one text at a time, no padding
     def reward(i, o):
         ids = judge.tokenizer(judge.text(i, o), return_tensors="pt", add_special_tokens=False)["input_ids"]
-        return float(judge.model(input_ids=ids).logits[0, 0])
+        return float(judge.reward_model.model(input_ids=ids).logits[0, 0])
 
     for a, p, o1, o2 in zip(ann, PROMPTS, OUT_1, OUT_2, strict=True):
         r1, r2 = reward(p, o1), reward(p, o2)
@@ -96,7 +96,7 @@ def test_a_two_logit_reward_model_scores_the_log_odds_of_good_and_other_heads_ar
     rewards = judge.rewards(PROMPTS, OUT_2)
     for p, o, got in zip(PROMPTS, OUT_2, rewards, strict=True):  # one text at a time, no padding
         ids = judge.tokenizer(judge.text(p, o), return_tensors="pt", add_special_tokens=False)["input_ids"]
-        logits = judge.model(input_ids=ids).logits[0].float()
+        logits = judge.reward_model.model(input_ids=ids).logits[0].float()
         assert got == pytest.approx(float(logits[1] - logits[0]), abs=1e-4)
     assert max(rewards) - min(rewards) > 1e-3  # the rewards tell the outputs apart: the check above could fail
     # the data builder's grouped scores (chat-message prompts) are the same rewards, grouped per prompt
