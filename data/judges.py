@@ -53,6 +53,7 @@ from w2s.data.prompts import Messages, prompt_text
 from w2s.data.recipe import JudgeConfig
 from w2s.data.world import gold_reward
 from w2s.guide.commands import UserError
+from w2s.guide.engine import context_length
 from w2s.guide.models import chat_prompt, load_model_and_tokenizer, resolve_model_path
 from w2s.guide.reward import RewardModel
 from w2s.guide.scoring import response_logprobs
@@ -339,8 +340,11 @@ class PairwiseJudge(Judge):
             [responses[k][i] for k, i, _ in jobs],
             [responses[k][j] for k, _, j in jobs],
         )
+        cut = getattr(self, "cut", None) or [False] * (2 * len(jobs))  # questions cut to the judge's max_length
         scores = [[0.0] * len(rs) for rs in responses]
-        extras = [{"compared": 0, "agreed": 0} for _ in prompts]
+        extras = [{"compared": 0, "agreed": 0, "truncated": 0} for _ in prompts]
+        for n, (k, _, _) in enumerate(jobs):
+            extras[k]["truncated"] += int(cut[n]) + int(cut[len(jobs) + n])
         for (k, i, j), (forward, backward) in zip(jobs, asked, strict=True):
             prefer_j = both_orders(forward, backward)
             scores[k][i] += 1 - prefer_j
@@ -398,7 +402,11 @@ class LocalLLMJudge(PairwiseJudge):
 
     @torch.no_grad()
     def label_logprobs(self, questions):
+        """A question longer than `max_length` (at most the model's context) keeps its end, where the labels
+        are asked for; which ones were cut is `self.cut` (counted in the judged records as `truncated`)."""
         texts = [chat_prompt(self.tokenizer, q) for q in questions]
+        limit = min(x for x in (self.max_length, context_length(self.model)) if x)
+        self.cut = [len(self.tokenizer(t, add_special_tokens=False).input_ids) > limit for t in texts]
         out = []
         for start in range(0, len(texts), self.batch_size):
             batch = self.tokenizer(
@@ -406,7 +414,7 @@ class LocalLLMJudge(PairwiseJudge):
                 return_tensors="pt",
                 padding=True,
                 truncation=True,
-                max_length=self.max_length,
+                max_length=limit,
                 add_special_tokens=False,
             ).to(self.model.device)
             position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # each row counts from its start

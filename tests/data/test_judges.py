@@ -25,12 +25,13 @@ RESPONSES = [
 
 def brute_prefer_first(model, tok, prompt, first: str, second: str, labels=("A", "B")) -> float:
     """P(first is better), computed alone: the question (the default template) in the judge's chat template as
-    one unpadded sequence; the softmax of the two label tokens' logits at its last position."""
+    one unpadded sequence, its last context-length tokens; the softmax of the two label tokens' logits at its
+    last position."""
     question = DEFAULT_PAIRWISE_TEMPLATE.format(
         prompt=prompt[-1]["content"], first=first, second=second, label_first=labels[0], label_second=labels[1]
     )
     text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True)
-    ids = tok(text, add_special_tokens=False)["input_ids"]
+    ids = tok(text, add_special_tokens=False)["input_ids"][-model.config.max_position_embeddings :]  # its context
     (a,), (b,) = (tok(label, add_special_tokens=False)["input_ids"] for label in labels)
     with torch.no_grad():
         last = model(torch.tensor([ids])).logits[0, -1].double()

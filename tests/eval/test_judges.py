@@ -130,13 +130,21 @@ def test_one_pairwise_judge_serves_the_data_builder_and_the_evaluation(world_pat
     assert extras[0] == {
         "compared": 1,
         "agreed": int((verdict["p_b_ref_first"] > 0.5) == (verdict["p_b_sys_first"] < 0.5)),
+        "truncated": sum(  # questions past the judge's context of 128 positions, asked in both orders
+            len(judge.tokenizer(chat_prompt(judge.tokenizer, q), add_special_tokens=False).input_ids) > 128
+            for q in (pairwise_prompt(PROMPTS[0], OUT_1[3], OUT_2[3]), pairwise_prompt(PROMPTS[0], OUT_2[3], OUT_1[3]))
+        ),
     }
     assert judge.cache_id() == f"llm:{world_paths['strong']}:prompt2:A,B"
+    judge.max_length = 24  # a question past it keeps its end, and the judged record counts it
+    _, extras = judge.score([[{"role": "user", "content": PROMPTS[0]}]], [[OUT_1[3], OUT_2[3]]])
+    assert extras[0]["truncated"] == 2  # both orders
 
 
 @torch.no_grad()
 def _label_logprobs(model, tokenizer, prompt: str) -> tuple[float, float]:
     ids = tokenizer(chat_prompt(tokenizer, prompt), return_tensors="pt", add_special_tokens=False)["input_ids"]
+    ids = ids[:, -model.config.max_position_embeddings :]  # a question past the context keeps its end
     logp = torch.log_softmax(model(input_ids=ids).logits[0, -1].float(), dim=-1)
     a, b = (tokenizer.encode(label, add_special_tokens=False)[0] for label in LABELS)
     return float(logp[a]), float(logp[b])
