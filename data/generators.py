@@ -87,7 +87,7 @@ class GuideGenerator:
         if any(len(p) != 1 for p in prompts):
             raise ValueError(f"generator {self.name!r} (kind guide) takes single-turn prompts (one user message)")
         torch.manual_seed(seed)
-        self.guide.engine.sampler.generator.manual_seed(seed)  # the engine's private stream: same seed, same text
+        self.guide.engine.reseed(seed)  # each item's stream: this shard's seed, its prompt, its sample number
         n = self.num_samples
         expanded = [p[0]["content"] for p in prompts for _ in range(n)]
         generations = self.guide.generate(expanded, progress=False)

@@ -72,8 +72,8 @@ class DraftSwitch(Decoder):
         pilot = Engine(pilot_model, pilot_tok, base.sampling, pilot_stop, "pilot", base.share_prefixes)
         n = len(prompts)
         drafts = [Row(p) for p in range(n)]
-        pilot_state = pilot.start(prompts, list(range(n)))
-        base_state = base.start(prompts, list(range(n)))
+        pilot_state = pilot.start(prompts, list(range(n)), guide.items)
+        base_state = base.start(prompts, list(range(n)), guide.items)
         contexts, context_ids = render(base.tokenizer, prompts)
         prompt_len = [len(ids) for ids in context_ids]
         # the base's log-prob of each of its tokens of the draft, joint with the prompt (guide/scoring.py)

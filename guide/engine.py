@@ -11,6 +11,8 @@ tokens after the longest unchanged prefix go through the model again.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ class LMState:
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (rows, physical length)
         self.length = torch.zeros(rows, dtype=torch.long, device=device)  # valid tokens per row
         self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.items: list[int] = list(range(rows))  # per prompt: the identity of its random stream (Engine.start)
         self.last_logits: torch.Tensor | None = None  # (rows, vocab): predicts each row's next token
         self.tokens_run = 0  # real (non-padding) tokens that went through the model
         self.peak_cache_bytes = 0  # largest the KV cache has been
@@ -186,12 +189,72 @@ class SamplingParams:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
-class Sampler:
-    """Draws next tokens from logits with a private, seeded random stream."""
+MASK64 = (1 << 64) - 1
 
-    def __init__(self, params: SamplingParams, device: torch.device | str = "cpu"):
+
+def _mix(x: int) -> int:
+    """splitmix64's finaliser: a 64-bit integer to a well-mixed one."""
+    x = (x + 0x9E3779B97F4A7C15) & MASK64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
+    return x ^ (x >> 31)
+
+
+def item_keys(prompts: list[str]) -> list[int]:
+    """Each item's identity for its random stream: a 64-bit hash of its prompt text and of how many times the
+    same text came before it in `prompts` (so that repeated prompts draw different samples)."""
+    seen: dict[str, int] = {}
+    out = []
+    for text in prompts:
+        seen[text] = seen.get(text, -1) + 1
+        digest = hashlib.blake2b(f"{seen[text]}:{text}".encode(), digest_size=8).digest()
+        out.append(int.from_bytes(digest, "little"))
+    return out
+
+
+def stream_key(seed: int, item: int, slot: int, position: int) -> int:
+    """The 64-bit key of the draw that row `slot` of `item` makes at `position`."""
+    x = _mix(seed & MASK64)
+    for part in (item, slot, position):
+        x = _mix(x ^ (part & MASK64))
+    return x
+
+
+def _signed(x: int) -> int:
+    return x - (1 << 64) if x >= 1 << 63 else x
+
+
+def _shift(x: torch.Tensor, bits: int) -> torch.Tensor:
+    """Logical right shift of int64 tensors holding 64-bit patterns."""
+    return (x >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(rows, vocab) standard Gumbel noise, entry (i, v) a pure function of `keys[i]` and v: splitmix64 of
+    the pair in int64 arithmetic (wrapping), its top 53 bits a uniform number u in (0, 1), -log(-log u)."""
+    ids = torch.arange(vocab, dtype=torch.int64, device=keys.device)
+    x = keys[:, None] ^ (ids[None, :] * _signed(0x9E3779B97F4A7C15))
+    x = x + _signed(0x9E3779B97F4A7C15)
+    x = (x ^ _shift(x, 30)) * _signed(0xBF58476D1CE4E5B9)
+    x = (x ^ _shift(x, 27)) * _signed(0x94D049BB133111EB)
+    x = x ^ _shift(x, 31)
+    u = (_shift(x, 11).double() + 0.5) * 2.0**-53
+    return -torch.log(-torch.log(u))
+
+
+class Sampler:
+    """Draws next tokens by the Gumbel-max trick with noise keyed per row.
+
+    A row's noise is a pure function of the seed, its item (a hash of its prompt), its slot among its item's
+    rows and its position (`stream_key`): an item's output does not depend on the batch it was decoded in,
+    the batch size, the other items, or the point a killed run resumed from. Gumbel-max (the argmax of
+    log-probability + noise) draws exactly from the warped distribution, and float noise of a batch's
+    numerics moves a draw only when the two best entries are within it (inverse-CDF sampling would move
+    it whenever the uniform number fell near a boundary between two of the thousands of unlikely tokens).
+    """
+
+    def __init__(self, params: SamplingParams):
         self.params = params
-        self.generator = torch.Generator(device=device).manual_seed(params.seed)
 
     def warp(self, logits: torch.Tensor) -> torch.Tensor:
         """Temperature, top-k and top-p applied to (rows, vocab) logits, as log-probabilities."""
@@ -207,12 +270,14 @@ class Sampler:
             logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
         return torch.log_softmax(logits, dim=-1)
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        """One token id per row."""
+    def __call__(self, logits: torch.Tensor, keys: list[tuple[int, int, int]]) -> torch.Tensor:
+        """One token id per row; `keys[i]` is row i's (item, slot, position)."""
         if self.params.temperature == 0:
             return logits.argmax(-1)
-        probs = self.warp(logits).exp()
-        return torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+        logp = self.warp(logits)
+        rows = [_signed(stream_key(self.params.seed, *k)) for k in keys]
+        noise = gumbel_noise(torch.tensor(rows, dtype=torch.int64, device=logp.device), logp.shape[-1])
+        return (logp.double() + noise).argmax(-1)
 
 
 @dataclass
@@ -306,15 +371,22 @@ class Engine:
         share_prefixes: bool = True,
     ):
         self.model, self.tokenizer, self.sampling, self.stop, self.name = model, tokenizer, sampling, stop, name
-        self.sampler = Sampler(sampling, device=model.device)
+        self.sampler = Sampler(sampling)
         self.share_prefixes = share_prefixes  # rows copied from one row keep their common prefix once
 
-    def start(self, prompts: list[str], row_prompts: list[int]) -> LMState:
-        """Prefills each prompt once and copies its cache to its rows."""
+    def reseed(self, seed: int) -> None:
+        """Samples from now on with `seed` (every item's stream depends on it)."""
+        self.sampling = dataclasses.replace(self.sampling, seed=seed)
+        self.sampler = Sampler(self.sampling)
+
+    def start(self, prompts: list[str], row_prompts: list[int], items: list[int] | None = None) -> LMState:
+        """Prefills each prompt once and copies its cache to its rows; `items` are the prompts' random streams
+        (default: `item_keys(prompts)`)."""
         pad = self.tokenizer.pad_token_id or 0
         state = LMState(self.model, len(prompts), pad_id=pad, shared=self.share_prefixes)
         state.append(encode_prompts(self.tokenizer, prompts, context_length(self.model)))
         state.select(row_prompts)
+        state.items = list(items) if items is not None else item_keys(prompts)  # each prompt's random stream
         return state
 
     def advance(
@@ -338,7 +410,12 @@ class Engine:
             if not rows:
                 break
             logits = state.last_logits if combine is None else combine([s.last_logits for s in states])
-            tokens = self.sampler(logits).tolist()
+            slots: dict[int, int] = {}
+            keys = []
+            for row in rows:  # a row's slot: its place among its item's rows, decided by that item's search alone
+                slot = slots[row.prompt] = slots.get(row.prompt, -1) + 1
+                keys.append((state.items[row.prompt], slot, len(row.ids)))
+            tokens = self.sampler(logits, keys).tolist()
             for row, token in zip(rows, tokens, strict=True):
                 if token in self.stop.eos_ids:
                     row.finished = row.done = True

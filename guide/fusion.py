@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from w2s.guide.decoders import Decoder, register_decoder
-from w2s.guide.engine import Generation, LMState, Row, encode_prompts
+from w2s.guide.engine import Generation, LMState, Row, encode_prompts, item_keys
 
 if TYPE_CHECKING:
     from w2s.guide.run import Guide
@@ -136,6 +136,7 @@ def _lockstep(guide: Guide, prompts: list[str], combine) -> list[Generation]:
     tokenizers = [engine.tokenizer] + [p.tokenizer for p in pairs] + [pairs[0].tokenizer]
     for state, tok in zip(states, tokenizers, strict=True):
         state.append(encode_prompts(tok, prompts, None))  # each model sees the prompt in its own template
+    states[0].items = guide.items or item_keys(prompts)  # the prompts' random streams (Engine.start)
     rows = [Row(p) for p in range(n)]
 
     def combined(logits: list[torch.Tensor]) -> torch.Tensor:

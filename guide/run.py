@@ -9,7 +9,7 @@ from tqdm.auto import tqdm
 
 from w2s.guide.config import GuideConfig
 from w2s.guide.decoders import decoder_class
-from w2s.guide.engine import Engine, Generation, SamplingParams, StopRule
+from w2s.guide.engine import Engine, Generation, SamplingParams, StopRule, item_keys
 from w2s.guide.models import load_model, load_tokenizer
 from w2s.guide.pair import GuidePair
 from w2s.guide.reward import RewardModel
@@ -50,6 +50,7 @@ class Guide:
         self.pilot = None  # (model, tokenizer) of WSD's drafter
         self.reward_model = None  # a RewardModel ranking best-of-N instead of the guide pairs
         self._loaded: set[str] = set()
+        self.items: list[int] | None = None  # the current batch's random streams (decode)
         self.require(decoder_class(c.decoder).needs)
 
     @classmethod
@@ -67,6 +68,7 @@ class Guide:
         guide.config = config or GuideConfig()
         guide.load = {}
         guide.engine, guide.pairs, guide.pilot, guide.reward_model = engine, list(pairs), pilot, reward_model
+        guide.items = None
         guide._loaded = {"pairs", "pilot", "scorer"}  # nothing more to load: a decoder uses what it was given
         return guide
 
@@ -145,20 +147,25 @@ class Guide:
             return RewardModelScorer(self.reward_model, prompts, row_prompts)
         return GuideScorer(self.pairs, prompts, row_prompts)
 
-    def decode(self, prompts: list[str]) -> list[Generation]:
-        """One batch of prompts through the configured decoder (built from the config as it is now)."""
+    def decode(self, prompts: list[str], items: list[int] | None = None) -> list[Generation]:
+        """One batch of prompts through the configured decoder (built from the config as it is now).
+
+        `items` are the prompts' random streams (`guide.engine.item_keys`): decoders pass `guide.items` to
+        `Engine.start`, so an item samples the same whatever batch it is decoded in."""
         decoder = decoder_class(self.config.decoder).from_config(self.config)
         self.require(decoder.needs)
+        self.items = list(items) if items is not None else item_keys(prompts)
         return decoder.run(self, prompts)
 
     def generate(self, prompts: list[str], *, progress: bool = True) -> list[Generation]:
-        """Every prompt, `batch_size` at a time."""
+        """Every prompt, `batch_size` at a time; the outputs do not depend on `batch_size`."""
         if not prompts:
             raise ValueError("no prompts to generate from")
+        items = item_keys(prompts)  # over the whole call: a prompt repeated in two batches draws two streams
         out: list[Generation] = []
         size = self.config.batch_size
         for start in tqdm(range(0, len(prompts), size), desc=f"generate ({self.config.decoder})", disable=not progress):
-            out += self.decode(prompts[start : start + size])
+            out += self.decode(prompts[start : start + size], items[start : start + size])
         return out
 
 

@@ -43,7 +43,7 @@ class ChunkBeamSearch(Decoder):
         engine = guide.engine
         fanout = self.width * self.successors
         row_prompts = [p for p in range(len(prompts)) for _ in range(fanout)]
-        state = engine.start(prompts, row_prompts)
+        state = engine.start(prompts, row_prompts, guide.items)
         scorer = guide.scorer(prompts, row_prompts)
         beams = [Row(p) for p in row_prompts]  # every row, in scorer order
         growing = list(beams)  # the rows the strong state holds, in state order
@@ -110,7 +110,7 @@ class Sampling(Decoder):
         start = time.perf_counter()
         engine = guide.engine
         rows = [Row(p) for p in range(len(prompts))]
-        state = engine.start(prompts, list(range(len(prompts))))
+        state = engine.start(prompts, list(range(len(prompts))), guide.items)
         engine.advance(state, list(rows), engine.stop.max_new_tokens)
         seconds = (time.perf_counter() - start) / len(prompts)
         share = {engine.name: state.tokens_run // len(prompts)}

@@ -90,6 +90,37 @@ def test_killed_during_generation_resumes_without_redoing_or_duplicating(tmp_pat
 
 
 @pytest.mark.slow
+def test_killed_and_resumed_runs_write_what_an_uninterrupted_run_writes(tmp_path, world_paths):
+    """Killed twice (in the first system's generation, then in the second's) and resumed with other batch
+    sizes: model_outputs.json and annotations.json are byte-identical to one uninterrupted run's."""
+    n = 12
+    guides = {
+        "base": {"strong_model": "tiny:strong", "max_new_tokens": 24, **SAMPLE},
+        "cbs": {"strong_model": "tiny:strong", "tuned": "tiny:guide", "untuned": "tiny:weak", "decoder": "cbs",
+                "width": 2, "successors": 2, "chunk_len": 4, "max_new_tokens": 24, "temperature": 1.0, "top_k": 0},
+    }  # fmt: skip
+
+    def recipe(name: str, batch_size: int) -> Path:
+        settings = {
+            "num_instructions": n, "reference": "base", "judge": "gold", "batch_size": batch_size,
+            "bootstrap_samples": 100, "output_dir": str(tmp_path / name),
+            "systems": [{"name": k, "guide": {**g, "batch_size": batch_size}} for k, g in guides.items()],
+        }  # fmt: skip
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump(settings))
+        return path
+
+    evaluate(load_config(recipe("whole", 8)), progress=False)
+    killed = recipe("killed", 1)
+    _run_and_kill(killed, tmp_path / "killed" / "base" / "generations.jsonl", at_least=3, total=n)
+    _run_and_kill(killed, tmp_path / "killed" / "cbs" / "generations.jsonl", at_least=2, total=n)
+    evaluate(load_config(recipe("killed", 3)), progress=False)  # resumed with another batch size
+    for system, name in (("base", "model_outputs.json"), ("cbs", "model_outputs.json"), ("cbs", "annotations.json")):
+        whole, resumed = (tmp_path / run / system / name for run in ("whole", "killed"))
+        assert resumed.read_bytes() == whole.read_bytes(), (system, name)
+
+
+@pytest.mark.slow
 def test_killed_during_judging_resumes_without_judging_twice(tmp_path, world_paths):
     n = 16
     out = tmp_path / "out"

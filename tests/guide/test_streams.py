@@ -1,0 +1,56 @@
+"""Each item samples from its own random stream: outputs do not depend on the batch size or on which
+other prompts share the batch, and a repeated prompt draws new samples."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from w2s.data.world import world_prompts
+from w2s.guide import Guide, GuideConfig
+from w2s.guide.engine import Sampler, SamplingParams, item_keys
+
+PROMPTS = world_prompts("test", 8)
+COMMON = dict(
+    strong_model="tiny:strong", tuned="tiny:guide", untuned="tiny:weak", pilot="tiny:guide", max_new_tokens=16,
+    temperature=1.0, top_k=0, width=2, successors=2, chunk_len=4, num_samples=3, threshold=0.3, seed=3,
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("decoder", ["sample", "bon", "cbs", "wsd", "eft"])
+def test_outputs_do_not_depend_on_the_batch_size(world_paths, decoder):
+    texts = {}
+    for size in (1, 3, 8):
+        guide = Guide(GuideConfig(decoder=decoder, batch_size=size, **COMMON))
+        texts[size] = [g.text for g in guide.generate(PROMPTS, progress=False)]
+    assert texts[1] == texts[3] == texts[8]
+    assert len(set(texts[8])) > 1  # real samples, not one fixed string
+    # an item alone, or among other prompts, in another order: the same text
+    alone = Guide(GuideConfig(decoder=decoder, batch_size=8, **COMMON)).generate(PROMPTS[5:6], progress=False)
+    assert alone[0].text == texts[8][5]
+
+
+def test_a_repeated_prompt_draws_new_samples_and_the_seed_matters(world_paths):
+    guide = Guide(GuideConfig(decoder="sample", batch_size=2, **COMMON))
+    outs = [g.text for g in guide.generate([PROMPTS[0]] * 4, progress=False)]
+    assert len(set(outs)) > 1  # four samples of one prompt, not one sample four times (batches of 2)
+    other = Guide(GuideConfig(decoder="sample", batch_size=8, **{**COMMON, "seed": 4}))
+    assert [g.text for g in other.generate(PROMPTS, progress=False)] != [
+        g.text for g in Guide(GuideConfig(decoder="sample", batch_size=8, **COMMON)).generate(PROMPTS, progress=False)
+    ]
+
+
+def test_keyed_gumbel_max_draws_from_the_distribution():
+    """Over 20,000 keys, the frequency of each of five tokens is its probability (within 4 binomial sd)."""
+    logits = torch.tensor([[2.0, 1.0, 0.0, -1.0, -3.0]])
+    probs = torch.softmax(logits, -1)[0]
+    sampler = Sampler(SamplingParams(temperature=1.0, top_k=0, seed=7))
+    keys = item_keys([f"prompt {i}" for i in range(200)])
+    draws = torch.cat([sampler(logits.expand(100, -1), [(k, 0, pos) for pos in range(100)]) for k in keys])
+    counts = torch.bincount(draws, minlength=5).double()
+    n = len(draws)
+    assert ((counts / n - probs).abs() <= 4 * (probs * (1 - probs) / n).sqrt()).all(), (counts / n, probs)
+    wide = torch.randn(3, 1000)  # the same keys, the same draws; another slot or seed, others
+    assert sampler(wide, [(keys[0], 1, 2)] * 3).tolist() == sampler(wide, [(keys[0], 1, 2)] * 3).tolist()
+    assert sampler(wide, [(keys[0], s, 2) for s in range(3)]).tolist() != sampler(wide, [(keys[0], 1, 2)] * 3).tolist()
+    assert len(set(item_keys(["a", "b", "a"]))) == 3  # the second "a" is another item
