@@ -14,12 +14,12 @@ import os
 import random
 import shutil
 import statistics
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from w2s.data.prompts import PromptError, read_dataset_rows, read_json_rows, to_messages
+from w2s.guide.files import remove_stale_temps, temp_dir
 
 logger = logging.getLogger(__name__)
 
@@ -131,7 +131,8 @@ def binarize_to_disk(source: str, output_dir: str | Path, config: BinarizeConfig
     if output_dir.exists():
         raise PromptError(f"{output_dir}: already exists; choose a new --output_dir")
     output_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    remove_stale_temps(output_dir.parent, recursive=False)
+    tmp = temp_dir(output_dir)
     try:
         (splits or data).save_to_disk(str(tmp / "data"))
         os.replace(tmp / "data", output_dir)  # all or nothing

@@ -28,7 +28,6 @@ import os
 import random
 import shutil
 import statistics
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +45,7 @@ from w2s.data.pairing import Candidate, make_pairs
 from w2s.data.prompts import Messages, PromptError, load_prompts, prompt_text
 from w2s.data.recipe import DataRecipe, RecipeError, recipe_to_dict
 from w2s.guide.commands import UserError
-from w2s.guide.files import write_atomic
+from w2s.guide.files import remove_stale_temps, temp_dir, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -407,7 +406,7 @@ def merge(p: Plan) -> Path:
 def _save(out: Path, pair_rows: list, sft_rows: list, card: dict, jsonl: bool) -> None:
     from datasets import Dataset, DatasetDict
 
-    tmp = Path(tempfile.mkdtemp(prefix=".merge-", dir=out))
+    tmp = temp_dir(out / "merge")
     try:
         for name, rows in (("pairs", pair_rows), ("sft", sft_rows)):
             data = Dataset.from_list([row for _, row in rows])
@@ -454,6 +453,8 @@ def build(recipe: DataRecipe, *, shard: str | None = None, do_merge: bool = True
 
 def _build(recipe: DataRecipe, shard: str | None, do_merge: bool, progress: bool) -> Path | None:
     i, n = parse_shard(shard)
+    if recipe.output_dir:
+        remove_stale_temps(recipe.output_dir)  # what a killed run was writing
     p = plan(recipe)
     mine = [s for s in range(len(p.shards)) if s % n == i]
     logger.info(

@@ -26,6 +26,7 @@ from w2s.eval.judges import check_judge, make_judge
 from w2s.eval.metrics import cost, length_controlled_win_rates, mean_and_se, win_rate
 from w2s.eval.report import plot_reward_vs_compute, plot_win_rates, write_tables
 from w2s.eval.store import write_json
+from w2s.guide.files import remove_stale_temps
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
             f"{out}: another `w2s eval` is writing there; wait for it or use another output_dir"
         ) from None
     try:
+        remove_stale_temps(out)  # what a killed run was writing
         return _evaluate(config, systems, instructions, out, progress=progress)
     finally:
         lock.release()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from w2s.guide.commands import ArgumentParser, UserError, lazy
 from w2s.guide.config import GuideConfig
-from w2s.guide.files import write_atomic
+from w2s.guide.files import check_writable, remove_stale_temps, write_atomic
 from w2s.guide.sources import resolve_prompts
 
 Guide = lazy("w2s.guide.run:Guide")
@@ -56,9 +56,12 @@ def generate(argv: list[str]) -> int:
 
     try:
         config = GuideConfig.from_yaml(args.config, overrides)
+        out = Path(config.output or f"outputs/{config.generator or config.decoder}.json")
+        check_writable(out)  # before any decoding: a folder it cannot write loses nothing
+        remove_stale_temps(out.parent, recursive=False)
         prompts = load_prompts(config.prompts, config.num_prompts)
         generations = Guide(config).generate(prompts)
-    except (UserError, ValueError, FileNotFoundError) as e:  # bad recipe, prompts, models or vocabularies: say which
+    except (UserError, ValueError, OSError) as e:  # bad recipe, prompts, models or vocabularies: say which
         print(f"w2s generate: error: {e}", file=sys.stderr)
         return 2
     name = config.generator or config.decoder
@@ -66,7 +69,6 @@ def generate(argv: list[str]) -> int:
         {"instruction": p, "output": g.text, "generator": name, **{k: v for k, v in asdict(g).items() if k != "text"}}
         for p, g in zip(prompts, generations, strict=True)
     ]
-    out = Path(config.output or f"outputs/{name}.json")
     write_atomic(out, json.dumps(items, indent=2))  # never a half-written output
     print(f"wrote {len(items)} outputs to {out}")
     return 0

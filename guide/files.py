@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -18,14 +19,82 @@ class RecipeError(UserError, ValueError):
     """A recipe or a flag that cannot be used (unknown key, wrong type, missing file or column): every stage's."""
 
 
+TEMP_MARK = ".w2s-tmp-"  # in the name of every temporary file or folder a w2s run makes beside its outputs
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def temp_file(path: Path) -> tuple[int, Path]:
+    """A temporary file beside `path`, named for the process that owns it, with the umask's mode (not
+    mkstemp's 0600: others on a shared machine can read the results as they could any file)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, Path(tmp)
+
+
+def temp_dir(path: Path) -> Path:
+    """A temporary folder beside `path` (or inside it, for a folder being filled), named for its process,
+    with the umask's mode."""
+    parent = path if path.is_dir() else path.parent
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}{TEMP_MARK}{os.getpid()}-", dir=parent))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(folder: str | Path, *, recursive: bool = True) -> int:
+    """Removes, in `folder` (and below it if `recursive`), the temporary files and folders of w2s processes
+    that no longer run (a run killed mid-write leaves them); returns how many. Runs call it on their output
+    folder when they start."""
+    folder, removed = Path(folder), 0
+    if not folder.is_dir():
+        return 0
+    for entry in sorted((folder.rglob if recursive else folder.glob)(f"*{TEMP_MARK}*")):
+        pid = entry.name.partition(TEMP_MARK)[2].partition("-")[0]
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)) or not entry.exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def check_writable(path: str | Path) -> None:
+    """A clear error now, before any work, if `path` (a file to be written) cannot be: its folder is made
+    and a temporary file written there and removed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = temp_file(path)
+        os.close(fd)
+        tmp.unlink()
+    except OSError as e:
+        raise RecipeError(f"cannot write {str(path)!r}: {e.strerror or e} (choose another output)") from None
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Writes `text` to a temporary file beside `path`, syncs it, then renames it over `path`.
 
-    Readers see the old file or the new one, never half of one.
+    Readers see the old file or the new one, never half of one. The file gets the umask's mode.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = temp_file(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -33,7 +102,7 @@ def write_atomic(path: str | Path, text: str) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

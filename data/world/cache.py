@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
 from filelock import FileLock
+
+from w2s.guide.files import remove_stale_temps, temp_dir
 
 # Bump when the grammar, the reward or the tokenizers change: every cached model depends on them.
 WORLD_VERSION = "2"
@@ -93,7 +94,8 @@ def build_once(path: Path, build: Callable[[Path], None]) -> Path:
     with _one_build_at_a_time(path.parent), _locked(path):  # this order: a build may build what it needs
         if path.is_dir():
             return path
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        remove_stale_temps(path.parent, recursive=False)  # a killed build's half-built folder (its process is gone)
+        tmp = temp_dir(path)
         try:
             build(tmp)
             tmp.rename(path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from w2s.data.build import build, plan, read_jsonl
 from w2s.data.filters import jaccard, ngrams, normalise, words
 from w2s.data.recipe import load_recipe
 from w2s.data.world import gold_reward, world_prompts
+from w2s.guide.files import TEMP_MARK
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "tiny" / "data.yaml"
@@ -149,6 +151,12 @@ def _shards(root: Path, folder_glob: str) -> int:
 
 
 @pytest.mark.slow
+def _dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    return int(proc.stdout)
+
+
 def test_a_build_killed_mid_generation_and_mid_judging_resumes_to_the_uninterrupted_result(tmp_path):
     # the reference: uninterrupted, spread over two "processes" (--shard 0/2 and 1/2) and merged
     reference = tmp_path / "reference"
@@ -171,8 +179,23 @@ def test_a_build_killed_mid_generation_and_mid_judging_resumes_to_the_uninterrup
     assert 0 < _shards(resumed, "judge-pairwise-*") < n_shards
     assert not (resumed / "card.json").exists()
 
+    # what a kill during an atomic write or a merge leaves (a process that no longer runs), planted where
+    # such a kill leaves it; and a file of a process that still runs, which must stay
+    dead = _dead_pid()
+    shard_dir = next(resumed.glob("work/gen-weak-*"))
+    debris = [shard_dir / f".00003.jsonl{TEMP_MARK}{dead}-a1b2", resumed / f".merge{TEMP_MARK}{dead}-c3d4"]
+    debris[0].write_text('{"prompt_id": 1, "resp')
+    debris[1].mkdir()
+    (debris[1] / "pairs").mkdir()
+    live = resumed / f".x{TEMP_MARK}{os.getppid()}-e5f6"
+    live.write_text("")
+
     proc = _start(config)
     assert proc.wait() == 0, proc.stderr.read()[-2000:]
+    assert not any(d.exists() for d in debris) and live.exists()
+    live.unlink()
+    stray = [f for f in resumed.rglob("*") if TEMP_MARK in f.name]
+    assert not stray, stray  # nothing but the build's own files and folders
     assert _rows(resumed / "pairs") == _rows(reference / "pairs")
     assert _rows(resumed / "sft") == _rows(reference / "sft")
     card, ref_card = (json.loads((d / "card.json").read_text()) for d in (resumed, reference))
