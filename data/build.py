@@ -29,6 +29,7 @@ import random
 import shutil
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,11 @@ from w2s.data.judges import DEFAULT_PAIRWISE_TEMPLATE, agreement_rate, make_judg
 from w2s.data.pairing import Candidate, make_pairs
 from w2s.data.prompts import Messages, PromptError, load_prompts, prompt_text
 from w2s.data.recipe import DataRecipe, RecipeError, recipe_to_dict
+from w2s.guide import GuideConfig
 from w2s.guide.commands import UserError
-from w2s.guide.files import remove_stale_temps, temp_dir, write_atomic
+from w2s.guide.files import check_writable, remove_stale_temps, temp_dir, write_atomic
+from w2s.guide.models import resolve_model_path
+from w2s.guide.preflight import ModelSpec, check_guide, check_models, check_weights
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +89,9 @@ def parse_shard(spec: str | None) -> tuple[int, int]:
     try:
         i, n = (int(x) for x in spec.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {spec!r}: expected i/n, e.g. 0/4") from None
+        raise RecipeError(f"--shard {spec!r}: expected i/n, e.g. 0/4") from None
     if not 0 <= i < n:
-        raise ValueError(f"--shard {spec!r}: i must be in 0..n-1")
+        raise RecipeError(f"--shard {spec!r}: i must be in 0..n-1")
     return i, n
 
 
@@ -169,7 +173,7 @@ class Plan:
         ]
 
 
-def plan(recipe: DataRecipe) -> Plan:
+def plan(recipe: DataRecipe, check: Callable[[list[dict]], None] | None = None) -> Plan:
     """Loads (or builds once) the prompt set and names every stage's shard folder."""
     if not recipe.output_dir:
         raise RecipeError("output_dir is not set: give it in the recipe or as --output_dir")
@@ -187,10 +191,15 @@ def plan(recipe: DataRecipe) -> Plan:
     )
     pkey = fingerprint({k: getattr(recipe, k) for k in prompt_keys})
     pdir = out / "work" / f"prompts-{pkey}"
+    if (pdir / "counts.json").exists():
+        rows, counts = read_jsonl(pdir / "prompts.jsonl"), json.loads((pdir / "counts.json").read_text())
+    else:
+        rows, counts = build_prompt_set(recipe)
+    if check is not None:
+        check(rows)  # before the output folder is touched
     pdir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(pdir) + ".lock"):
         if not (pdir / "counts.json").exists():
-            rows, counts = build_prompt_set(recipe)
             write_jsonl_atomic(pdir / "prompts.jsonl", rows)
             (pdir / ".counts.tmp").write_text(json.dumps(counts))
             os.replace(pdir / ".counts.tmp", pdir / "counts.json")
@@ -451,11 +460,43 @@ def build(recipe: DataRecipe, *, shard: str | None = None, do_merge: bool = True
         torch.set_num_threads(threads)
 
 
+def check_recipe_models(recipe: DataRecipe, rows: list[dict]) -> None:
+    """Before any generation: every generator's and judge's model (weights, code, prompt format) and every
+    prompt within each generator's context (guide/preflight.py)."""
+    messages = [r["messages"] for r in rows]
+    for i, g in enumerate(recipe.generators):
+        where = f"generators[{i}] ({g.name})"
+        if g.kind == "hf":
+            spec = ModelSpec(g.model, where, g.prompt_format, f"{where}.prompt_format")
+            check_models([spec], messages, trust_remote_code=g.trust_remote_code)
+        else:
+            config = GuideConfig.from_dict(dict(g.guide), source=f"{where}: guide")
+            check_guide(config, [m[-1]["content"] for m in messages])
+    for i, j in enumerate(recipe.judges):
+        where = f"judges[{i}] ({j.name})"
+        models = (
+            [j.model]
+            if j.kind in ("reward_model", "pairwise")
+            else [j.tuned, j.untuned]
+            if j.kind == "implicit"
+            else []
+        )
+        specs = [ModelSpec(m, where, j.prompt_format, f"{where}.prompt_format") for m in models]
+        if j.kind == "implicit":  # it reads the prompt itself: each must fit
+            check_models(specs, messages, trust_remote_code=j.trust_remote_code)
+        elif j.kind == "pairwise":
+            check_models(specs, [], trust_remote_code=j.trust_remote_code)  # a long question is cut and counted
+        elif j.kind == "reward_model":
+            for spec in specs:
+                check_weights(resolve_model_path(spec.name), where)
+
+
 def _build(recipe: DataRecipe, shard: str | None, do_merge: bool, progress: bool) -> Path | None:
     i, n = parse_shard(shard)
     if recipe.output_dir:
+        check_writable(recipe.output_dir)
         remove_stale_temps(recipe.output_dir)  # what a killed run was writing
-    p = plan(recipe)
+    p = plan(recipe, check=lambda rows: check_recipe_models(recipe, rows))
     mine = [s for s in range(len(p.shards)) if s % n == i]
     logger.info(
         "%d prompts in %d shards; this process (%d/%d) takes %d", len(p.prompts), len(p.shards), i, n, len(mine)

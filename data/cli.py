@@ -21,7 +21,7 @@ import yaml
 
 from w2s.data.binarize import BinarizeConfig
 from w2s.data.recipe import load_recipe
-from w2s.guide.commands import ArgumentParser, UserError, lazy
+from w2s.guide.commands import ArgumentParser, command, lazy
 
 # the work loads when a command runs, not for --help (guide/commands.py)
 build_data = lazy("w2s.data.build:build")
@@ -69,11 +69,8 @@ def build(argv: list[str], *, merge_only: bool = False) -> int:
         parser.add_argument("--no-merge", action="store_true", help="stop after generating and judging")
     args, extra = parser.parse_known_args(argv)
 
-    try:
-        recipe = load_recipe(args.config, _overrides(extra, parser))
-        path = merge(plan(recipe)) if merge_only else build_data(recipe, shard=args.shard, do_merge=not args.no_merge)
-    except (UserError, ValueError) as e:
-        return _fail(str(e))
+    recipe = load_recipe(args.config, _overrides(extra, parser))
+    path = merge(plan(recipe)) if merge_only else build_data(recipe, shard=args.shard, do_merge=not args.no_merge)
     if path is not None:
         print(path)
     return 0
@@ -105,13 +102,11 @@ def binarize(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     args = vars(parser.parse_args(argv))
     source, output_dir = args.pop("source"), args.pop("output_dir")
-    try:
-        print(binarize_to_disk(source, output_dir, BinarizeConfig(**args)))
-    except UserError as e:
-        return _fail(str(e))
+    print(binarize_to_disk(source, output_dir, BinarizeConfig(**args)))
     return 0
 
 
+@command("w2s data")
 def main(argv: list[str]) -> int:
     """`w2s data <build|merge|binarize> ...`."""
     actions = {"build": build, "merge": lambda a: build(a, merge_only=True), "binarize": binarize}
@@ -126,5 +121,5 @@ def main(argv: list[str]) -> int:
     return actions[argv[0]](argv[1:])
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # accelerate launch -m w2s.data.cli build ...
     sys.exit(main(sys.argv[1:]))

@@ -17,6 +17,7 @@ import torch
 from w2s.data.prompts import Messages
 from w2s.data.recipe import GeneratorConfig
 from w2s.guide import Guide, GuideConfig
+from w2s.guide.files import RecipeError
 from w2s.guide.models import load_model_and_tokenizer
 from w2s.guide.sampling import sample
 
@@ -85,7 +86,7 @@ class GuideGenerator:
 
     def generate(self, prompts: list[Messages], *, seed: int) -> list[list[str]]:
         if any(len(p) != 1 for p in prompts):
-            raise ValueError(f"generator {self.name!r} (kind guide) takes single-turn prompts (one user message)")
+            raise RecipeError(f"generator {self.name!r} (kind guide) takes single-turn prompts (one user message)")
         torch.manual_seed(seed)
         self.guide.engine.reseed(seed)  # each item's stream: this shard's seed, its prompt, its sample number
         n = self.num_samples

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from w2s.eval.config import add_flags, load_config
-from w2s.guide.commands import ArgumentParser, UserError, lazy
+from w2s.guide.commands import ArgumentParser, command, lazy
 
 evaluate = lazy("w2s.eval.run:evaluate")
 alignment_tax = lazy("w2s.eval.alignment_tax:alignment_tax")
@@ -29,6 +29,7 @@ BENCH_USAGE = """usage: w2s bench {guide,data} [options]
   data    the data builder's generation stage against a plain generate loop (w2s bench data --help)"""
 
 
+@command("w2s demo")
 def demo(argv: list[str]) -> int:
     """`w2s demo`: the main job on the tiny world (eval/demo.py)."""
     parser = ArgumentParser(prog="w2s demo", description=DEMO_DESCRIPTION)
@@ -47,6 +48,7 @@ def demo(argv: list[str]) -> int:
     return run_demo(args)
 
 
+@command("w2s eval")
 def main(argv: list[str]) -> int:
     """`w2s eval --config recipes/<family>/eval.yaml [--<key> value ...]`: generate, judge, report."""
     parser = ArgumentParser(
@@ -62,14 +64,10 @@ def main(argv: list[str]) -> int:
     path, quiet = args.pop("config"), args.pop("quiet")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    try:
-        config = load_config(path, {k: v for k, v in args.items() if v is not None})
-        result = evaluate(config, progress=not quiet)
-        if config.lm_eval_tasks:
-            alignment_tax(config)
-    except UserError as e:
-        print(f"w2s eval: error: {e}", file=sys.stderr)
-        return 2
+    config = load_config(path, {k: v for k, v in args.items() if v is not None})
+    result = evaluate(config, progress=not quiet)  # a user's mistake: one line, exit 2 (guide/commands.py)
+    if config.lm_eval_tasks:
+        alignment_tax(config)
     print((Path(config.output_dir) / "leaderboard.md").read_text())
     gen = ", ".join(f"{k}: {v['generated']} generated, {v['reused']} reused" for k, v in result.generation.items())
     print(f"generation: {gen}")
@@ -80,6 +78,7 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+@command("w2s bench")
 def bench(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(BENCH_USAGE, file=sys.stdout if argv else sys.stderr)

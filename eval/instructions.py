@@ -33,16 +33,19 @@ class Instruction:
     dataset: str = "unknown"
 
 
-def _from_records(records, where: str, default_dataset: str) -> list[Instruction]:
+def _from_records(records, where: str | list[str], default_dataset: str) -> list[Instruction]:
+    """Instructions from records; `where` names record i in errors (a list: one name per record)."""
     out = []
     for i, rec in enumerate(records):
-        at = f"{where} {i + 1}"
+        at = where[i] if isinstance(where, list) else f"{where} {i + 1}"
         if not isinstance(rec, dict):
             raise InstructionSetError(f"{at}: expected an object with an 'instruction' field, got {type(rec).__name__}")
         if "instruction" not in rec:
             raise InstructionSetError(f"{at}: missing field 'instruction' (fields: {sorted(rec)})")
         if not isinstance(rec["instruction"], str):
             raise InstructionSetError(f"{at}: field 'instruction' must be a string")
+        if not rec["instruction"].strip():
+            raise InstructionSetError(f"{at}: the instruction is empty")
         ref = rec.get("output")
         if ref is not None and not isinstance(ref, str):
             raise InstructionSetError(f"{at}: field 'output' must be a string")
@@ -50,11 +53,12 @@ def _from_records(records, where: str, default_dataset: str) -> list[Instruction
     return out
 
 
-def read_json_records(path: Path) -> tuple[list, str]:
-    """The records of a JSON list or JSONL file, and how to name a record's place in errors."""
+def read_json_records(path: Path) -> tuple[list, list[str]]:
+    """The records of a JSON list or JSONL file, and each record's place for errors ("<file> line 7" for
+    JSONL, counting blank lines; "<file> record 3" in a JSON list)."""
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        records = []
+        records, places = [], []
         for n, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
@@ -62,7 +66,8 @@ def read_json_records(path: Path) -> tuple[list, str]:
                 records.append(json.loads(line))
             except json.JSONDecodeError as e:
                 raise InstructionSetError(f"{path} line {n}: not valid JSON ({e.msg})") from e
-        return records, f"{path} line"
+            places.append(f"{path} line {n}")
+        return records, places
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -71,7 +76,7 @@ def read_json_records(path: Path) -> tuple[list, str]:
         raise InstructionSetError(
             f"{path}: expected a JSON list of records (AlpacaEval format), got {type(data).__name__}"
         )
-    return data, f"{path} record"
+    return data, [f"{path} record {i}" for i in range(1, len(data) + 1)]
 
 
 def _from_file(path: Path) -> list[Instruction]:

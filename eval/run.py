@@ -20,13 +20,16 @@ from filelock import FileLock, Timeout
 from w2s.eval.alignment_tax import check_lm_eval
 from w2s.eval.annotate import JudgeCounts, annotate, judgement_log
 from w2s.eval.config import EvalConfig, EvalConfigError
-from w2s.eval.generate import check_guide_config, generate_outputs
+from w2s.eval.generate import GenerationError, check_guide_config, generate_outputs
 from w2s.eval.instructions import Instruction, InstructionSetError, load_instructions, read_json_records
 from w2s.eval.judges import check_judge, make_judge
 from w2s.eval.metrics import cost, length_controlled_win_rates, mean_and_se, win_rate
 from w2s.eval.report import plot_reward_vs_compute, plot_win_rates, write_tables
 from w2s.eval.store import write_json
-from w2s.guide.files import remove_stale_temps
+from w2s.guide import GuideConfig
+from w2s.guide.commands import UserError
+from w2s.guide.files import check_writable, remove_stale_temps
+from w2s.guide.preflight import check_guide
 
 logger = logging.getLogger(__name__)
 
@@ -61,12 +64,12 @@ def _reference_outputs(config: EvalConfig, instructions: list[Instruction], outp
         raise EvalConfigError(
             f"reference {ref!r}: neither a system of this recipe ({sorted(outputs)}), 'dataset', nor a JSON/JSONL file"
         )
-    records, where = read_json_records(path)
+    records, places = read_json_records(path)
     by_instruction: dict[str, str] = {}
     generator = path.stem
-    for n, rec in enumerate(records):
+    for place, rec in zip(places, records, strict=True):
         if not isinstance(rec, dict) or "instruction" not in rec or "output" not in rec:
-            raise InstructionSetError(f"{where} {n + 1}: a reference output needs 'instruction' and 'output' fields")
+            raise InstructionSetError(f"{place}: a reference output needs 'instruction' and 'output' fields")
         by_instruction.setdefault(rec["instruction"], rec["output"])
         generator = rec.get("generator", generator)
     refs = []
@@ -101,6 +104,17 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
         limit=config.num_instructions,
     )
     logger.info("%d instructions from %s, %d systems", len(instructions), config.instructions, len(systems))
+    # before anything is written or generated: the reference pairs with the instructions, every system's
+    # models load (weights, code, prompt format, vocabulary) and hold every instruction, the output is writable
+    if ref is not None and ref not in {s.name for s in systems}:
+        _reference_outputs(config, instructions, {})
+    texts = [ins.instruction for ins in instructions]
+    for s in systems:
+        try:
+            check_guide(GuideConfig.from_dict(dict(s.guide)), texts)
+        except UserError as e:
+            raise GenerationError(f"system {s.name!r}: {e}") from None
+    check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(out / ".w2s-eval.lock"))  # released by the OS if the process dies
     try:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from w2s.guide.commands import GuideError
 from w2s.guide.decoders import decoder_class, option_keys
 from w2s.guide.files import did_you_mean, read_recipe
 from w2s.guide.formats import check_prompt_format
@@ -81,7 +82,7 @@ class GuideConfig:
         try:
             decoder.from_config(self)  # the decoder checks its own settings
         except ValueError as e:
-            raise ValueError(f"decoder {self.decoder}: {e}") from None
+            raise GuideError(f"decoder {self.decoder}: {e}") from None
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> GuideConfig:
@@ -95,12 +96,12 @@ class GuideConfig:
             elif key in options:
                 collected[key] = _coerce(value, options[key], f"{source}: key {key!r}")
             else:
-                raise ValueError(f"{source}: unknown key {key!r}{did_you_mean(key, [*fields, *options])}")
+                raise GuideError(f"{source}: unknown key {key!r}{did_you_mean(key, [*fields, *options])}")
         kwargs["options"] = {**(kwargs.get("options") or {}), **collected}
         try:
             return cls(**kwargs)
         except ValueError as e:
-            raise ValueError(f"{source}: {e}") from None
+            raise GuideError(f"{source}: {e}") from None
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> GuideConfig:
@@ -109,7 +110,7 @@ class GuideConfig:
         flags, known = _parse_flags(list(overrides)), recipe_keys()
         for key, value in flags.items():
             if key not in known:
-                raise ValueError(f"unknown flag --{key}{did_you_mean(key, known)}")
+                raise GuideError(f"unknown flag --{key}{did_you_mean(key, known)}")
             _coerce(value, known[key], f"--{key}")
         values.update(flags)
         return cls.from_dict(values, source=str(path))
@@ -126,7 +127,7 @@ def _parse_flags(argv: list[str]) -> dict:
     while argv:
         flag = argv.pop(0)
         if not flag.startswith("--") or not argv:
-            raise ValueError(f"expected '--key value' pairs, got {flag!r}")
+            raise GuideError(f"expected '--key value' pairs, got {flag!r}")
         out[flag[2:].replace("-", "_")] = yaml.safe_load(argv.pop(0))
     return out
 
@@ -146,4 +147,4 @@ def _coerce(value, annotation, where: str):
             and not (base is int and isinstance(value, bool))
         ):
             return value
-    raise ValueError(f"{where}: expected {annotation}, got {value!r}")
+    raise GuideError(f"{where}: expected {annotation}, got {value!r}")

@@ -29,6 +29,8 @@ import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from w2s.guide.commands import GuideError
+
 if TYPE_CHECKING:
     from w2s.guide.config import GuideConfig
     from w2s.guide.engine import Generation
@@ -84,9 +86,9 @@ def register_decoder(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
             raise TypeError(f"decoder {name!r}: {cls!r} must be a dataclass subclass of guide.decoders.Decoder")
         unknown = set(cls.needs) - set(NEEDS)
         if unknown:
-            raise ValueError(f"decoder {name!r}: unknown needs {sorted(unknown)}; choose from {', '.join(NEEDS)}")
+            raise GuideError(f"decoder {name!r}: unknown needs {sorted(unknown)}; choose from {', '.join(NEEDS)}")
         if DECODERS.get(name, cls) is not cls:
-            raise ValueError(f"decoder {name!r} is already registered (by {DECODERS[name].__qualname__})")
+            raise GuideError(f"decoder {name!r} is already registered (by {DECODERS[name].__qualname__})")
         cls.name = name
         DECODERS[name] = cls
         return cls
@@ -108,7 +110,7 @@ def decoder_class(name: str) -> type[Decoder]:
     """The class registered as `name`; the error lists every registered name."""
     decoders = registered()
     if name not in decoders:
-        raise ValueError(f"decoder {name!r}: choose one of {', '.join(decoders)} (or register one: guide/decoders.py)")
+        raise GuideError(f"decoder {name!r}: choose one of {', '.join(decoders)} (or register one: guide/decoders.py)")
     return decoders[name]
 
 

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from w2s.guide.commands import GuideError
 from w2s.guide.decoders import Decoder, register_decoder
 from w2s.guide.engine import Engine, Generation, Row, StopRule
 from w2s.guide.scoring import IncrementalScores, render
@@ -57,11 +58,11 @@ class DraftSwitch(Decoder):
     def check(self) -> None:
         for key in ("window", "check_every"):
             if getattr(self, key) < 1:
-                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+                raise GuideError(f"{key} must be >= 1, got {getattr(self, key)}")
         if not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1] (a geometric-mean probability), got {self.threshold}")
+            raise GuideError(f"threshold must be in (0, 1] (a geometric-mean probability), got {self.threshold}")
         if self.continuation not in ("sample", "greedy"):
-            raise ValueError(f"continuation {self.continuation!r}: choose sample or greedy")
+            raise GuideError(f"continuation {self.continuation!r}: choose sample or greedy")
 
     def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
         start = time.perf_counter()

@@ -21,6 +21,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from w2s.guide import kv
+from w2s.guide.commands import GuideError
 from w2s.guide.models import chat_prompt
 
 _trackers: list[list[LMState]] = []  # open `track_states` blocks
@@ -184,9 +185,9 @@ class SamplingParams:
 
     def __post_init__(self):
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise GuideError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise GuideError(f"top_p must be in (0, 1], got {self.top_p}")
 
 
 MASK64 = (1 << 64) - 1
@@ -326,10 +327,10 @@ def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_l
     out = []
     for i, prompt in enumerate(prompts):
         if not prompt or not prompt.strip():
-            raise ValueError(f"prompt {i} is empty")
+            raise GuideError(f"prompt {i} is empty")
         ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False).input_ids
         if max_length is not None and len(ids) >= max_length:
-            raise ValueError(
+            raise GuideError(
                 f"prompt {i} is {len(ids)} tokens in {tokenizer.name_or_path!r}'s template, but the model's context "
                 f"is {max_length} tokens: shorten it or use a model with a longer context"
             )

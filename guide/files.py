@@ -75,16 +75,16 @@ def remove_stale_temps(folder: str | Path, *, recursive: bool = True) -> int:
 
 
 def check_writable(path: str | Path) -> None:
-    """A clear error now, before any work, if `path` (a file to be written) cannot be: its folder is made
-    and a temporary file written there and removed."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = temp_file(path)
-        os.close(fd)
-        tmp.unlink()
-    except OSError as e:
-        raise RecipeError(f"cannot write {str(path)!r}: {e.strerror or e} (choose another output)") from None
+    """A clear error now, before any work, if `path` (a file or folder to be written) cannot be: the
+    nearest folder that exists on its way must be a writable folder. Nothing is created."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if existing == path and path.is_file():
+        existing = path.parent
+    if not existing.is_dir():
+        raise RecipeError(f"cannot write {str(path)!r}: {str(existing)!r} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RecipeError(f"cannot write {str(path)!r}: {str(existing)!r} is not writable (choose another output)")
 
 
 def write_atomic(path: str | Path, text: str) -> None:
@@ -106,7 +106,7 @@ def write_atomic(path: str | Path, text: str) -> None:
         raise
 
 
-def read_recipe(path: str | Path, error: type[Exception] = ValueError) -> dict:
+def read_recipe(path: str | Path, error: type[Exception] = RecipeError) -> dict:
     """A recipe file's top-level YAML mapping (empty file: {}); `error` naming the file when it cannot be one."""
     path = Path(path)
     if not path.is_file():

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 
+from w2s.guide.commands import GuideError
+
 FORMATS = ("chat", "raw")
 
 
 def check_prompt_format(value: str, key: str = "prompt_format") -> None:
     if not isinstance(value, str) or (value not in FORMATS and "{prompt}" not in value):
-        raise ValueError(
+        raise GuideError(
             f"{key}: {value!r} is not a prompt format: use chat (the model's chat template), raw (the prompt "
             'text as it is) or a template string holding {prompt}, e.g. "Question: {prompt}\\nAnswer:"'
         )

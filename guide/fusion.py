@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from w2s.guide.commands import GuideError
 from w2s.guide.decoders import Decoder, register_decoder
 from w2s.guide.engine import Generation, LMState, Row, encode_prompts, item_keys
 
@@ -31,7 +32,7 @@ def check_shared_vocabulary(tokenizers: dict[str, object]) -> None:
     first = tokenizers[names[0]].get_vocab()
     for name in names[1:]:
         if tokenizers[name].get_vocab() != first:
-            raise ValueError(
+            raise GuideError(
                 f"logit arithmetic needs one shared vocabulary, but {names[0]!r} and {name!r} have different "
                 "vocabularies: use chunk-level beam search (decoder: cbs) or draft-switch decoding (decoder: wsd), "
                 "which pass text between models"
@@ -102,9 +103,9 @@ class DynamicFusion(Decoder):
 
     def check(self) -> None:
         if self.alpha_step <= 0:
-            raise ValueError(f"alpha_step must be > 0, got {self.alpha_step}")
+            raise GuideError(f"alpha_step must be > 0, got {self.alpha_step}")
         if self.alpha_max < 0:
-            raise ValueError(f"alpha_max must be >= 0, got {self.alpha_max}")
+            raise GuideError(f"alpha_max must be >= 0, got {self.alpha_max}")
 
     def combine(self, base, experts, untuned):
         alphas = torch.arange(0, round(self.alpha_max / self.alpha_step) + 1) * self.alpha_step
@@ -120,12 +121,12 @@ def _lockstep(guide: Guide, prompts: list[str], combine) -> list[Generation]:
     engine = guide.engine
     pairs = guide.pairs
     if not pairs:
-        raise ValueError("logit arithmetic needs a guide pair: set tuned and untuned (or adapter)")
+        raise GuideError("logit arithmetic needs a guide pair: set tuned and untuned (or adapter)")
     if any(p.is_adapter for p in pairs) and len(pairs) > 1:
-        raise ValueError("dynamic fusion over several adapters is not supported: give experts as model folders")
+        raise GuideError("dynamic fusion over several adapters is not supported: give experts as model folders")
     untuned_model = pairs[0].untuned
     if any(p.untuned is not untuned_model and p.untuned.name_or_path != untuned_model.name_or_path for p in pairs):
-        raise ValueError("logit fusion needs every expert to share one untuned model")
+        raise GuideError("logit fusion needs every expert to share one untuned model")
     check_shared_vocabulary({"strong": engine.tokenizer, **{f"guide {i}": p.tokenizer for i, p in enumerate(pairs)}})
     vocab = len(engine.tokenizer)
     n = len(prompts)

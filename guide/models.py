@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from w2s.guide.commands import UserError
+from w2s.guide.commands import GuideError, UserError
 from w2s.guide.formats import check_prompt_format, format_template
 from w2s.guide.sources import resolve_model
 
@@ -103,7 +103,7 @@ def load_model(
     name_or_path = resolve_model_path(name_or_path)
     _check_source(name_or_path)
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+        raise GuideError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path,
@@ -140,7 +140,7 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict]) ->
     ready for the assistant's reply."""
     if tokenizer.chat_template is None:
         key = getattr(tokenizer, "w2s_format_key", "prompt_format")
-        raise ValueError(
+        raise GuideError(
             f"model {tokenizer.name_or_path!r} has no chat template: set `{key}: raw` to give it the prompt text "
             f'as it is, or a template string such as `{key}: "Question: {{prompt}}\\nAnswer:"`'
         )

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from w2s.guide.commands import GuideError
 from w2s.guide.engine import LMState, context_length
 from w2s.guide.models import load_model, load_tokenizer, resolve_model_path
 from w2s.guide.scoring import IncrementalScores, render, response_logprobs
@@ -40,7 +41,7 @@ class GuidePair:
         trust = load_kwargs.get("trust_remote_code", False)
         tok_t, tok_u = (load_tokenizer(m, trust_remote_code=trust, **fmt) for m in (tuned, untuned))
         if tok_t.get_vocab() != tok_u.get_vocab():
-            raise ValueError(f"guide pair {tuned!r} / {untuned!r}: the two models must share one tokenizer")
+            raise GuideError(f"guide pair {tuned!r} / {untuned!r}: the two models must share one tokenizer")
         return cls(load_model(tuned, **load_kwargs), load_model(untuned, **load_kwargs), tok_t, weight)
 
     @classmethod
@@ -53,7 +54,7 @@ class GuidePair:
         adapter = resolve_model_path(adapter)
         config_file = Path(adapter) / "adapter_config.json"
         if not config_file.is_file():
-            raise FileNotFoundError(f"adapter {adapter!r}: no adapter_config.json (is it a PEFT adapter folder?)")
+            raise GuideError(f"adapter {adapter!r}: no adapter_config.json (is it a PEFT adapter folder?)")
         base = base or json.loads(config_file.read_text())["base_model_name_or_path"]
         model = PeftModel.from_pretrained(load_model(base, **load_kwargs), adapter).eval()
         tokenizer = load_tokenizer(
@@ -94,7 +95,7 @@ class PairScorer:
         limit = context_length(pair.tuned)
         for i, ids in enumerate(context_ids):
             if limit is not None and len(ids) >= limit:
-                raise ValueError(
+                raise GuideError(
                     f"guide {pair.tokenizer.name_or_path!r}: prompt {i} is {len(ids)} tokens, its context is {limit}"
                 )
         self.tuned, self.untuned = pair._states(len(prompts))

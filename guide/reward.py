@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
+from w2s.guide.commands import GuideError
 from w2s.guide.engine import context_length
 from w2s.guide.models import DTYPES, load_tokenizer, resolve_model_path
 
@@ -31,10 +32,10 @@ class RewardModel:
         overflow: str = "error",
     ):
         if overflow not in ("error", "truncate"):
-            raise ValueError(f"overflow {overflow!r}: choose error or truncate")
+            raise GuideError(f"overflow {overflow!r}: choose error or truncate")
         labels = model.config.num_labels
         if labels not in (1, 2):
-            raise ValueError(
+            raise GuideError(
                 f"reward model {tokenizer.name_or_path!r} has {labels} labels: use a head with one (the reward) "
                 "or two (bad, good: scored logit[1] - logit[0])"
             )
@@ -71,7 +72,7 @@ class RewardModel:
         """The conversation the reward model scores, in its prompt format."""
         if self.tokenizer.chat_template is None:
             key = getattr(self.tokenizer, "w2s_format_key", "prompt_format")
-            raise ValueError(
+            raise GuideError(
                 f"reward model {self.tokenizer.name_or_path!r} has no chat template: set `{key}: raw` or a "
                 "template string holding {prompt}"
             )
@@ -89,7 +90,7 @@ class RewardModel:
         truncated = [self.max_length is not None and len(row) > self.max_length for row in ids]
         if self.overflow == "error" and any(truncated):
             i = truncated.index(True)
-            raise ValueError(
+            raise GuideError(
                 f"reward model {self.tokenizer.name_or_path!r}: row {i} (prompt + response) is {len(ids[i])} tokens, "
                 f"past its context of {self.max_length}: lower max_new_tokens or use a model with a longer context"
             )

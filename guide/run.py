@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
+from w2s.guide.commands import GuideError
 from w2s.guide.config import GuideConfig
 from w2s.guide.decoders import decoder_class
 from w2s.guide.engine import Engine, Generation, SamplingParams, StopRule, item_keys
@@ -80,7 +81,7 @@ class Guide:
                 continue
             if need == "pilot":
                 if not c.pilot:
-                    raise ValueError(f"decoder {c.decoder} needs a `pilot` model (the small aligned drafter)")
+                    raise GuideError(f"decoder {c.decoder} needs a `pilot` model (the small aligned drafter)")
                 self.pilot = (
                     load_model(c.pilot, **self.load),
                     load_tokenizer(
@@ -95,7 +96,7 @@ class Guide:
             elif "pairs" not in self._loaded:  # "pairs", or "scorer" without a reward model
                 self.pairs = self._pairs()
                 if not self.pairs:
-                    raise ValueError(f"decoder {c.decoder} needs a guide pair: set tuned and untuned (or adapter)")
+                    raise GuideError(f"decoder {c.decoder} needs a guide pair: set tuned and untuned (or adapter)")
                 self._loaded.add("pairs")
             self._loaded.add(need)
 
@@ -111,7 +112,7 @@ class Guide:
                 format_key="reward_model_prompt_format",
             )
         except OSError as e:
-            raise ValueError(f"reward_model {c.reward_model!r}: cannot load it ({e})") from e
+            raise GuideError(f"reward_model {c.reward_model!r}: cannot load it ({e})") from e
 
     def _pairs(self) -> list[GuidePair]:
         c = self.config
@@ -126,7 +127,7 @@ class Guide:
         for spec in specs:
             unknown = set(spec) - {"tuned", "untuned", "adapter", "weight", "adapter_base", "prompt_format"}
             if unknown:
-                raise ValueError(
+                raise GuideError(
                     f"extra_guides: unknown key(s) {sorted(unknown)}; use tuned, untuned, adapter, weight, prompt_format"
                 )
             weight = float(spec.get("weight", 1.0))
@@ -138,7 +139,7 @@ class Guide:
             elif spec.get("tuned") and spec.get("untuned"):
                 pairs.append(GuidePair.from_folders(spec["tuned"], spec["untuned"], weight, **fmt, **self.load))
             else:
-                raise ValueError("a guide pair needs both `tuned` and `untuned`, or an `adapter`")
+                raise GuideError("a guide pair needs both `tuned` and `untuned`, or an `adapter`")
         return pairs
 
     def scorer(self, prompts: list[str], row_prompts: list[int]) -> GuideScorer | RewardModelScorer:
@@ -160,7 +161,7 @@ class Guide:
     def generate(self, prompts: list[str], *, progress: bool = True) -> list[Generation]:
         """Every prompt, `batch_size` at a time; the outputs do not depend on `batch_size`."""
         if not prompts:
-            raise ValueError("no prompts to generate from")
+            raise GuideError("no prompts to generate from")
         items = item_keys(prompts)  # over the whole call: a prompt repeated in two batches draws two streams
         out: list[Generation] = []
         size = self.config.batch_size

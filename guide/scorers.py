@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from w2s.guide.commands import GuideError
 from w2s.guide.pair import GuidePair, PairScorer
 from w2s.guide.reward import RewardModel
 
@@ -11,7 +12,7 @@ class GuideScorer:
 
     def __init__(self, pairs: list[GuidePair], prompts: list[str], row_prompts: list[int]):
         if not pairs:
-            raise ValueError("a guided decoder needs at least one guide pair (set tuned/untuned or adapter)")
+            raise GuideError("a guided decoder needs at least one guide pair (set tuned/untuned or adapter)")
         self.scorers = [PairScorer(p, prompts, row_prompts) for p in pairs]
 
     def update(self, texts: list[str | None], finished: list[bool]) -> list[float]:

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from w2s.guide.commands import GuideError
 from w2s.guide.engine import LMState, common_prefix, context_length, sync_tokens
 from w2s.guide.models import chat_prompt
 
@@ -49,13 +50,13 @@ def response_ids(
     ids = tokenizer(context + response, add_special_tokens=False).input_ids
     start = common_prefix(ids, context_ids)
     if start == 0 and (ids or finished):
-        raise ValueError(
+        raise GuideError(
             f"{tokenizer.name_or_path!r}: the rendered prompt is empty, so nothing predicts the response's first "
             "token: give a non-empty prompt (or a prompt format with text before the prompt)"
         )
     if finished:
         if tokenizer.eos_token_id is None:
-            raise ValueError(f"{tokenizer.name_or_path!r} has no EOS token to end a finished response with")
+            raise GuideError(f"{tokenizer.name_or_path!r} has no EOS token to end a finished response with")
         ids = [*ids, tokenizer.eos_token_id]
     return Scored(ids, start)
 
@@ -73,7 +74,7 @@ def check_context(model: PreTrainedModel, rows: list[Scored | None], what: str =
         return
     for i, row in enumerate(rows):
         if row is not None and len(row.ids) > limit:
-            raise ValueError(
+            raise GuideError(
                 f"{what} {getattr(model.config, '_name_or_path', '')!r}: row {i} (prompt + response) is "
                 f"{len(row.ids)} tokens, past its context of {limit}: shorten the prompt or max_new_tokens, or use "
                 "a model with a longer context"

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from w2s.guide.commands import GuideError
 from w2s.guide.decoders import Decoder, register_decoder
 from w2s.guide.engine import Generation, Row
 
@@ -35,7 +36,7 @@ class ChunkBeamSearch(Decoder):
         for key in ("width", "successors", "chunk_len"):
             value = getattr(self, key)
             if value is not None and value < 1:
-                raise ValueError(f"{key} must be >= 1, got {value}")
+                raise GuideError(f"{key} must be >= 1, got {value}")
 
     def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
         """Searches every prompt at once on the strong engine, rows ranked by `guide.scorer`."""
@@ -95,7 +96,7 @@ class BestOfN(Decoder):
 
     def check(self) -> None:
         if self.num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+            raise GuideError(f"num_samples must be >= 1, got {self.num_samples}")
 
     def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
         return ChunkBeamSearch(width=1, successors=self.num_samples, chunk_len=None).run(guide, prompts)

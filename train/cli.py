@@ -6,7 +6,7 @@ import logging
 import sys
 
 from w2s.data.world.cache import world_seed
-from w2s.guide.commands import ArgumentParser, lazy
+from w2s.guide.commands import ArgumentParser, command, lazy
 from w2s.train.tiny import BASES, GUIDES
 
 # the work loads when a command runs, not for --help (guide/commands.py)
@@ -18,6 +18,7 @@ show_samples = lazy("w2s.train.world:show_samples")
 STAGES = {stage: lazy(f"w2s.train.{stage}:cli") for stage in ("sft", "dpo", "distill")}
 
 
+@command("w2s world")
 def world(argv: list[str]) -> int:
 
     parser = ArgumentParser(
@@ -69,6 +70,7 @@ TRAIN_USAGE = """usage: w2s train {sft,dpo,distill} --config RECIPE [--field val
 `w2s train <stage> --help` for a stage's options (every recipe key is one)."""
 
 
+@command("w2s train")
 def train(argv: list[str]) -> int:
     """`w2s train`: one training stage from a recipe, or a tiny-world guide."""
     if not argv or argv[0] in ("-h", "--help"):

@@ -54,6 +54,12 @@ class TrainScriptArguments(ScriptArguments):
     merge_adapter: bool = field(
         default=False, metadata={"help": "with use_peft: also save base+adapter merged, in <output_dir>/merged"}
     )
+    bad_rows: str = field(
+        default="stop",
+        metadata={
+            "help": "rows with a missing, None or empty field: stop (name them, train nothing) or drop (count them)"
+        },
+    )
 
     def __post_init__(self):
         self.datasets = [DatasetConfig(**d) if isinstance(d, dict) else d for d in self.datasets]
@@ -195,18 +201,58 @@ def load_checked_data(
     args: TrainScriptArguments, accepted: tuple[tuple[str, ...], ...], what: str, seed: int = 0
 ) -> tuple[Dataset, Dataset | None]:
     """(train, eval or None) as the recipe describes them, each checked to have one of the `accepted` column sets."""
+    if args.bad_rows not in ("stop", "drop"):
+        raise DataError(f"bad_rows {args.bad_rows!r}: choose stop or drop")
     train, evaluation = load_training_data(args, seed=seed)
+    source = args.dataset_name or "the datasets mixture"
+    checked = []
     for split, data in (("train", train), ("eval", evaluation)):
         if data is not None:
-            check_columns(data, accepted, f"{what} {split} data")
-    return train, evaluation
+            columns = check_columns(data, accepted, f"{what} {split} data")
+            data = check_rows(data, columns, f"{what} {split} data ({source})", args.bad_rows)
+        checked.append(data)
+    return checked[0], checked[1]
 
 
-def check_columns(dataset: Dataset, accepted: tuple[tuple[str, ...], ...], what: str) -> None:
-    """Raises a DataError naming the missing columns unless `dataset` has one of the `accepted` column sets."""
+def _empty(value) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list):
+        return not value or any(isinstance(m, dict) and _empty(m.get("content")) for m in value)
+    return False
+
+
+def check_rows(dataset: Dataset, columns: tuple[str, ...], what: str, policy: str = "stop") -> Dataset:
+    """Every row must fill `columns` (no None, empty text or empty message): a DataError naming the first
+    bad rows (1-based) and their fields, or, with policy "drop", the rows dropped and counted in the log."""
+    bad: dict[int, str] = {}
+    for i, row in enumerate(dataset.select_columns(list(columns))):
+        empty = [c for c in columns if _empty(row[c])]
+        if empty:
+            bad[i] = "/".join(empty)
+    if not bad:
+        return dataset
+    shown = ", ".join(f"row {i + 1} ({fields})" for i, fields in list(bad.items())[:5])
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    if policy == "stop":
+        raise DataError(
+            f"{what}: {len(bad)} row(s) with a missing or empty field: {shown}{more}; fix them, or set "
+            "bad_rows: drop to train without them"
+        )
+    logger.warning(
+        "%s: dropped %d of %d rows with a missing or empty field: %s%s", what, len(bad), len(dataset), shown, more
+    )
+    return dataset.select([i for i in range(len(dataset)) if i not in bad])
+
+
+def check_columns(dataset: Dataset, accepted: tuple[tuple[str, ...], ...], what: str) -> tuple[str, ...]:
+    """The first of the `accepted` column sets `dataset` has; a DataError naming the missing columns if none."""
     have = set(dataset.column_names)
-    if any(set(cols) <= have for cols in accepted):
-        return
+    for cols in accepted:
+        if set(cols) <= have:
+            return cols
     closest = min(accepted, key=lambda cols: len(set(cols) - have))
     missing = [c for c in closest if c not in have]
     options = " or ".join("+".join(cols) for cols in accepted)

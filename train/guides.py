@@ -17,6 +17,7 @@ from datasets import load_from_disk
 
 from w2s.data.world.cache import build_once, cache_root, content_key, world_tag
 from w2s.data.world.preferences import world_preferences
+from w2s.guide.files import RecipeError
 from w2s.train import dpo, sft
 from w2s.train.evaluation import reward_accuracy, sample_reward
 from w2s.train.recipes import parse_recipe
@@ -32,7 +33,7 @@ GUIDE_VERSION = "2"  # bump when how guides are built changes without a recipe c
 def guide_path(kind: str = "dpo") -> Path:
     """The cache folder of the tiny-world guide `kind` (it may not be built yet)."""
     if kind not in GUIDES:
-        raise ValueError(f"unknown tiny-world guide {kind!r}: choose one of {sorted(GUIDES)}")
+        raise RecipeError(f"unknown tiny-world guide {kind!r}: choose one of {sorted(GUIDES)}")
     base, stages, flags = GUIDES[kind]
     recipes = [GUIDE_RECIPES[stage].read_bytes() for stage in stages]
     key = content_key(GUIDE_VERSION, *recipes, base_path(base).name, " ".join(stages), " ".join(flags))
@@ -82,7 +83,7 @@ TINY_MODELS |= {"guide": partial(ensure_guide, "dpo"), "guide_sft_dpo": partial(
 def ensure_tiny(name: str) -> Path:
     """The folder of the tiny-world model `name` (`strong`, `weak`, `weak_b`, ...), built if needed."""
     if name not in TINY_MODELS:
-        raise ValueError(f"unknown tiny-world model 'tiny:{name}': choose one of {sorted(TINY_MODELS)}")
+        raise RecipeError(f"unknown tiny-world model 'tiny:{name}': choose one of {sorted(TINY_MODELS)}")
     return TINY_MODELS[name]()
 
 

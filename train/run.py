@@ -6,8 +6,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from w2s.guide.commands import run_command
 from w2s.guide.files import RecipeError
 from w2s.guide.models import resolve_model_path
+from w2s.guide.preflight import check_weights
 from w2s.train.cards import save_run
 from w2s.train.data import resolve_data_path
 from w2s.train.recipes import parse_recipe
@@ -31,16 +33,16 @@ def build_tiny_references(parsed: tuple) -> bool:
 
 
 def run(main, dataclass_types: tuple[type, ...], args: list[str] | None = None, prog: str | None = None) -> int:
-    """Parses the recipe and flags, calls `main(*dataclasses)`; a RecipeError exits non-zero with its message."""
-    try:
-        parsed = parse_recipe(dataclass_types, args, prog)
+    """Parses the recipe and flags, calls `main(*dataclasses)`; a user's mistake (a recipe, a flag, a model,
+    the data) is one line and exit status 2, `--debug` shows the traceback (guide/commands.py)."""
+
+    def parse_and_run(argv: list[str]) -> None:
+        parsed = parse_recipe(dataclass_types, argv, prog)
         if build_tiny_references(parsed):  # building trains in this process: parse again for a fresh state
-            parsed = parse_recipe(dataclass_types, args, prog)
+            parsed = parse_recipe(dataclass_types, argv, prog)
         main(*parsed)
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command(prog or Path(sys.argv[0]).name, parse_and_run, sys.argv[1:] if args is None else list(args))
 
 
 def last_checkpoint(output_dir: str | Path) -> str | None:
@@ -105,4 +107,6 @@ def check_model(spec: str | None, key: str = "model_name_or_path") -> str:
     is_model = (local / "config.json").is_file() or (local / "adapter_config.json").is_file()
     if looks_local and not is_model:
         raise RecipeError(f"{key}: {spec!r} is not a model folder (no config.json there); a hub id or a folder")
+    if looks_local:
+        check_weights(path, key)  # safetensors only: a pickle-only folder is named, not unpickled
     return path

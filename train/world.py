@@ -18,6 +18,7 @@ import torch
 from w2s.data.world import Review, score_review, world_corpus, world_prompts
 from w2s.data.world.cache import build_once, cache_root, content_key, world_seed, world_tag, world_training_seed
 from w2s.data.world.tokenizers import world_tokenizer_path
+from w2s.guide.files import RecipeError
 from w2s.guide.models import load_model_and_tokenizer
 from w2s.guide.sampling import sample
 from w2s.guide.scoring import response_logprobs
@@ -31,7 +32,7 @@ WORLD_THREADS = 2  # torch threads for pretraining the bases (see ensure_base)
 
 def base_recipe(name: str) -> Path:
     if name not in BASES:
-        raise ValueError(f"unknown tiny-world base {name!r}: choose one of {sorted(BASES)}")
+        raise RecipeError(f"unknown tiny-world base {name!r}: choose one of {sorted(BASES)}")
     return RECIPES_DIR / BASES[name]
 
 

@@ -6,6 +6,7 @@ import importlib
 import sys
 
 from w2s import __version__
+from w2s.guide.commands import run_command
 
 # subcommand -> (module, function, one-line help); modules load only when their command runs
 COMMANDS = {
@@ -25,7 +26,8 @@ def usage() -> str:
     return (
         "usage: w2s <command> [options]\n\n"
         "w2s: train small guide models and use them to steer a large frozen model.\n\n"
-        "commands:\n" + "\n".join(lines) + "\n\n`w2s <command> --help` for a command's options."
+        "commands:\n" + "\n".join(lines) + "\n\n`w2s <command> --help` for a command's options; "
+        "`--debug` anywhere: a traceback instead of a one-line error."
     )
 
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"w2s: unknown command {argv[0]!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, function, _ = COMMANDS[argv[0]]
-    return getattr(importlib.import_module(module), function)(argv[1:]) or 0
+    return run_command(f"w2s {argv[0]}", getattr(importlib.import_module(module), function), argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,127 @@
+"""Checks before any work: every model a recipe names, from its tokenizer and config alone (no weights).
+
+A model must be a folder with `config.json` and safetensors weights (or a hub id), need no custom code
+unless `trust_remote_code` is set, render prompts in its prompt format, and hold every prompt within its
+context; logit arithmetic needs one vocabulary. `w2s generate`, `w2s eval` and `w2s data build` call these
+before they load, train or generate anything, so a mistake costs seconds, not a run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import AutoConfig
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+from w2s.guide.commands import GuideError
+from w2s.guide.config import GuideConfig
+from w2s.guide.decoders import decoder_class
+from w2s.guide.fusion import check_shared_vocabulary
+from w2s.guide.models import ModelNotFoundError, chat_prompt, load_tokenizer, resolve_model_path
+
+logger = logging.getLogger(__name__)
+
+LOGIT_ARITHMETIC = ("eft", "fusion")
+
+
+@dataclass
+class ModelSpec:
+    name: str  # as the recipe gives it
+    role: str  # e.g. "strong_model", "tuned"
+    prompt_format: str = "chat"
+    format_key: str = "prompt_format"
+
+
+def check_weights(path: str, role: str) -> None:
+    """A local folder must hold config.json and safetensors weights (w2s never unpickles a checkpoint)."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return  # a hub id: the hub says when it loads
+    if not (folder / "config.json").is_file() and not (folder / "adapter_config.json").is_file():
+        raise ModelNotFoundError(f"{role} {path!r}: the folder has no config.json (is it an HF model folder?)")
+    if not any(folder.glob("*.safetensors")):
+        pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        raise ModelNotFoundError(
+            f"{role} {path!r}: no safetensors weights"
+            + (
+                f" (only pickle files: {', '.join(pickled)}; w2s does not unpickle checkpoints: convert them)"
+                if pickled
+                else ""
+            )
+        )
+
+
+def check_code(path: str, role: str, trust_remote_code: bool) -> int | None:
+    """Refuses a model that needs its own code unless trusted; says when a custom class is ignored. Returns
+    the model's context length (its config's position limit), if it has one."""
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except ValueError as e:  # transformers: the model needs code it may not run
+        raise GuideError(
+            f"{role} {path!r} needs its own code to load: set trust_remote_code: true if you trust it ({e})"
+        ) from None
+    except OSError as e:
+        raise ModelNotFoundError(f"{role} {path!r}: cannot read its config ({e})") from None
+    if getattr(config, "auto_map", None) and not trust_remote_code and config.model_type in CONFIG_MAPPING:
+        logger.warning(
+            "%s %r names custom code (auto_map) but is a built-in %s: loading transformers' own class "
+            "(trust_remote_code is off)",
+            role,
+            path,
+            config.model_type,
+        )
+    for key in ("max_position_embeddings", "n_positions"):
+        if getattr(config, key, None):
+            return int(getattr(config, key))
+    return None
+
+
+def check_models(specs: list[ModelSpec], prompts: list[str], *, trust_remote_code: bool = False, shared_vocab=()):
+    """Every model of `specs`: weights, code, prompt format and context (see the module docstring). Models in
+    `shared_vocab` (roles) must have one vocabulary. Returns the tokenizers by role."""
+    tokenizers = {}
+    for spec in specs:
+        path = resolve_model_path(spec.name)
+        check_weights(path, spec.role)
+        limit = check_code(path, spec.role, trust_remote_code)
+        tok = load_tokenizer(
+            path, trust_remote_code=trust_remote_code, prompt_format=spec.prompt_format, format_key=spec.format_key
+        )
+        for number, prompt in enumerate(prompts, 1):
+            if isinstance(prompt, str) and not prompt.strip():
+                raise GuideError(f"prompt {number} is empty")
+            n = len(tok(chat_prompt(tok, prompt), add_special_tokens=False).input_ids)
+            if limit is not None and n >= limit:
+                raise GuideError(
+                    f"prompt {number} is {n} tokens in {spec.role} {spec.name!r}'s prompt format, past its context "
+                    f"of {limit}: shorten it or use a model with a longer context"
+                )
+        tokenizers[spec.role] = tok
+    if len([r for r in shared_vocab if r in tokenizers]) > 1:
+        check_shared_vocabulary({role: tokenizers[role] for role in shared_vocab if role in tokenizers})
+    return tokenizers
+
+
+def check_guide(config: GuideConfig, prompts: list[str]) -> None:
+    """Every model a guide recipe's decoder will load, checked against `prompts` (see `check_models`)."""
+    c = config
+    needs = set(decoder_class(c.decoder).needs)
+    specs = [ModelSpec(c.strong_model, "strong_model", c.strong_prompt_format, "strong_prompt_format")]
+    guides = needs & {"pairs"} or (needs & {"scorer"} and not c.reward_model)
+    if guides:
+        for role in ("tuned", "untuned", "adapter"):
+            if getattr(c, role):
+                specs.append(ModelSpec(getattr(c, role), role, c.guide_prompt_format, "guide_prompt_format"))
+        for i, extra in enumerate(c.extra_guides):
+            for role in ("tuned", "untuned", "adapter"):
+                if extra.get(role):
+                    fmt = extra.get("prompt_format", c.guide_prompt_format)
+                    specs.append(
+                        ModelSpec(extra[role], f"extra_guides[{i}].{role}", fmt, f"extra_guides[{i}].prompt_format")
+                    )
+    if "pilot" in needs and c.pilot:
+        specs.append(ModelSpec(c.pilot, "pilot", c.pilot_prompt_format, "pilot_prompt_format"))
+    shared = [s.role for s in specs if s.role != "adapter"] if c.decoder in LOGIT_ARITHMETIC else ()
+    check_models(specs, prompts, trust_remote_code=c.trust_remote_code, shared_vocab=shared)
