@@ -44,6 +44,13 @@ def bad(world_paths, tmp_path_factory):
         "long.json": [{"instruction": "the film"}, {"instruction": long_prompt}],
         "long.jsonl": [{"prompt": "the film"}, {"prompt": long_prompt}],
         "reference.json": [{"instruction": "another instruction", "output": "it was good ."}],
+        "dpo_chat.jsonl": [
+            {
+                "prompt": [{"role": "user", "content": "the film"}],
+                "chosen": [{"role": "assistant", "content": "ok ."}],
+                "rejected": [{"role": "assistant", "content": "it were ."}],
+            }
+        ],
         "dpo.jsonl": [
             {"prompt": "the film", "chosen": "it was good .", "rejected": "it were bad ."},
             {"prompt": "the songs", "chosen": "they were fun ."},
@@ -167,6 +174,8 @@ def test_w2s_data_build_into_a_file(bad, tmp_path):
 TRAIN = [
     ("a record without 'rejected'", ["--dataset_name", "{dpo_jsonl}"], "row 2 (rejected)"),
     ("pickle-only weights", ["--model_name_or_path", "{pickled}"], "no safetensors weights"),
+    ("no chat template, conversational data", ["--model_name_or_path", "{no_template}", "--dataset_name",
+                                               "{dpo_chat_jsonl}"], "has no chat template"),
 ]  # fmt: skip
 
 

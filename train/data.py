@@ -214,6 +214,22 @@ def load_checked_data(
     return checked[0], checked[1]
 
 
+def check_chat_template(model: str, data: Dataset, key: str = "model_name_or_path", trust_remote_code: bool = False):
+    """Conversational data (lists of messages) needs the model's chat template: a DataError naming the model
+    and the way out if it has none (text data trains without one)."""
+    from transformers import AutoTokenizer
+
+    first = data[0] if len(data) else {}
+    if not any(isinstance(v, list) and v and isinstance(v[0], dict) for v in first.values()):
+        return
+    tokenizer = AutoTokenizer.from_pretrained(model, trust_remote_code=trust_remote_code)
+    if tokenizer.chat_template is None:
+        raise DataError(
+            f"{key} {model!r} has no chat template, but the data is conversational (lists of messages): set a "
+            "chat_template in its tokenizer_config.json, or give the data as text (prompt/completion strings)"
+        )
+
+
 def _empty(value) -> bool:
     if value is None:
         return True

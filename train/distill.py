@@ -20,7 +20,7 @@ from transformers import AutoTokenizer, set_seed
 from trl import DistillationConfig, DistillationTrainer, ModelConfig, get_peft_config
 
 from w2s.guide.files import RecipeError
-from w2s.train.data import DISTILL_COLUMNS, TrainScriptArguments, load_checked_data
+from w2s.train.data import DISTILL_COLUMNS, TrainScriptArguments, check_chat_template, load_checked_data
 from w2s.train.run import check_model, run, train_and_save
 from w2s.train.sft import model_init_kwargs
 
@@ -52,6 +52,8 @@ def main(script_args: TrainScriptArguments, training_args: DistillationConfig, m
         training_args.teacher_model_init_kwargs or {}
     )
     train, evaluation = load_checked_data(script_args, DISTILL_COLUMNS, "distillation", seed=training_args.seed)
+    check_chat_template(student, train, trust_remote_code=training_args.trust_remote_code)
+    check_chat_template(teacher, train, "teacher_model_name_or_path", training_args.trust_remote_code)
 
     trainer = DistillationTrainer(
         model=student,

@@ -16,7 +16,7 @@ import sys
 from transformers import set_seed
 from trl import ModelConfig, SFTConfig, SFTTrainer, get_peft_config, get_quantization_config
 
-from w2s.train.data import SFT_COLUMNS, TrainScriptArguments, load_checked_data
+from w2s.train.data import SFT_COLUMNS, TrainScriptArguments, check_chat_template, load_checked_data
 from w2s.train.run import check_model, run, train_and_save
 
 DATACLASSES = (TrainScriptArguments, SFTConfig, ModelConfig)
@@ -40,6 +40,7 @@ def main(script_args: TrainScriptArguments, training_args: SFTConfig, model_args
     model = check_model(model_args.model_name_or_path)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     train, evaluation = load_checked_data(script_args, SFT_COLUMNS, "SFT", seed=training_args.seed)
+    check_chat_template(model, train, trust_remote_code=training_args.trust_remote_code)
 
     trainer = SFTTrainer(
         model=model,
