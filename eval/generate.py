@@ -19,6 +19,7 @@ from w2s.eval.instructions import Instruction
 from w2s.eval.store import JsonlLog, write_json
 from w2s.guide import Guide, GuideConfig
 from w2s.guide.commands import UserError
+from w2s.guide.config import outputs_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -63,20 +64,11 @@ class SystemGenerator:
         return _records(gens)
 
 
-# guide keys that do not change an output (an item samples from its own stream whatever batch it is in):
-# a run may resume with other values
-NOT_IN_OUTPUTS = frozenset({"batch_size", "share_prefixes", "output", "generator", "prompts", "num_prompts"})
-
-
-def _outputs_recipe(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k not in NOT_IN_OUTPUTS}
-
-
 def _check_system(system_dir: Path, name: str, guide_config: dict) -> None:
     meta = system_dir / "system.json"
     if meta.exists():
         stored = json.loads(meta.read_text())
-        if _outputs_recipe(stored.get("guide") or {}) != _outputs_recipe(guide_config):
+        if outputs_recipe(stored.get("guide") or {}) != outputs_recipe(guide_config):
             raise GenerationError(
                 f"system {name!r}: its guide recipe changed since {system_dir / GENERATIONS} was written "
                 f"(was {stored.get('guide')}, now {guide_config}); give the system a new name or delete that folder"

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from w2s.guide.commands import ArgumentParser, GuideError, command, lazy
-from w2s.guide.config import GuideConfig
+from w2s.guide.config import GuideConfig, outputs_recipe
 from w2s.guide.files import check_writable, remove_stale_temps, write_atomic
 from w2s.guide.sources import resolve_prompts
 
 Guide = lazy("w2s.guide.run:Guide")
+item_keys = lazy("w2s.guide.engine:item_keys")
 check_guide = lazy("w2s.guide.preflight:check_guide")
 
 
@@ -53,12 +57,41 @@ def load_prompts(source: str, limit: int | None) -> list[str]:
     return prompts[:limit] if limit else prompts
 
 
+def details_path(out: Path) -> Path:
+    """Where `w2s generate` writes each item's score, tokens per model and wall-time share, beside the outputs."""
+    return out.with_name(out.stem + ".details.json")
+
+
+def read_partial(path: Path, recipe: dict, prompts: list[str]) -> dict[int, dict]:
+    """The records a killed `w2s generate` left in `path` (a line cut by the kill is dropped), checked to be
+    of the same recipe and prompts; {} if there is none."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    lines = [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip()]
+    if not lines:
+        return {}
+    if lines[0].get("recipe") != recipe:
+        raise GuideError(
+            f"{path}: left by a run of another recipe (was {lines[0].get('recipe')}): delete it to start again"
+        )
+    done = {}
+    for record in lines[1:]:
+        i = record["index"]
+        if i >= len(prompts) or prompts[i] != record["instruction"]:
+            raise GuideError(f"{path}: item {i + 1} was generated for another prompt: delete it to start again")
+        done[i] = record
+    return done
+
+
 @command("w2s generate")
 def generate(argv: list[str]) -> int:
     parser = ArgumentParser(
         prog="w2s generate",
         description="Decode prompts with a guide recipe and write AlpacaEval-format outputs "
-        "(instruction, output, generator) with per-item score, switch point, tokens per model and wall time.",
+        "(instruction, output, generator) with each item's switch point and why it stopped; each item's score "
+        "and cost (tokens per model, wall time) go beside them in <output>.details.json. A killed run resumes "
+        "where it stopped and writes the outputs an uninterrupted run writes.",
         epilog="Any recipe key can be overridden: --decoder cbs --width 2 --output out.json",
     )
     parser.add_argument("--config", required=True, help="a guide recipe, e.g. recipes/tiny/guide.yaml")
@@ -71,12 +104,36 @@ def generate(argv: list[str]) -> int:
     remove_stale_temps(out.parent, recursive=False)
     prompts = load_prompts(config.prompts, config.num_prompts)
     check_guide(config, prompts)  # every model, format, context and vocabulary, before any weights load
-    generations = Guide(config).generate(prompts)  # a user's mistake: one line, exit 2 (guide/commands.py)
     name = config.generator or config.decoder
+    partial = out.with_name(out.name + ".partial.jsonl")  # finished batches of a run that may be killed
+    done = read_partial(partial, outputs_recipe(asdict(config)), prompts)
+    todo = [i for i in range(len(prompts)) if i not in done]
+    if done:
+        print(f"resuming: {len(done)} outputs in {partial}, {len(todo)} to generate")
+    if todo:
+        guide, items = Guide(config), item_keys(prompts)  # an item's stream: its prompt, not its batch
+        with partial.open("a", encoding="utf-8") as log:
+            if not done:
+                log.write(json.dumps({"recipe": outputs_recipe(asdict(config))}) + "\n")
+            for start in tqdm(range(0, len(todo), config.batch_size), desc=f"generate ({config.decoder})"):
+                index = todo[start : start + config.batch_size]
+                for i, g in zip(
+                    index, guide.decode([prompts[i] for i in index], [items[i] for i in index]), strict=True
+                ):
+                    done[i] = {"index": i, "instruction": prompts[i], **asdict(g)}
+                    log.write(json.dumps(done[i]) + "\n")
+                log.flush()
+                os.fsync(log.fileno())
+    records = [done[i] for i in range(len(prompts))]
+    # the outputs do not depend on batches; a score (float sums over a batch) and costs do, in their last digits
     items = [
-        {"instruction": p, "output": g.text, "generator": name, **{k: v for k, v in asdict(g).items() if k != "text"}}
-        for p, g in zip(prompts, generations, strict=True)
-    ]
+        {"instruction": r["instruction"], "output": r["text"], "generator": name, "switch_at": r["switch_at"],
+         "stop": r["stop"]}
+        for r in records
+    ]  # fmt: skip
+    details = [{"score": r["score"], "tokens": r["tokens"], "seconds": r["seconds"]} for r in records]
     write_atomic(out, json.dumps(items, indent=2))  # never a half-written output
-    print(f"wrote {len(items)} outputs to {out}")
+    write_atomic(details_path(out), json.dumps({"generator": name, "items": details}, indent=2))
+    partial.unlink(missing_ok=True)
+    print(f"wrote {len(items)} outputs to {out} (scores and costs: {details_path(out)})")
     return 0

@@ -116,6 +116,16 @@ class GuideConfig:
         return cls.from_dict(values, source=str(path))
 
 
+# keys that do not change an output (each item samples from its own stream, whatever batch it is in):
+# a killed run may resume with other values
+NOT_IN_OUTPUTS = frozenset({"batch_size", "share_prefixes", "output", "generator", "prompts", "num_prompts"})
+
+
+def outputs_recipe(config: dict) -> dict:
+    """The keys of a guide recipe (as a dict) that decide its outputs."""
+    return {k: v for k, v in config.items() if k not in NOT_IN_OUTPUTS}
+
+
 def recipe_keys() -> dict[str, typing.Any]:
     """Every key a guide recipe may hold, with its type: `GuideConfig`'s fields and registered decoders' own keys."""
     fields = {f.name: f.type for f in dataclasses.fields(GuideConfig)}

@@ -190,3 +190,10 @@ def test_train_dpo(bad, tmp_path, case, flags, culprit):
             "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--report_to", "none", *flags]  # fmt: skip
     check_failure(run(args, tmp_path), culprit)
     assert not (tmp_path / "out").exists()
+
+
+def test_debug_shows_the_traceback(bad, tmp_path):
+    args = ["-m", "w2s.cli", "generate", "--config", str(ROOT / "recipes/tiny/guide.yaml"), "--prompts",
+            bad["numbers_json"], "--debug"]  # fmt: skip
+    result = run(args, tmp_path)
+    assert result.returncode != 0 and "Traceback" in result.stderr and "GuideError" in result.stderr

@@ -74,4 +74,6 @@ def test_generate_writes_alpaca_eval_outputs(tmp_path):
     assert generate(["--config", str(recipe)]) == 0
     items = json.loads(out.read_text())
     assert [i["instruction"] for i in items] == ["the film was good .", "the songs were dull ."]
-    assert all(i["generator"] == "plain" and i["output"] and i["tokens"]["strong"] > 0 for i in items)
+    assert all(i["generator"] == "plain" and i["output"] and i["stop"] for i in items)
+    costs = json.loads(out.with_name(out.stem + ".details.json").read_text())["items"]
+    assert len(costs) == len(items) and all(c["tokens"]["strong"] > 0 for c in costs)

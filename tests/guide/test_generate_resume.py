@@ -1,0 +1,67 @@
+"""`w2s generate` killed (SIGKILL) mid-run and resumed, with other batch sizes, writes the bytes an
+uninterrupted run writes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from w2s.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+FLAGS = ["--config", str(ROOT / "recipes/tiny/guide.yaml"), "--num_prompts", "12", "--decoder", "cbs", "--width", "2",
+         "--successors", "2", "--chunk_len", "4", "--max_new_tokens", "24"]  # fmt: skip
+
+
+def lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def run_and_kill(out: Path, at_least: int) -> None:
+    """Starts `w2s generate` (one prompt per batch) and SIGKILLs it once its log holds `at_least` items."""
+    partial = out.with_name(out.name + ".partial.jsonl")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "w2s.cli", "generate", *FLAGS, "--batch_size", "1", "--output", str(out)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while lines(partial) < at_least + 1:  # the first line is the recipe
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+            assert time.monotonic() < deadline, "the run wrote nothing for 300 s"
+            time.sleep(0.002)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    assert lines(partial) - 1 < 12 and not out.exists(), "killed too late"
+
+
+@pytest.mark.slow
+def test_killed_and_resumed_generate_writes_what_an_uninterrupted_run_writes(tmp_path, world_paths):
+    whole, resumed = tmp_path / "whole.json", tmp_path / "resumed.json"
+    assert main(["generate", *FLAGS, "--batch_size", "8", "--output", str(whole)]) == 0
+    run_and_kill(resumed, at_least=3)
+    run_and_kill(resumed, at_least=7)  # the second run resumed from the first's items before it was killed
+    assert main(["generate", *FLAGS, "--batch_size", "3", "--output", str(resumed)]) == 0
+    assert resumed.read_bytes() == whole.read_bytes()
+    assert not resumed.with_name(resumed.name + ".partial.jsonl").exists()
+    assert resumed.with_name("resumed.details.json").exists()
+
+
+def test_a_partial_run_of_another_recipe_is_not_mixed_in(tmp_path, world_paths, capsys):
+    out = tmp_path / "out.json"
+    out.with_name(out.name + ".partial.jsonl").write_text('{"recipe": {"decoder": "sample"}}\n')
+    assert main(["generate", *FLAGS, "--output", str(out)]) == 2
+    assert "left by a run of another recipe" in capsys.readouterr().err
+    assert not out.exists()
