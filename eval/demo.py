@@ -28,6 +28,7 @@ import yaml
 
 from w2s.data.world.cache import world_seed
 from w2s.eval.config import load_config
+from w2s.eval.generate import stale_streams
 from w2s.eval.run import evaluate
 from w2s.train.tiny import BASES
 from w2s.train.world import base_path, ensure_world, seed_flags, show_samples
@@ -173,7 +174,13 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
              *seed_flags(RECIPES / "tiny" / "dpo.yaml")], "dpo", logs / "dpo.log"))  # fmt: skip
         recipe = eval_recipe(run_dir, guide, size)
         _say(f"eval   {size.num_instructions} held-out prompts, every system judged by the gold reward:")
-        result = evaluate(load_config(recipe), progress=True)
+        config = load_config(recipe)
+        for system in config.system_list():  # the demo's own outputs, sampled by an older release: redo them
+            folder = Path(config.output_dir) / system.name
+            if stale_streams(folder):
+                logging.getLogger(__name__).info("%s: sampled by another release of w2s, generating again", folder)
+                shutil.rmtree(folder)
+        result = evaluate(config, progress=True)
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()

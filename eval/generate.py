@@ -20,6 +20,7 @@ from w2s.eval.store import JsonlLog, write_json
 from w2s.guide import Guide, GuideConfig
 from w2s.guide.commands import UserError
 from w2s.guide.config import outputs_recipe
+from w2s.guide.engine import STREAMS
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +65,28 @@ class SystemGenerator:
         return _records(gens)
 
 
+def stale_streams(system_dir: Path) -> bool:
+    """Whether `system_dir` holds outputs sampled another way than this w2s samples (an older release)."""
+    meta = system_dir / "system.json"
+    return meta.exists() and json.loads(meta.read_text()).get("streams") != STREAMS
+
+
 def _check_system(system_dir: Path, name: str, guide_config: dict) -> None:
     meta = system_dir / "system.json"
     if meta.exists():
         stored = json.loads(meta.read_text())
+        if stale_streams(system_dir):
+            raise GenerationError(
+                f"system {name!r}: {system_dir / GENERATIONS} was sampled by another release of w2s (its items "
+                "would not match the ones generated now); delete that folder or use another output_dir"
+            )
         if outputs_recipe(stored.get("guide") or {}) != outputs_recipe(guide_config):
             raise GenerationError(
                 f"system {name!r}: its guide recipe changed since {system_dir / GENERATIONS} was written "
                 f"(was {stored.get('guide')}, now {guide_config}); give the system a new name or delete that folder"
             )
     else:
-        write_json(meta, {"name": name, "guide": guide_config})
+        write_json(meta, {"name": name, "guide": guide_config, "streams": STREAMS})
 
 
 def generate_outputs(

@@ -191,6 +191,8 @@ class SamplingParams:
 
 
 MASK64 = (1 << 64) - 1
+# what an item's samples are a function of; a resumed run refuses outputs drawn another way
+STREAMS = "gumbel-max keyed by seed, item, slot, position (1)"
 
 
 def _mix(x: int) -> int:

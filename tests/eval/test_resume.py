@@ -164,6 +164,20 @@ def test_killed_during_judging_resumes_without_judging_twice(tmp_path, world_pat
     assert len(ann) == n and all(1 <= a["preference"] <= 2 for a in ann)
 
 
+def test_outputs_sampled_by_another_release_are_not_mixed_in(tmp_path, world_paths):
+    guide = {"strong_model": "tiny:strong", "max_new_tokens": 8, **SAMPLE}
+    settings = {"num_instructions": 2, "reference": None, "judge": "gold", "output_dir": str(tmp_path / "out"),
+                "systems": [{"name": "base", "guide": guide}]}  # fmt: skip
+    evaluate(load_config(None, settings), progress=False)
+    meta = tmp_path / "out" / "base" / "system.json"
+    assert evaluate(load_config(None, settings), progress=False).generation["base"]["reused"] == 2
+    meta.write_text(json.dumps({**json.loads(meta.read_text()), "streams": "an older sampler"}))
+    from w2s.eval.generate import GenerationError
+
+    with pytest.raises(GenerationError, match="sampled by another release"):
+        evaluate(load_config(None, settings), progress=False)
+
+
 def test_a_line_cut_by_a_kill_is_dropped_and_the_log_stays_valid(tmp_path):
     from w2s.eval.store import JsonlLog
 
