@@ -102,6 +102,17 @@ def _regroup(flat: list, groups: list[list]) -> list[list]:
     return out
 
 
+def _loading(name: str, dtype: str, device: str | None, trust_remote_code: bool, prompt_format: str) -> dict:
+    """How a judge's model loads (the keywords of `load_model_and_tokenizer` and `RewardModel.load`)."""
+    return {
+        "dtype": dtype,
+        "device": device,
+        "trust_remote_code": trust_remote_code,
+        "prompt_format": prompt_format,
+        "format_key": f"judges ({name}).prompt_format",
+    }
+
+
 def _load(name: str, kind: str, model: str, loader: Callable):
     try:
         return loader(resolve_model_path(model))
@@ -185,11 +196,7 @@ class RewardModelJudge(RewardJudge):
         def load(path):
             return RewardModel.load(
                 path,
-                dtype=dtype,
-                device=device,
-                trust_remote_code=trust_remote_code,
-                prompt_format=prompt_format,
-                format_key=f"judges ({self.name}).prompt_format",
+                **_loading(self.name, dtype, device, trust_remote_code, prompt_format),
                 batch_size=batch_size,
                 max_length=max_length,
                 overflow="truncate",
@@ -237,8 +244,7 @@ class ImplicitJudge(RewardJudge):
     ):
         self.name = name or f"implicit:{tuned}-{untuned}"
         self.batch_size = batch_size
-        kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code}
-        kwargs |= {"prompt_format": prompt_format, "format_key": f"judges ({self.name}).prompt_format"}
+        kwargs = _loading(self.name, dtype, device, trust_remote_code, prompt_format)
         self.tuned = _load(self.name, "implicit", tuned, lambda m: load_model_and_tokenizer(m, **kwargs))
         self.untuned = _load(self.name, "implicit", untuned, lambda m: load_model_and_tokenizer(m, **kwargs))
 
@@ -379,8 +385,7 @@ class LocalLLMJudge(PairwiseJudge):
         self.template = template or DEFAULT_PAIRWISE_TEMPLATE
         check_template(self.template, f"judge {self.name!r}: template")
         self.batch_size, self.max_length = batch_size, max_length
-        kwargs = {"dtype": dtype, "device": device, "trust_remote_code": trust_remote_code}
-        kwargs |= {"prompt_format": prompt_format, "format_key": f"judges ({self.name}).prompt_format"}
+        kwargs = _loading(self.name, dtype, device, trust_remote_code, prompt_format)
         self.model, self.tokenizer = _load(
             self.name, "pairwise", model, lambda m: load_model_and_tokenizer(m, **kwargs)
         )
