@@ -7,13 +7,13 @@ conversation up to its last user message is kept).
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
 
 from w2s.data.world import world_prompts
 from w2s.guide.commands import UserError
+from w2s.guide.files import read_rows
 
 logger = logging.getLogger(__name__)
 
@@ -45,25 +45,8 @@ def to_messages(value: Any, where: str) -> Messages | None:
 
 
 def read_json_rows(path: Path) -> list[tuple[str, Any]]:
-    """(where, row) for each object of a .jsonl file (one per line) or a .json file (a list of objects)."""
-    if path.suffix == ".jsonl":
-        rows = []
-        with path.open() as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append((f"{path}:{line_no}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise PromptError(f"{path}:{line_no}: not a JSON object ({e.msg} at column {e.colno})") from e
-        return rows
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise PromptError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from e
-    if not isinstance(data, list):
-        raise PromptError(f"{path}: a .json prompt file holds a list of objects (use .jsonl for one per line)")
-    return [(f"{path}: item {i}", row) for i, row in enumerate(data)]
+    """(where, row) for each object of a .jsonl or .json prompt file (guide/files.py), errors as PromptError."""
+    return read_rows(path, PromptError)
 
 
 def read_dataset_rows(source: str, split: str, subset: str | None) -> list[tuple[str, Any]]:

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from w2s.guide.commands import ArgumentParser, GuideError, command, lazy
 from w2s.guide.config import GuideConfig, outputs_recipe
-from w2s.guide.files import check_writable, remove_stale_temps, write_atomic
+from w2s.guide.files import check_writable, read_rows, remove_stale_temps, write_atomic
 from w2s.guide.sources import resolve_prompts
 
 Guide = lazy("w2s.guide.run:Guide")
@@ -29,22 +29,7 @@ def load_prompts(source: str, limit: int | None) -> list[str]:
     path = Path(source)
     if not path.is_file():
         raise GuideError(f"prompts {source!r}: no such file (or use tiny:test)")
-    if path.suffix == ".jsonl":
-        items = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    items.append((f"{path}:{number}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise GuideError(f"{path}:{number}: not valid JSON ({e.msg})") from None
-    else:
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise GuideError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
-        if not isinstance(data, list):
-            raise GuideError(f'{path}: expected a JSON list of {{"instruction": ...}} objects')
-        items = [(f"{path}: item {number}", item) for number, item in enumerate(data, 1)]
+    items = read_rows(path, GuideError)
     prompts = []
     for where, item in items:
         if not isinstance(item, dict) or "instruction" not in item:

@@ -4,11 +4,13 @@ recipes, did-you-mean hints."""
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import shutil
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -104,6 +106,29 @@ def write_atomic(path: str | Path, text: str) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def read_rows(path: Path, error: type[Exception] = RecipeError) -> list[tuple[str, Any]]:
+    """(where, row) for each object of a .jsonl file (one per line, `<file>:<line>`) or a .json file (a
+    list, `<file>: item <n>`, from 1); a file that is neither is an `error` naming the file and line."""
+    if path.suffix == ".jsonl":
+        rows = []
+        with path.open() as f:
+            for line_no, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append((f"{path}:{line_no}", json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise error(f"{path}:{line_no}: not a JSON object ({e.msg} at column {e.colno})") from None
+        return rows
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise error(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(data, list):
+        raise error(f"{path}: a .json file of records holds a list of objects (use .jsonl for one per line)")
+    return [(f"{path}: item {i}", row) for i, row in enumerate(data, 1)]
 
 
 def read_recipe(path: str | Path, error: type[Exception] = RecipeError) -> dict:
