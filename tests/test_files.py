@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
+from tests.processes import dead_pid
 from w2s.guide.files import TEMP_MARK, RecipeError, check_writable, remove_stale_temps, write_atomic
 
 
@@ -25,7 +24,7 @@ def test_atomic_writes_take_the_umask_mode(tmp_path, umask):
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
-    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout)
+    dead = dead_pid()
     (tmp_path / "sub").mkdir()
     stale = [tmp_path / f".a.json{TEMP_MARK}{dead}-x1", tmp_path / "sub" / f".b{TEMP_MARK}{dead}-x2"]
     stale[0].write_text("half")

@@ -5,16 +5,15 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from datasets import load_from_disk
 
+from tests.processes import dead_pid, kill_when
 from w2s.data.build import build, plan, read_jsonl
 from w2s.data.filters import jaccard, ngrams, normalise, words
 from w2s.data.recipe import load_recipe
@@ -121,29 +120,10 @@ KILL_RECIPE = {
 }
 
 
-def _start(config: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "w2s.data.cli", "build", "--config", str(config)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _kill_when(proc: subprocess.Popen, folder_glob: str, root: Path, timeout: float = 240) -> None:
-    """SIGKILLs `proc` as soon as one shard file exists in a folder matching `folder_glob`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if any(root.glob(f"work/{folder_glob}/*.jsonl")):
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the build ended before it could be killed: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.002)
-    proc.kill()
-    raise AssertionError("no shard appeared in time")
+def _kill_when(config: Path, folder_glob: str, root: Path) -> None:
+    """Runs `w2s data build` and SIGKILLs it as soon as one shard file exists in a folder matching `folder_glob`."""
+    args = ["-m", "w2s.data.cli", "build", "--config", str(config)]
+    kill_when(args, ROOT, lambda: any(root.glob(f"work/{folder_glob}/*.jsonl")), f"shard in {folder_glob}", 240)
 
 
 def _shards(root: Path, folder_glob: str) -> int:
@@ -151,12 +131,6 @@ def _shards(root: Path, folder_glob: str) -> int:
 
 
 @pytest.mark.slow
-def _dead_pid() -> int:
-    """The pid of a process that has exited (and been reaped)."""
-    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    return int(proc.stdout)
-
-
 def test_a_build_killed_mid_generation_and_mid_judging_resumes_to_the_uninterrupted_result(tmp_path):
     # the reference: uninterrupted, spread over two "processes" (--shard 0/2 and 1/2) and merged
     reference = tmp_path / "reference"
@@ -170,18 +144,18 @@ def test_a_build_killed_mid_generation_and_mid_judging_resumes_to_the_uninterrup
     n_shards = len(plan(recipe).shards)
     assert n_shards >= 4
 
-    _kill_when(_start(config), "gen-weak-*", resumed)  # mid-generation
+    _kill_when(config, "gen-weak-*", resumed)  # mid-generation
     assert 0 < _shards(resumed, "gen-weak-*") < n_shards or _shards(resumed, "gen-strong-*") < n_shards
     assert not (resumed / "card.json").exists()
 
-    _kill_when(_start(config), "judge-pairwise-*", resumed)  # mid-judging
+    _kill_when(config, "judge-pairwise-*", resumed)  # mid-judging
     assert _shards(resumed, "gen-*") == 2 * n_shards
     assert 0 < _shards(resumed, "judge-pairwise-*") < n_shards
     assert not (resumed / "card.json").exists()
 
     # what a kill during an atomic write or a merge leaves (a process that no longer runs), planted where
     # such a kill leaves it; and a file of a process that still runs, which must stay
-    dead = _dead_pid()
+    dead = dead_pid()
     shard_dir = next(resumed.glob("work/gen-weak-*"))
     debris = [shard_dir / f".00003.jsonl{TEMP_MARK}{dead}-a1b2", resumed / f".merge{TEMP_MARK}{dead}-c3d4"]
     debris[0].write_text('{"prompt_id": 1, "resp')
@@ -190,8 +164,9 @@ def test_a_build_killed_mid_generation_and_mid_judging_resumes_to_the_uninterrup
     live = resumed / f".x{TEMP_MARK}{os.getppid()}-e5f6"
     live.write_text("")
 
-    proc = _start(config)
-    assert proc.wait() == 0, proc.stderr.read()[-2000:]
+    proc = subprocess.run([sys.executable, "-m", "w2s.data.cli", "build", "--config", str(config)], cwd=ROOT,
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
     assert not any(d.exists() for d in debris) and live.exists()
     live.unlink()
     stray = [f for f in resumed.rglob("*") if TEMP_MARK in f.name]

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.processes import kill_when
 from w2s.eval.config import load_config
 from w2s.eval.run import evaluate
 
@@ -29,28 +25,8 @@ def _complete_lines(path: Path) -> list[dict]:
 
 def _run_and_kill(recipe: Path, watched: Path, at_least: int, total: int) -> int:
     """Starts `w2s eval` in a subprocess, SIGKILLs it once `watched` holds `at_least` records; returns how many it held."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "w2s.cli", "eval", "--config", str(recipe), "--quiet"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while len(_complete_lines(watched)) < at_least:
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail("the run wrote nothing for 300 s")
-            time.sleep(0.002)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    args = ["-m", "w2s.cli", "eval", "--config", str(recipe), "--quiet"]
+    kill_when(args, ROOT, lambda: len(_complete_lines(watched)) >= at_least, f"{at_least} records in {watched}")
     done = len(_complete_lines(watched))
     assert at_least <= done < total, f"killed too late: {done} of {total} already done"
     return done

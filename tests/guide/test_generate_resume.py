@@ -3,15 +3,11 @@ uninterrupted run writes."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.processes import kill_when
 from w2s.cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,24 +22,8 @@ def lines(path: Path) -> int:
 def run_and_kill(out: Path, at_least: int) -> None:
     """Starts `w2s generate` (one prompt per batch) and SIGKILLs it once its log holds `at_least` items."""
     partial = out.with_name(out.name + ".partial.jsonl")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "w2s.cli", "generate", *FLAGS, "--batch_size", "1", "--output", str(out)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        deadline = time.monotonic() + 300
-        while lines(partial) < at_least + 1:  # the first line is the recipe
-            if proc.poll() is not None:
-                pytest.fail(f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
-            assert time.monotonic() < deadline, "the run wrote nothing for 300 s"
-            time.sleep(0.002)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+    args = ["-m", "w2s.cli", "generate", *FLAGS, "--batch_size", "1", "--output", str(out)]
+    kill_when(args, ROOT, lambda: lines(partial) >= at_least + 1, f"{at_least} items in {partial}")  # + the recipe
     assert lines(partial) - 1 < 12 and not out.exists(), "killed too late"
 
 
