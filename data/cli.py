@@ -49,11 +49,6 @@ def _overrides(extra: list[str], parser: argparse.ArgumentParser) -> dict[str, A
     return out
 
 
-def _fail(message: str) -> int:
-    print(f"w2s data: error: {message}", file=sys.stderr)
-    return 2
-
-
 def build(argv: list[str], *, merge_only: bool = False) -> int:
     parser = ArgumentParser(
         prog=f"w2s data {'merge' if merge_only else 'build'}",

@@ -116,9 +116,6 @@ class PairScorer:
                 self.values[row] = w * (sum(tuned[row]) - sum(untuned[row]))
         return list(self.values)
 
-    def scores(self) -> list[float]:
-        return list(self.values)
-
     def select(self, index: list[int]) -> None:
         for state, side in zip((self.tuned, self.untuned), self.sides, strict=True):
             state.select(index)
