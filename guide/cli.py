@@ -18,6 +18,7 @@ from w2s.guide.sources import resolve_prompts
 Guide = lazy("w2s.guide.run:Guide")
 item_keys = lazy("w2s.guide.engine:item_keys")
 check_guide = lazy("w2s.guide.preflight:check_guide")
+calibrate_wsd = lazy("w2s.guide.calibrate:calibrate_wsd")
 
 
 def load_prompts(source: str, limit: int | None) -> list[str]:
@@ -97,6 +98,7 @@ def generate(argv: list[str]) -> int:
         print(f"resuming: {len(done)} outputs in {partial}, {len(todo)} to generate")
     if todo:
         guide, items = Guide(config), item_keys(prompts)  # an item's stream: its prompt, not its batch
+        out.parent.mkdir(parents=True, exist_ok=True)  # checked writable above; made once the inputs passed
         with partial.open("a", encoding="utf-8") as log:
             if not done:
                 log.write(json.dumps({"recipe": outputs_recipe(asdict(config))}) + "\n")
@@ -122,3 +124,38 @@ def generate(argv: list[str]) -> int:
     partial.unlink(missing_ok=True)
     print(f"wrote {len(items)} outputs to {out} (scores and costs: {details_path(out)})")
     return 0
+
+
+@command("w2s calibrate")
+def calibrate(argv: list[str]) -> int:
+    parser = ArgumentParser(
+        prog="w2s calibrate",
+        description="Calibrate draft-switch decoding's threshold tau on held-out prompts: the smallest tau of the "
+        "grid 0.05..0.95 at which at least half of the pilot's drafts are handed over no earlier than the end of "
+        "their first sentence. Prints the grid and the chosen tau (and writes them as JSON with --output).",
+        epilog="e.g. w2s calibrate --config recipes/tiny/guide.yaml --decoder wsd --prompts tiny:train --num_prompts 64",
+    )
+    parser.add_argument("--config", required=True, help="a guide recipe with decoder wsd (or --decoder wsd)")
+    parser.add_argument("--sentence_end", default=".", help="the text that ends a sentence (default: '.')")
+    parser.add_argument("--json", dest="json_out", help="also write the calibration to this JSON file")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    config = GuideConfig.from_yaml(args.config, overrides)
+    if config.decoder != "wsd":
+        raise GuideError(f"calibration is for the wsd decoder, but the recipe's decoder is {config.decoder!r}: "
+                         "add --decoder wsd")  # fmt: skip
+    if args.json_out:
+        check_writable(Path(args.json_out))
+    prompts = load_prompts(config.prompts, config.num_prompts)
+    check_guide(config, prompts)
+    result = calibrate_wsd(config, prompts, sentence_end=args.sentence_end)
+    print(result.table())
+    if result.threshold is None:
+        print(f"no threshold of the grid hands over at least half the drafts after their first {args.sentence_end!r}")
+    else:
+        print(
+            f"threshold: {result.threshold} (window {result.window}, {result.num_prompts} prompts of {config.prompts})"
+        )
+    if args.json_out:
+        write_atomic(Path(args.json_out), json.dumps(asdict(result), indent=2))
+    return 0 if result.threshold is not None else 1

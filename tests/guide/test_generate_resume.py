@@ -29,7 +29,7 @@ def run_and_kill(out: Path, at_least: int) -> None:
 
 @pytest.mark.slow
 def test_killed_and_resumed_generate_writes_what_an_uninterrupted_run_writes(tmp_path, world_paths):
-    whole, resumed = tmp_path / "whole.json", tmp_path / "resumed.json"
+    whole, resumed = tmp_path / "not" / "made" / "whole.json", tmp_path / "resumed.json"  # its folders: made
     assert main(["generate", *FLAGS, "--batch_size", "8", "--output", str(whole)]) == 0
     run_and_kill(resumed, at_least=3)
     run_and_kill(resumed, at_least=7)  # the second run resumed from the first's items before it was killed
