@@ -9,6 +9,9 @@ Layout of `output_dir`::
     jsonl/{pairs,sft}-{train,test}.jsonl   the same rows as JSONL
     README.md  card.json                   the data-set card (card.json is written last)
 
+`work/` is `work_dir` when the recipe sets one: builds that share it (other judges, pairings or filters
+over the same prompts and generators) reuse each other's generation and judge shards.
+
 Every shard file is written to a temporary name and renamed, so a killed run
 leaves only whole shards; a rerun skips them. Keys hash what a stage depends
 on (prompts, the generator's settings, the seed, the shard size), so editing a
@@ -163,7 +166,7 @@ class Plan:
 
     @property
     def work(self) -> Path:
-        return self.out / "work"
+        return Path(self.recipe.work_dir) if self.recipe.work_dir else self.out / "work"
 
     def missing(self) -> list[Path]:
         """Shard files not written yet, over every stage."""
@@ -190,7 +193,7 @@ def plan(recipe: DataRecipe, check: Callable[[list[dict]], None] | None = None) 
         "decontam_ngram",
     )
     pkey = fingerprint({k: getattr(recipe, k) for k in prompt_keys})
-    pdir = out / "work" / f"prompts-{pkey}"
+    pdir = (Path(recipe.work_dir) if recipe.work_dir else out / "work") / f"prompts-{pkey}"
     if (pdir / "counts.json").exists():
         rows, counts = read_jsonl(pdir / "prompts.jsonl"), json.loads((pdir / "counts.json").read_text())
     else:

@@ -66,6 +66,7 @@ class DataRecipe:
     """Everything `w2s data build` needs: prompts, generators, judges, pairing, filters, outputs."""
 
     output_dir: str = ""
+    work_dir: str = ""  # generation and judge shards (default <output_dir>/work): builds sharing it reuse them
     seed: int = 0
     shard_size: int = 64  # prompts per shard: the unit that generation and judging commit atomically
     num_threads: int | None = None  # torch CPU threads while building (None: torch's default); tiny models: 1
