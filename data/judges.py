@@ -4,7 +4,8 @@ Two families. A **reward judge** scores each response alone: `rewards(prompts,
 responses)`, one float per (prompt, response).
 
 * `RuleJudge`: a deterministic function of prompt and response (`tiny_gold`,
-  the tiny world's gold reward);
+  the tiny world's gold reward; `tiny_sentiment` and `tiny_topic`, each of its
+  two attributes alone, for training one expert per attribute);
 * `RewardModelJudge`: a sequence-classification model's score of the
   conversation. A one-logit head's logit is the reward; a two-logit head
   (bad, good) is scored `logit[1] - logit[0]`, the log-odds of "good"; any
@@ -51,7 +52,7 @@ import torch
 from w2s.data.generators import default_device
 from w2s.data.prompts import Messages, prompt_text
 from w2s.data.recipe import JudgeConfig
-from w2s.data.world import gold_reward
+from w2s.data.world import gold_reward, sentiment_reward, topic_reward
 from w2s.guide.commands import UserError
 from w2s.guide.engine import context_length
 from w2s.guide.models import chat_prompt, load_model_and_tokenizer, resolve_model_path
@@ -153,7 +154,11 @@ class RewardJudge(Judge):
 
 
 # rule name -> fn(prompt texts, responses) -> rewards
-RULES: dict[str, Callable[[list[str], list[str]], list[float]]] = {"tiny_gold": gold_reward}
+RULES: dict[str, Callable[[list[str], list[str]], list[float]]] = {
+    "tiny_gold": gold_reward,
+    "tiny_sentiment": sentiment_reward,
+    "tiny_topic": topic_reward,
+}
 
 
 class RuleJudge(RewardJudge):

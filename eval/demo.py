@@ -1,14 +1,16 @@
-"""The main job on the tiny world: data -> SFT -> DPO -> evaluation, each stage a real w2s command.
+"""The main job on the tiny world: data -> DPO -> calibration -> evaluation, each stage a real w2s command.
 
     w2s demo                 # the full loop on world $W2S_WORLD_SEED (default 0); a rerun reuses finished stages
     w2s demo --worlds 0 1 2  # the loop on three worlds (stand-ins for three machines), then the summary across them
     w2s demo --quick         # a reduced loop, as the end-to-end test runs it
 
-Stages: the tiny world's base models (cached), a gold-judged preference set (`w2s data build`),
-SFT then DPO of the weak base into a guide (`accelerate launch train/sft.py`, `train/dpo.py`), and an
-evaluation (`w2s eval`) of base sampling, best-of-N, CBS, EFT, WSD and the guide alone, judged by the
-gold reward. It ends with the leaderboard, the weak-to-strong search paper's findings checked on this
-replica, the plots and where every artefact is.
+Stages: the tiny world's base models (cached); one set of the weak base's samples judged three ways
+(`w2s data build`: the gold reward, and each of its two attributes, sentiment and topic, sharing one
+work folder); DPO of the weak base into the guide and into one expert per attribute
+(`accelerate launch train/dpo.py`); WSD's threshold calibrated on held-out prompts (`w2s calibrate`);
+and an evaluation (`w2s eval`) of every decoder judged by the gold reward: sampling, best-of-16, CBS,
+EFT, dynamic fusion with one expert and with two, two-guide CBS, WSD and the guide alone. It ends with
+the leaderboard, the seed papers' findings checked on this replica, the plots and where every artefact is.
 """
 
 from __future__ import annotations
@@ -43,11 +45,25 @@ RECIPES = ROOT / "recipes"
 class DemoSize:
     num_prompts: int  # data set prompts (4 weak-base samples each)
     num_instructions: int  # evaluation prompts
-    dpo_epochs: int
+    calibration_prompts: int  # held-out prompts WSD's threshold is calibrated on
 
 
-FULL = DemoSize(num_prompts=2600, num_instructions=200, dpo_epochs=3)
-QUICK = DemoSize(num_prompts=600, num_instructions=48, dpo_epochs=3)
+FULL = DemoSize(num_prompts=2600, num_instructions=200, calibration_prompts=64)
+QUICK = DemoSize(num_prompts=600, num_instructions=48, calibration_prompts=32)
+
+# the data sets: one set of samples judged by the gold reward and by each of its attributes
+DATA_SETS = [
+    ("data", "tiny_gold", "gold-judged preference pairs"),
+    ("data-sentiment", "tiny_sentiment", "the same samples judged by sentiment alone"),
+    ("data-topic", "tiny_topic", "the same samples judged by topic alone"),
+]
+# the guide and the two experts: DPO of the weak base on one data set each
+GUIDES = [
+    ("guide", "data", "DPO of the weak base into the guide"),
+    ("guide_sentiment", "data-sentiment", "DPO of the weak base into the sentiment expert"),
+    ("guide_topic", "data-topic", "DPO of the weak base into the topic expert"),
+]
+DPO_FLAGS = ["--beta", "0.3"]
 
 
 def _run(cmd: list[str], stage: str, log: Path) -> None:
@@ -70,10 +86,10 @@ def _stage(run_dir: Path, name: str, what: str, work) -> Path:
     out = run_dir / name
     marker = out / ".w2s-stage-done"
     if marker.exists():
-        _say(f"{name:<6} {what}: done before, reusing {out}")
+        _say(f"{name:<16} {what}: done before, reusing {out}")
         return out
     out.mkdir(parents=True, exist_ok=True)
-    _say(f"{name:<6} {what} ...", end="")
+    _say(f"{name:<16} {what} ...", end="")
     start = time.perf_counter()
     work(out)
     marker.touch()
@@ -85,43 +101,78 @@ def _say(line: str, end: str = "\n") -> None:
     print(line, end=end, flush=True)
 
 
-def eval_recipe(run_dir: Path, guide: Path, size: DemoSize) -> Path:
-    """recipes/tiny/eval.yaml with the demo's own guide in place of tiny:guide."""
+def eval_recipe(run_dir: Path, models: dict[str, Path], threshold: float, size: DemoSize) -> Path:
+    """recipes/tiny/eval.yaml with the demo's own guides in place of `tiny:guide*` (`models`: name -> folder)
+    and WSD's calibrated threshold."""
     recipe = yaml.safe_load((RECIPES / "tiny" / "eval.yaml").read_text())
     recipe.update(num_instructions=size.num_instructions, output_dir=str(run_dir / "eval"))
+
+    def own(spec: dict) -> dict:
+        return {k: str(models.get(v, v)) if isinstance(v, str) and v in models else v for k, v in spec.items()}
+
     for system in recipe["systems"]:
-        for key, value in system["guide"].items():
-            if value == "tiny:guide":
-                system["guide"][key] = str(guide)
+        guide = own(system["guide"])
+        if "extra_guides" in guide:
+            guide["extra_guides"] = [own(g) for g in guide["extra_guides"]]
+        if guide.get("decoder") == "wsd":
+            guide["threshold"] = threshold
+        system["guide"] = guide
     path = run_dir / "eval.yaml"
     path.write_text("# written by w2s demo from recipes/tiny/eval.yaml\n" + yaml.safe_dump(recipe, sort_keys=False))
     return path
 
 
 def findings(rows: list[dict]) -> list[tuple[str, bool, str]]:
-    """The weak-to-strong search paper's qualitative findings, each needing a gap over two standard errors."""
+    """The seed papers' qualitative findings, each needing a gap of more than two standard errors."""
     by = {r["system"]: r for r in rows}
 
-    def reward_gap(a: str, b: str) -> tuple[bool, str]:
-        gap = by[a]["reward_mean"] - by[b]["reward_mean"]
-        se = (by[a]["reward_se"] ** 2 + by[b]["reward_se"] ** 2) ** 0.5
-        return (
-            gap > 2 * se,
-            f"{by[a]['reward_mean']:+.2f} vs {by[b]['reward_mean']:+.2f} (gap {gap:+.2f}, 2 SE = {2 * se:.2f})",
-        )
+    def mean(a: str) -> str:
+        return f"{by[a]['reward_mean']:+.2f}"
 
-    cbs_win = by["cbs-4-4-5"]
-    out = [
-        ("mean gold reward: CBS > best-of-16 (same number of strong-model samples)", *reward_gap("cbs-4-4-5", "bon16")),
-        ("mean gold reward: best-of-16 > plain sampling", *reward_gap("bon16", "base")),
+    def gap(a: str, b: str) -> tuple[float, float, str]:
+        g = by[a]["reward_mean"] - by[b]["reward_mean"]
+        se = (by[a]["reward_se"] ** 2 + by[b]["reward_se"] ** 2) ** 0.5
+        return g, se, f"{mean(a)} vs {mean(b)} (gap {g:+.2f}, 2 SE = {2 * se:.2f})"
+
+    def above(a: str, b: str) -> tuple[bool, str]:
+        g, se, detail = gap(a, b)
+        return g > 2 * se, detail
+
+    def not_below(a: str, b: str) -> tuple[bool, str]:
+        g, se, detail = gap(a, b)
+        return g > -2 * se, detail
+
+    def above_each(a: str, *others: str) -> tuple[bool, str]:
+        checks = [above(a, b) for b in others]
+        return all(ok for ok, _ in checks), "; ".join(detail for _, detail in checks)
+
+    cbs = by["cbs"]
+    strong = {name: by[name]["strong_tokens_per_item"] for name in ("wsd", "base")}
+    return [
+        ("weak-to-strong search: CBS > best-of-16 (same number of strong-model samples)", *above("cbs", "bon16")),
+        ("weak-to-strong search: best-of-16 > plain sampling", *above("bon16", "base")),
+        ("weak-to-strong search: CBS > EFT (logit arithmetic with the same guide)", *above("cbs", "eft")),
+        ("weak-to-strong search: CBS > the guide alone", *above("cbs", "guide-alone")),
         (
-            "win rate: CBS beats base sampling",
-            cbs_win["win_rate"] - 50 > 2 * cbs_win["standard_error"],
-            f"{cbs_win['win_rate']:.1f}% ± {cbs_win['standard_error']:.1f}",
+            "weak-to-strong search: CBS wins against base sampling",
+            cbs["win_rate"] - 50 > 2 * cbs["standard_error"],
+            f"{cbs['win_rate']:.1f}% ± {cbs['standard_error']:.1f}",
         ),
-        ("mean gold reward: CBS-steered strong model > the guide alone", *reward_gap("cbs-4-4-5", "guide-alone")),
+        ("draft-switch decoding: WSD > base sampling", *above("wsd", "base")),
+        ("draft-switch decoding: WSD > the pilot alone", *above("wsd", "guide-alone")),
+        (
+            "draft-switch decoding: WSD's strong-model tokens per item at most the base's",
+            strong["wsd"] <= strong["base"],
+            f"{strong['wsd']:.1f} vs {strong['base']:.1f} (+ {by['wsd']['tokens_per_item'] - strong['wsd']:.1f} pilot tokens)",
+        ),
+        ("logit fusion: fusion no worse than EFT with the same expert (within 2 SE)", *not_below("fusion", "eft")),
+        ("logit fusion: fusion > base sampling", *above("fusion", "base")),
+        (
+            "logit fusion: two experts fused > each expert alone",
+            *above_each("fusion-2", "fusion-sentiment", "fusion-topic"),
+        ),
+        ("weak-to-strong search: two guides > each guide alone", *above_each("cbs-2", "cbs-sentiment", "cbs-topic")),
     ]
-    return out
 
 
 def _quiet_libraries() -> None:
@@ -155,25 +206,34 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
     try:
         _say(f"w2s demo: world {world_seed()} (W2S_WORLD_SEED), run folder {run_dir}, logs in {logs}")
         start = time.perf_counter()
-        _say("world  the tiny world's tokenizers and base models (cached after the first build) ...", end="")
+        _say("world            the tiny world's tokenizers and base models (cached after the first build) ...", end="")
         if not all(base_path(name).is_dir() for name in BASES):  # pretraining's log goes to the stage's log
             _run([*w2s, "world", "build"], "world", logs / "world.log")
         paths = ensure_world()
         _say(f" ready in {time.perf_counter() - start:.0f} s")
         show_samples(paths, num_prompts=2)  # the world and its base models, with gold rewards
-        data = _stage(run_dir, "data", f"gold-judged preference pairs from {size.num_prompts} prompts", lambda out: _run(
-            [*w2s, "data", "build", "--config", RECIPES / "tiny" / "data.yaml", "--output_dir", out,
-             "--num_prompts", size.num_prompts], "data", logs / "data.log"))  # fmt: skip
-        sft = _stage(run_dir, "sft", "SFT of the weak base on the chosen responses", lambda out: _run(
-            [*launch, "train/sft.py", "--config", RECIPES / "tiny" / "sft.yaml", "--dataset_name", data / "pairs",
-             "--model_name_or_path", paths["weak"], "--output_dir", out, *seed_flags(RECIPES / "tiny" / "sft.yaml")],
-            "sft", logs / "sft.log"))  # fmt: skip
-        guide = _stage(run_dir, "guide", "DPO of the SFT model into the guide", lambda out: _run(
-            [*launch, "train/dpo.py", "--config", RECIPES / "tiny" / "dpo.yaml", "--dataset_name", data / "pairs",
-             "--model_name_or_path", sft, "--num_train_epochs", size.dpo_epochs, "--output_dir", out,
-             *seed_flags(RECIPES / "tiny" / "dpo.yaml")], "dpo", logs / "dpo.log"))  # fmt: skip
-        recipe = eval_recipe(run_dir, guide, size)
-        _say(f"eval   {size.num_instructions} held-out prompts, every system judged by the gold reward:")
+        work = run_dir / "data-work"  # one set of samples, judged three ways
+        data = {}
+        for name, rule, what in DATA_SETS:
+            data[name] = _stage(run_dir, name, f"{what} from {size.num_prompts} prompts", lambda out, rule=rule: _run(
+                [*w2s, "data", "build", "--config", RECIPES / "tiny" / "data.yaml", "--output_dir", out,
+                 "--num_prompts", size.num_prompts, "--work_dir", work,
+                 "--judges", f"[{{name: {rule.removeprefix('tiny_')}, kind: rule, rule: {rule}}}]"],
+                "data", logs / "data.log"))  # fmt: skip
+        models = {}
+        for name, data_set, what in GUIDES:
+            models[f"tiny:{name}"] = _stage(run_dir, name, what, lambda out, data_set=data_set: _run(
+                [*launch, "train/dpo.py", "--config", RECIPES / "tiny" / "dpo.yaml", "--dataset_name",
+                 data[data_set] / "pairs", "--model_name_or_path", paths["weak"], "--output_dir", out, *DPO_FLAGS,
+                 *seed_flags(RECIPES / "tiny" / "dpo.yaml")], "dpo", logs / "dpo.log"))  # fmt: skip
+        models["tiny:weak"] = paths["weak"]
+        calibration = _stage(run_dir, "wsd", "WSD's threshold calibrated on held-out prompts", lambda out: _run(
+            [*w2s, "calibrate", "--config", RECIPES / "tiny" / "guide.yaml", "--decoder", "wsd", "--pilot",
+             models["tiny:guide"], "--prompts", "tiny:train", "--num_prompts", size.calibration_prompts,
+             "--json", out / "calibration.json"], "calibrate", logs / "calibrate.log"))  # fmt: skip
+        threshold = json.loads((calibration / "calibration.json").read_text())["threshold"]
+        recipe = eval_recipe(run_dir, models, threshold, size)
+        _say(f"eval             {size.num_instructions} held-out prompts, every system judged by the gold reward:")
         config = load_config(recipe)
         for system in config.system_list():  # the demo's own outputs, sampled by an older release: redo them
             folder = Path(config.output_dir) / system.name
@@ -187,7 +247,7 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
     report = run_dir / "eval"
     print("\n" + (report / "leaderboard.md").read_text())
     checks = findings(result.rows)
-    print("Findings of weak-to-strong search, reproduced on the tiny world (each by more than 2 standard errors):")
+    print("Findings of the seed papers, reproduced on the tiny world (each by more than 2 standard errors):")
     for claim, ok, detail in checks:
         print(f"  [{'yes' if ok else 'NO '}] {claim}: {detail}")
     summary = {"world": world_seed(), "rows": result.rows, "findings": [list(c) for c in checks]}
@@ -195,8 +255,9 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
     print("\nArtefacts:")
     for label, path in [
         ("base models", paths["strong"].parent),
-        ("preference data (+ card)", data),
-        ("SFT model, DPO guide", f"{sft}, {guide}"),
+        ("preference data (+ cards)", ", ".join(str(d) for d in data.values())),
+        ("guide, experts (DPO)", ", ".join(str(m) for n, m in models.items() if n != "tiny:weak")),
+        ("WSD calibration", calibration / "calibration.json"),
         ("leaderboard, plots", report / "leaderboard.md"),
         ("", f"{report / 'win_rate.png'}, {report / 'reward_vs_compute.png'}"),
         ("logs of every stage", logs),

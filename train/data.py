@@ -68,9 +68,9 @@ class TrainScriptArguments(ScriptArguments):
 TINY_PREFIX = "tiny:"
 
 
-def _tiny_preferences(base: str) -> Path:
+def _tiny_preferences(base: str, reward: str = "gold") -> Path:
 
-    return world_preferences(ensure_base(base))
+    return world_preferences(ensure_base(base), reward=reward)
 
 
 def _tiny_teacher_outputs() -> Path:
@@ -87,6 +87,8 @@ def _tiny_prompts() -> Path:
 TINY_DATA = {
     "preferences": lambda: _tiny_preferences("weak"),  # gold-judged pairs of the weak base's samples
     "preferences_b": lambda: _tiny_preferences("weak_b"),  # the same for weak base B (family B tokenizer)
+    "preferences_sentiment": lambda: _tiny_preferences("weak", "sentiment"),  # judged by one attribute: experts
+    "preferences_topic": lambda: _tiny_preferences("weak", "topic"),
     "teacher_outputs": _tiny_teacher_outputs,  # the strong base's samples, prompt/completion (JSONL)
     "prompts": _tiny_prompts,  # world prompts alone (train/test), for on-policy token-level distillation
 }

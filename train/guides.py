@@ -16,12 +16,12 @@ from pathlib import Path
 from datasets import load_from_disk
 
 from w2s.data.world.cache import build_once, cache_root, content_key, world_tag
-from w2s.data.world.preferences import world_preferences
 from w2s.guide.files import RecipeError
 from w2s.train import dpo, sft
+from w2s.train.data import resolve_data_path
 from w2s.train.evaluation import reward_accuracy, sample_reward
 from w2s.train.recipes import parse_recipe
-from w2s.train.tiny import BASES, GUIDE_RECIPES, GUIDES
+from w2s.train.tiny import BASES, GUIDE_DATA, GUIDE_RECIPES, GUIDES
 from w2s.train.world import base_path, ensure_base, seed_flags
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,8 @@ def guide_path(kind: str = "dpo") -> Path:
         raise RecipeError(f"unknown tiny-world guide {kind!r}: choose one of {sorted(GUIDES)}")
     base, stages, flags = GUIDES[kind]
     recipes = [GUIDE_RECIPES[stage].read_bytes() for stage in stages]
-    key = content_key(GUIDE_VERSION, *recipes, base_path(base).name, " ".join(stages), " ".join(flags))
+    data = GUIDE_DATA.get(kind, "tiny:preferences")
+    key = content_key(GUIDE_VERSION, *recipes, base_path(base).name, " ".join(stages), " ".join(flags), data)
     return cache_root() / "tiny-world" / f"guide-{kind.replace('_', '-')}{world_tag()}-{key}"
 
 
@@ -53,7 +54,7 @@ def ensure_guide(kind: str = "dpo") -> Path:
 
     def build(tmp: Path) -> None:
         model = str(ensure_base(base))
-        data = "tiny:preferences" if base == "weak" else "tiny:preferences_b"
+        data = GUIDE_DATA.get(kind, "tiny:preferences")
         logger.info("training the tiny world's %s guide (%s of %s; cached in %s)", kind, "+".join(stages), base, path)
         with tempfile.TemporaryDirectory(dir=tmp.parent) as work:
             for i, stage in enumerate(stages):
@@ -77,7 +78,8 @@ TINY_MODELS: dict[str, Callable[[], Path]] = {name: partial(ensure_base, name) f
 # An under-trained family-A student (the weak recipe stopped early): room to learn from a teacher.
 TINY_MODELS["student"] = partial(ensure_base, "weak", overrides=["--max_steps", "60"])
 TINY_MODELS |= {"guide": partial(ensure_guide, "dpo"), "guide_sft_dpo": partial(ensure_guide, "sft_dpo"),
-                "guide_lora": partial(ensure_guide, "lora"), "guide_b": partial(ensure_guide, "b")}  # fmt: skip
+                "guide_lora": partial(ensure_guide, "lora"), "guide_b": partial(ensure_guide, "b"),
+                "guide_sentiment": partial(ensure_guide, "sentiment"), "guide_topic": partial(ensure_guide, "topic")}  # fmt: skip
 
 
 def ensure_tiny(name: str) -> Path:
@@ -95,7 +97,7 @@ def guides_table(num_prompts: int = 300, seed: int = 0) -> str:
     untuned_samples = {}  # base -> its samples' (reward, well-formed share): guides of one base share their twin
     for kind, (base, stages, flags) in GUIDES.items():
         tuned, untuned = ensure_guide(kind), ensure_base(base)
-        pairs = load_from_disk(str(world_preferences(untuned)))["test"]
+        pairs = load_from_disk(resolve_data_path(GUIDE_DATA.get(kind, "tiny:preferences")))["test"]
         accuracy = reward_accuracy(tuned, untuned, pairs)
         if base not in untuned_samples:
             untuned_samples[base] = sample_reward(untuned, num_prompts=num_prompts, seed=seed)

@@ -32,6 +32,9 @@ class PretrainArguments:
     num_heads: int = 4
     intermediate_size: int = 512
     max_position_embeddings: int = 128
+    tie_word_embeddings: bool = field(
+        default=True, metadata={"help": "share the input and output embeddings (false: two matrices)"}
+    )
     corpus_size: int = field(default=20000, metadata={"help": "reviews drawn from the world's pretrain split"})
     eval_size: int = field(default=256, metadata={"help": "held-out reviews (test split) for eval loss"})
 
@@ -48,7 +51,7 @@ def build_model(args: PretrainArguments, tokenizer):
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
+        tie_word_embeddings=args.tie_word_embeddings,
     )
     # each architecture names its feed-forward width differently
     for name in ("intermediate_size", "n_inner", "ffn_dim"):

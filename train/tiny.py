@@ -26,5 +26,10 @@ GUIDES: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
                                 "lm_head")),
     # family B: beta 0.3 kept more samples well-formed than 0.1 (43% vs 36%) at a higher reward accuracy
     "b": ("weak_b", ("dpo",), ("--beta", "0.3")),
+    # one expert per attribute of the gold reward (pairs judged by tiny_sentiment / tiny_topic): fusion, two-guide CBS
+    "sentiment": ("weak", ("dpo",), ("--beta", "0.3")),
+    "topic": ("weak", ("dpo",), ("--beta", "0.3")),
 }  # fmt: skip
+# the pairs each guide learns from (default: the gold-judged pairs of its base's samples)
+GUIDE_DATA = {"b": "tiny:preferences_b", "sentiment": "tiny:preferences_sentiment", "topic": "tiny:preferences_topic"}
 GUIDE_RECIPES = {"sft": RECIPES_DIR / "sft.yaml", "dpo": RECIPES_DIR / "dpo.yaml"}

@@ -14,7 +14,7 @@ from filelock import FileLock
 from w2s.guide.files import remove_stale_temps, temp_dir
 
 # Bump when the grammar, the reward or the tokenizers change: every cached model depends on them.
-WORLD_VERSION = "2"
+WORLD_VERSION = "4"
 
 
 def cache_root() -> Path:

@@ -1,22 +1,35 @@
-"""The main job end to end at reduced size: data -> SFT -> DPO -> evaluation on the tiny world."""
+"""The main job end to end at reduced size: data -> DPO (guide and two experts) -> calibration -> evaluation."""
+
+import json
 
 import pytest
+import yaml
 
 from w2s.eval.demo import QUICK, run_demo
 
 
 @pytest.mark.slow
-def test_demo_reproduces_the_direction_of_each_finding(tmp_path):
+def test_demo_reproduces_the_direction_of_weak_to_strong_search(tmp_path):
     rows, checks = run_demo(tmp_path / "demo", QUICK)
     by = {r["system"]: r for r in rows}
     reward = {name: row["reward_mean"] for name, row in by.items()}
-    assert reward["cbs-4-4-5"] > reward["bon16"] > reward["base"]
-    assert by["cbs-4-4-5"]["win_rate"] > 50
-    assert reward["cbs-4-4-5"] > reward["guide-alone"]
-    assert len(checks) == 4
+    # the full demo's findings are checked over worlds 0-2 (README); at 48 prompts, the directions that held
+    # with the widest margins there
+    assert reward["cbs"] > reward["bon16"] > reward["base"]
+    assert by["cbs"]["win_rate"] > 50
+    assert reward["cbs"] > reward["guide-alone"]
+    assert len(checks) == 12 and len(rows) == 13
     # every stage left its artefact where the next one reads it
-    for stage in ("data", "sft", "guide", "eval"):
-        assert (tmp_path / "demo" / stage).is_dir()
-    assert (tmp_path / "demo" / "data" / "card.json").is_file()
-    assert (tmp_path / "demo" / "guide" / "model.safetensors").is_file()
-    assert (tmp_path / "demo" / "eval" / "win_rate.png").is_file()
+    run = tmp_path / "demo"
+    for stage in ("data", "data-sentiment", "data-topic", "guide", "guide_sentiment", "guide_topic", "eval"):
+        assert (run / stage).is_dir()
+    assert (run / "data" / "card.json").is_file()
+    for guide in ("guide", "guide_sentiment", "guide_topic"):
+        assert (run / guide / "model.safetensors").is_file()
+    # the three data sets judged one set of samples: one generation folder, three judge folders
+    work = run / "data-work"
+    assert len(list(work.glob("gen-*"))) == 1 and len(list(work.glob("judge-*"))) == 3
+    threshold = json.loads((run / "wsd" / "calibration.json").read_text())["threshold"]
+    systems = {s["name"]: s["guide"] for s in yaml.safe_load((run / "eval.yaml").read_text())["systems"]}
+    assert systems["wsd"]["threshold"] == threshold  # WSD runs at the calibrated threshold
+    assert (run / "eval" / "win_rate.png").is_file()
