@@ -34,7 +34,7 @@ JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 # What each trainer reads: every inner tuple is one accepted set of columns.
 SFT_COLUMNS = (("messages",), ("prompt", "completion"), ("text",))
 DPO_COLUMNS = (("prompt", "chosen", "rejected"),)
-DISTILL_COLUMNS = (("prompt",), ("messages",))
+DISTILL_COLUMNS = (("prompt",),)  # TRL's DistillationTrainer reads `prompt` alone (messages: see PROMPT_COLUMNS)
 
 # The columns a mapping reads as the prompt and as the completion when the recipe names none, first found first:
 # TRL's own, then AlpacaEval's (w2s generate, w2s eval), then a conversation up to its last user turn.

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from w2s.train import sft
-from w2s.train.data import SFT_COLUMNS, TrainScriptArguments, load_checked_data
+from w2s.train import distill, sft
+from w2s.train.data import DISTILL_COLUMNS, SFT_COLUMNS, TrainScriptArguments, load_checked_data
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
 
@@ -70,3 +70,31 @@ def test_a_mapping_naming_a_missing_column_stops_before_any_model_loads(tmp_path
     assert sft.cli(["--config", str(recipe), "--output_dir", str(out)]) == 2
     assert f"data source '{outputs}': prompt_column 'question' is not one of its columns" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_distillation_reads_prompts_alone_from_outputs_and_conversations(tmp_path):
+    outputs = tmp_path / "cbs.json"
+    outputs.write_text(json.dumps([{"instruction": f"the film {i} was good .", "output": "it was fun ."}
+                                   for i in range(3)]))  # fmt: skip
+    train, _ = load_checked_data(TrainScriptArguments(dataset_name=str(outputs)), DISTILL_COLUMNS, "distillation")
+    assert train["prompt"] == [user(f"the film {i} was good .") for i in range(3)]
+    assert "completion" not in train.column_names  # the student writes its own
+
+    # a conversation (e.g. `w2s data build`'s sft set) is read up to its last user turn
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": user(f"the plot {i} was dull .") + assistant("it was .")}) + "\n"
+                             for i in range(3)))  # fmt: skip
+    train, _ = load_checked_data(TrainScriptArguments(dataset_name=str(chats)), DISTILL_COLUMNS, "distillation")
+    assert train["prompt"] == [user(f"the plot {i} was dull .") for i in range(3)]
+
+
+def test_token_level_distillation_trains_on_the_prompts_of_conversations(tmp_path):
+    # TRL's DistillationTrainer reads a `prompt` column: conversations used to reach it as `messages` and fail
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("".join(json.dumps({"messages": user(f"the plot {i} was dull .") + assistant("it was .")}) + "\n"
+                             for i in range(4)))  # fmt: skip
+    out = tmp_path / "student"
+    args = ["--config", str(RECIPES / "distill.yaml"), "--dataset_name", str(chats), "--output_dir", str(out),
+            "--max_steps", "1", "--per_device_train_batch_size", "4", "--max_completion_length", "8"]  # fmt: skip
+    assert distill.cli(args) == 0
+    assert (out / "model.safetensors").is_file()
