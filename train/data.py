@@ -124,14 +124,50 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or path.endswith(JSON_SUFFIXES) or Path(path).exists()
 
 
-def load_source(path: str, *, name: str | None = None, data_files=None, split: str | None = None):
-    """A `Dataset` (with `split`) or `DatasetDict` from a save_to_disk folder, a JSON/JSONL file or a hub id."""
+# The sets `w2s data build` writes in its output folder (data/build.py), each a save_to_disk DatasetDict; card.json
+# marks a finished build. A recipe naming the folder reads the first set its trainer can read, or `dataset_config`.
+BUILD_SETS = ("sft", "pairs")
+
+
+def _build_sets(folder: Path) -> list[str]:
+    if not (folder / "card.json").is_file():
+        return []
+    return [name for name in BUILD_SETS if (folder / name / "dataset_dict.json").is_file()]
+
+
+def _generate_side_file(path: Path) -> str | None:
+    """What to say when `path` is one of the files `w2s generate` writes beside its outputs, not the outputs."""
+    if path.name.endswith(".details.json"):
+        outputs = path.name.removesuffix(".details.json") + ".json"
+        return f"the per-item scores and costs w2s generate writes beside its outputs: train on {outputs!r}"
+    if path.name.endswith(".partial.jsonl"):
+        return f"the log of an unfinished w2s generate run: run it again to finish (it resumes), then train on " \
+               f"{path.name.removesuffix('.partial.jsonl')!r}"  # fmt: skip
+    return None
+
+
+def load_source(
+    path: str, *, name: str | None = None, data_files=None, split: str | None = None, readable=None
+) -> Dataset | DatasetDict:
+    """A `Dataset` (with `split`) or `DatasetDict` from a save_to_disk folder, a `w2s data build` folder (its set
+    `name`, else the first of BUILD_SETS whose columns `readable(columns)` accepts), a JSON/JSONL file or a hub id."""
     path = resolve_data_path(path)
     local = Path(path).expanduser()
     if _looks_local(path):
         if not local.exists():
             raise DataError(f"data source {path!r}: no such file or folder")
-        if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
+        if _generate_side_file(local):
+            raise DataError(f"data source {path!r}: {_generate_side_file(local)}")
+        sets = _build_sets(local) if local.is_dir() else []
+        if sets:
+            if name is not None and name not in sets:
+                raise DataError(f"data source {path!r}: a w2s data build folder with the sets {sets}, not {name!r}: "
+                                "set dataset_config to one of them")  # fmt: skip
+            columns = {s: load_from_disk(str(local / s))["train"].column_names for s in sets}
+            chosen = name or next((s for s in sets if readable is None or readable(columns[s])), sets[0])
+            logger.info("data source %s: reading the %r set of a w2s data build (its sets: %s)", path, chosen, sets)
+            data = load_from_disk(str(local / chosen))
+        elif local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
             data = load_from_disk(str(local))
         elif local.is_file() and path.endswith(JSON_SUFFIXES):
             try:
@@ -193,6 +229,19 @@ def _fits(have, accepted: tuple[tuple[str, ...], ...]) -> bool:
     return any(set(cols) <= set(have) for cols in accepted)
 
 
+def _readable(accepted: tuple, prompt_column: str | None, completion_column: str | None):
+    """Whether the trainer (`accepted`) reads data of some columns through this mapping: picks a data build's set."""
+
+    def readable(have: list[str]) -> bool:
+        try:
+            mapping = column_mapping(have, accepted, prompt_column, completion_column)
+        except DataError:
+            return False
+        return not accepted or _fits(set(have) - set(mapping.values()) | set(mapping), accepted)
+
+    return readable
+
+
 def map_columns(data: Dataset, mapping: dict[str, str], where: str = "data") -> Dataset:
     """`data` with the mapped columns as `prompt` (a string becomes the user's message; messages are kept up to
     the last user turn) and `completion` (a string becomes the assistant's reply), so the model's chat template
@@ -217,7 +266,10 @@ def map_columns(data: Dataset, mapping: dict[str, str], where: str = "data") -> 
 def _mix(args: TrainScriptArguments, accepted: tuple[tuple[str, ...], ...]) -> Dataset:
     parts = []
     for cfg in args.datasets:
-        part = load_source(cfg.path, name=cfg.name, data_files=cfg.data_files, split=cfg.split or "train")
+        readable = _readable(accepted, cfg.prompt_column or args.prompt_column,
+                             cfg.completion_column or args.completion_column)  # fmt: skip
+        part = load_source(cfg.path, name=cfg.name, data_files=cfg.data_files, split=cfg.split or "train",
+                           readable=readable)  # fmt: skip
         if cfg.columns is not None:
             missing = [c for c in cfg.columns if c not in part.column_names]
             if missing:
@@ -263,7 +315,8 @@ def load_training_data(
             logger.warning("both 'datasets' and 'dataset_name' are set: using the mixture in 'datasets'")
         data = DatasetDict({"train": _mix(args, accepted)})
     elif args.dataset_name:
-        data = load_source(args.dataset_name, name=args.dataset_config)
+        readable = _readable(accepted, args.prompt_column, args.completion_column)
+        data = load_source(args.dataset_name, name=args.dataset_config, readable=readable)
     else:
         raise DataError("no training data: set 'dataset_name' or a 'datasets' mixture in the recipe")
     if args.dataset_train_split not in data:

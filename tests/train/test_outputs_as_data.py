@@ -1,13 +1,23 @@
-"""w2s's own outputs as training data, without conversion: AlpacaEval outputs (`w2s generate`, `w2s eval`) and
-other layouts through the column mapping (prompt_column / completion_column), for one source and a mixture."""
+"""w2s's own outputs as training data, without conversion: AlpacaEval outputs (`w2s generate`, `w2s eval`), a
+`w2s data build` folder, and other layouts through the column mapping (prompt_column / completion_column)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import pytest
+
+from w2s.cli import main
 from w2s.train import distill, sft
-from w2s.train.data import DISTILL_COLUMNS, SFT_COLUMNS, TrainScriptArguments, load_checked_data
+from w2s.train.data import (
+    DISTILL_COLUMNS,
+    DPO_COLUMNS,
+    SFT_COLUMNS,
+    DataError,
+    TrainScriptArguments,
+    load_checked_data,
+)
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
 
@@ -97,4 +107,37 @@ def test_token_level_distillation_trains_on_the_prompts_of_conversations(tmp_pat
     args = ["--config", str(RECIPES / "distill.yaml"), "--dataset_name", str(chats), "--output_dir", str(out),
             "--max_steps", "1", "--per_device_train_batch_size", "4", "--max_completion_length", "8"]  # fmt: skip
     assert distill.cli(args) == 0
+    assert (out / "model.safetensors").is_file()
+
+
+def jsonl_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_a_data_build_folder_is_read_as_the_set_each_trainer_needs(tmp_path):
+    built = tmp_path / "data"
+    assert main(["data", "build", "--config", str(RECIPES / "data.yaml"), "--output_dir", str(built),
+                 "--num_prompts", "40"]) == 0  # fmt: skip
+    best = jsonl_rows(built / "jsonl" / "sft-train.jsonl")  # each prompt's best judged response
+    pairs = jsonl_rows(built / "jsonl" / "pairs-train.jsonl")
+    assert best and pairs
+
+    def load(accepted, **recipe):
+        return load_checked_data(TrainScriptArguments(dataset_name=str(built), **recipe), accepted, "test")[0]
+
+    assert load(SFT_COLUMNS)["messages"] == [r["messages"] for r in best]
+    assert load(DISTILL_COLUMNS)["prompt"] == [r["messages"][:-1] for r in best]
+    assert load(DPO_COLUMNS)["chosen"] == [r["chosen"] for r in pairs]
+    on_chosen = load(SFT_COLUMNS, completion_column="chosen")  # SFT on the pairs' chosen side, as recipes/tiny/sft
+    assert on_chosen["completion"] == [r["chosen"] for r in pairs]
+    assert load(SFT_COLUMNS, dataset_config="pairs", completion_column="rejected")["completion"] == [
+        r["rejected"] for r in pairs
+    ]
+    with pytest.raises(DataError, match=r"a w2s data build folder with the sets \['sft', 'pairs'\], not 'best'"):
+        load(SFT_COLUMNS, dataset_config="best")
+
+    out = tmp_path / "sft"
+    args = ["--config", str(RECIPES / "sft.yaml"), "--dataset_name", str(built), "--output_dir", str(out),
+            "--max_steps", "2"]  # fmt: skip
+    assert sft.cli(args) == 0
     assert (out / "model.safetensors").is_file()
