@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from w2s.cli import main
 from w2s.train import distill, sft
@@ -18,6 +20,8 @@ from w2s.train.data import (
     TrainScriptArguments,
     load_checked_data,
 )
+from w2s.train.recipes import parse_recipe
+from w2s.train.world import ensure_base
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "tiny"
 
@@ -141,3 +145,37 @@ def test_a_data_build_folder_is_read_as_the_set_each_trainer_needs(tmp_path):
             "--max_steps", "2"]  # fmt: skip
     assert sft.cli(args) == 0
     assert (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_sft_on_the_outputs_of_weak_to_strong_search(tmp_path, monkeypatch, capsys, tiny_guide):
+    # the two commands of issue #18, on fewer prompts:
+    #   w2s generate --config recipes/tiny/guide.yaml --num_prompts 16 --output cbs16.json
+    #   python train/sft.py --config recipes/tiny/distill_sequence.yaml --dataset_name cbs16.json --max_steps 2
+    monkeypatch.chdir(tmp_path)
+    generate = ["generate", "--config", str(RECIPES / "guide.yaml"), "--num_prompts", "8", "--output", "cbs8.json"]
+    assert main(generate) == 0
+    outputs = json.loads(Path("cbs8.json").read_text())
+    args = ["--config", str(RECIPES / "distill_sequence.yaml"), "--dataset_name", "cbs8.json", "--max_steps", "2",
+            "--output_dir", "seqdistill"]  # fmt: skip
+    assert sft.cli(args) == 0
+    assert (tmp_path / "seqdistill" / "model.safetensors").is_file()
+    assert "cbs8.json" in (tmp_path / "seqdistill" / "README.md").read_text()
+    before = AutoModelForCausalLM.from_pretrained(str(ensure_base("weak")))
+    after = AutoModelForCausalLM.from_pretrained(str(tmp_path / "seqdistill"))
+    assert any(not torch.equal(p, q) for p, q in zip(before.parameters(), after.parameters(), strict=True))
+
+    # what it trained on: the generated instruction/output pairs, as chat prompt/completion
+    script_args, _, _ = parse_recipe(sft.DATACLASSES, args)
+    train, evaluation = load_checked_data(script_args, SFT_COLUMNS, "SFT")
+    assert len(outputs) == 8 and evaluation is None
+    assert train["prompt"] == [user(o["instruction"]) for o in outputs]
+    assert train["completion"] == [assistant(o["output"]) for o in outputs]
+
+    # the scores and costs beside the outputs are not the data: said so, before any model loads
+    capsys.readouterr()
+    details = ["--config", str(RECIPES / "distill_sequence.yaml"), "--dataset_name", "cbs8.details.json",
+               "--output_dir", "refused"]  # fmt: skip
+    assert sft.cli(details) == 2
+    assert "writes beside its outputs: train on 'cbs8.json'" in capsys.readouterr().err
+    assert not (tmp_path / "refused").exists()
