@@ -260,7 +260,8 @@ def map_columns(data: Dataset, mapping: dict[str, str], where: str = "data") -> 
         return out
 
     replaced = [c for c in data.column_names if c in mapping.values() or c in mapping]
-    return data.map(convert, with_indices=True, remove_columns=replaced, desc="reading columns")
+    # in memory: no cache files written into the source's folder (a data build's, the tiny world's cache)
+    return data.map(convert, with_indices=True, remove_columns=replaced, keep_in_memory=True, desc="reading columns")
 
 
 def _mix(args: TrainScriptArguments, accepted: tuple[tuple[str, ...], ...]) -> Dataset:
