@@ -14,6 +14,7 @@ itself writes: AlpacaEval outputs (`instruction`/`output`: `w2s generate`, `w2s 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,7 +148,12 @@ def _generate_side_file(path: Path) -> str | None:
 
 
 def load_source(
-    path: str, *, name: str | None = None, data_files=None, split: str | None = None, readable=None
+    path: str,
+    *,
+    name: str | None = None,
+    data_files=None,
+    split: str | None = None,
+    readable: Callable[[list[str]], bool] | None = None,
 ) -> Dataset | DatasetDict:
     """A `Dataset` (with `split`) or `DatasetDict` from a save_to_disk folder, a `w2s data build` folder (its set
     `name`, else the first of BUILD_SETS whose columns `readable(columns)` accepts), a JSON/JSONL file or a hub id."""
@@ -156,8 +162,8 @@ def load_source(
     if _looks_local(path):
         if not local.exists():
             raise DataError(f"data source {path!r}: no such file or folder")
-        if _generate_side_file(local):
-            raise DataError(f"data source {path!r}: {_generate_side_file(local)}")
+        if side_file := _generate_side_file(local):
+            raise DataError(f"data source {path!r}: {side_file}")
         sets = _build_sets(local) if local.is_dir() else []
         if sets:
             if name is not None and name not in sets:
