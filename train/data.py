@@ -3,11 +3,18 @@
 A recipe names one source (`dataset_name`) or a mixture (`datasets:`, a list of
 `DatasetConfig` entries, the fields of TRL's with optional `fraction`s); either way the columns
 are checked against what the trainer needs before any model is loaded.
+
+Data in a layout of the trainer's own (TRL's `messages`, `prompt`+`completion`, `text`, ...) is
+used as it is. Other layouts are read through a column mapping, `prompt_column` and
+`completion_column` (on the recipe, or on one source of a mixture), whose defaults read what w2s
+itself writes: AlpacaEval outputs (`instruction`/`output`: `w2s generate`, `w2s eval`'s
+`model_outputs.json`) and, for a trainer of prompts alone, conversations (`messages`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +22,7 @@ import datasets
 from datasets import Dataset, DatasetDict, concatenate_datasets, load_from_disk
 from trl import ScriptArguments
 
+from w2s.data.prompts import to_messages
 from w2s.data.world.preferences import world_preferences
 from w2s.guide.files import RecipeError
 from w2s.train.recipes import DatasetConfig
@@ -27,7 +35,12 @@ JSON_SUFFIXES = (".json", ".jsonl", ".json.gz", ".jsonl.gz")
 # What each trainer reads: every inner tuple is one accepted set of columns.
 SFT_COLUMNS = (("messages",), ("prompt", "completion"), ("text",))
 DPO_COLUMNS = (("prompt", "chosen", "rejected"),)
-DISTILL_COLUMNS = (("prompt",), ("messages",))
+DISTILL_COLUMNS = (("prompt",),)  # TRL's DistillationTrainer reads `prompt` alone (messages: see PROMPT_COLUMNS)
+
+# The columns a mapping reads as the prompt and as the completion when the recipe names none, first found first:
+# TRL's own, then AlpacaEval's (w2s generate, w2s eval), then a conversation up to its last user turn.
+PROMPT_COLUMNS = ("prompt", "instruction", "messages")
+COMPLETION_COLUMNS = ("completion", "output")
 
 
 class DataError(RecipeError):
@@ -47,10 +60,16 @@ class TrainScriptArguments(ScriptArguments):
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "keep only the first N training rows"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "keep only the first N evaluation rows"})
+    prompt_column: str | None = field(
+        default=None,
+        metadata={"help": "read this column as the prompt (a string is the user's message); default: prompt, "
+                  "else instruction (AlpacaEval outputs), else messages"},
+    )  # fmt: skip
     completion_column: str | None = field(
         default=None,
-        metadata={"help": "SFT: train on this column as the completion (e.g. 'chosen' of a preference set)"},
-    )
+        metadata={"help": "SFT: read this column as the completion (a string is the assistant's reply), e.g. "
+                  "'chosen' of a preference set; default: completion, else output (AlpacaEval outputs)"},
+    )  # fmt: skip
     merge_adapter: bool = field(
         default=False, metadata={"help": "with use_peft: also save base+adapter merged, in <output_dir>/merged"}
     )
@@ -108,14 +127,55 @@ def _looks_local(path: str) -> bool:
     return path.startswith((".", "/", "~")) or path.endswith(JSON_SUFFIXES) or Path(path).exists()
 
 
-def load_source(path: str, *, name: str | None = None, data_files=None, split: str | None = None):
-    """A `Dataset` (with `split`) or `DatasetDict` from a save_to_disk folder, a JSON/JSONL file or a hub id."""
+# The sets `w2s data build` writes in its output folder (data/build.py), each a save_to_disk DatasetDict; card.json
+# marks a finished build. A recipe naming the folder reads the first set its trainer can read, or `dataset_config`.
+BUILD_SETS = ("sft", "pairs")
+
+
+def _build_sets(folder: Path) -> list[str]:
+    if not (folder / "card.json").is_file():
+        return []
+    return [name for name in BUILD_SETS if (folder / name / "dataset_dict.json").is_file()]
+
+
+def _generate_side_file(path: Path) -> str | None:
+    """What to say when `path` is one of the files `w2s generate` writes beside its outputs, not the outputs."""
+    if path.name.endswith(".details.json"):
+        outputs = path.name.removesuffix(".details.json") + ".json"
+        return f"the per-item scores and costs w2s generate writes beside its outputs: train on {outputs!r}"
+    if path.name.endswith(".partial.jsonl"):
+        return f"the log of an unfinished w2s generate run: run it again to finish (it resumes), then train on " \
+               f"{path.name.removesuffix('.partial.jsonl')!r}"  # fmt: skip
+    return None
+
+
+def load_source(
+    path: str,
+    *,
+    name: str | None = None,
+    data_files=None,
+    split: str | None = None,
+    readable: Callable[[list[str]], bool] | None = None,
+) -> Dataset | DatasetDict:
+    """A `Dataset` (with `split`) or `DatasetDict` from a save_to_disk folder, a `w2s data build` folder (its set
+    `name`, else the first of BUILD_SETS whose columns `readable(columns)` accepts), a JSON/JSONL file or a hub id."""
     path = resolve_data_path(path)
     local = Path(path).expanduser()
     if _looks_local(path):
         if not local.exists():
             raise DataError(f"data source {path!r}: no such file or folder")
-        if local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
+        if side_file := _generate_side_file(local):
+            raise DataError(f"data source {path!r}: {side_file}")
+        sets = _build_sets(local) if local.is_dir() else []
+        if sets:
+            if name is not None and name not in sets:
+                raise DataError(f"data source {path!r}: a w2s data build folder with the sets {sets}, not {name!r}: "
+                                "set dataset_config to one of them")  # fmt: skip
+            columns = {s: load_from_disk(str(local / s))["train"].column_names for s in sets}
+            chosen = name or next((s for s in sets if readable is None or readable(columns[s])), sets[0])
+            logger.info("data source %s: reading the %r set of a w2s data build (its sets: %s)", path, chosen, sets)
+            data = load_from_disk(str(local / chosen))
+        elif local.is_dir() and ((local / "dataset_dict.json").is_file() or (local / "state.json").is_file()):
             data = load_from_disk(str(local))
         elif local.is_file() and path.endswith(JSON_SUFFIXES):
             try:
@@ -137,10 +197,88 @@ def load_source(path: str, *, name: str | None = None, data_files=None, split: s
     return data[split]
 
 
-def _mix(args: TrainScriptArguments) -> Dataset:
+def column_mapping(
+    have: list[str],
+    accepted: tuple[tuple[str, ...], ...] = (),
+    prompt_column: str | None = None,
+    completion_column: str | None = None,
+    where: str = "data",
+) -> dict[str, str]:
+    """The columns of `have` the trainer reads as `prompt` (and `completion`), e.g. {"prompt": "instruction",
+    "completion": "output"}, or {} to read them as they are. Columns the recipe names win; else a layout of the
+    trainer's (`accepted`) is read as it is, and another through the first found of PROMPT_COLUMNS (and of
+    COMPLETION_COLUMNS, if the trainer reads completions) when that makes one of the trainer's."""
+    for key, column in (("prompt_column", prompt_column), ("completion_column", completion_column)):
+        if column is not None and column not in have:
+            raise DataError(f"{where}: {key} {column!r} is not one of its columns {sorted(have)}")
+    reads_completions = not accepted or any("completion" in cols for cols in accepted)
+    if completion_column is not None and not reads_completions:
+        options = " or ".join("+".join(cols) for cols in accepted)
+        raise DataError(f"{where}: completion_column {completion_column!r} is set, but the trainer reads {options}")
+    named = prompt_column is not None or completion_column is not None
+    if not named and (not accepted or _fits(have, accepted)):
+        return {}
+    mapping = {}
+    prompt = prompt_column or next((c for c in PROMPT_COLUMNS if c in have), None)
+    if prompt is not None:
+        mapping["prompt"] = prompt
+    elif completion_column is not None:
+        raise DataError(f"{where}: no prompt column to go with completion_column {completion_column!r}: set "
+                        f"prompt_column to one of its columns {sorted(have)}")  # fmt: skip
+    completion = completion_column or next((c for c in COMPLETION_COLUMNS if c in have), None)
+    if reads_completions and completion is not None:
+        mapping["completion"] = completion
+    if not named and not _fits(mapping, accepted):
+        return {}  # no default reading makes a layout the trainer reads: check_columns names what is missing
+    return mapping
+
+
+def _fits(have, accepted: tuple[tuple[str, ...], ...]) -> bool:
+    return any(set(cols) <= set(have) for cols in accepted)
+
+
+def _readable(accepted: tuple, prompt_column: str | None, completion_column: str | None):
+    """Whether the trainer (`accepted`) reads data of some columns through this mapping: picks a data build's set."""
+
+    def readable(have: list[str]) -> bool:
+        try:
+            mapping = column_mapping(have, accepted, prompt_column, completion_column)
+        except DataError:
+            return False
+        return not accepted or _fits(set(have) - set(mapping.values()) | set(mapping), accepted)
+
+    return readable
+
+
+def map_columns(data: Dataset, mapping: dict[str, str], where: str = "data") -> Dataset:
+    """`data` with the mapped columns as `prompt` (a string becomes the user's message; messages are kept up to
+    the last user turn) and `completion` (a string becomes the assistant's reply), so the model's chat template
+    applies as it does when w2s generates for these prompts; the other columns are kept."""
+    if not mapping:
+        return data
+
+    def convert(row: dict, i: int) -> dict:
+        out = {}
+        if "prompt" in mapping:
+            value = row[mapping["prompt"]]
+            out["prompt"] = None if value is None else to_messages(value, f"{where}: row {i + 1}, {mapping['prompt']}")
+        if "completion" in mapping:
+            value = row[mapping["completion"]]
+            out["completion"] = [{"role": "assistant", "content": value}] if isinstance(value, str) else value
+        return out
+
+    replaced = [c for c in data.column_names if c in mapping.values() or c in mapping]
+    # in memory: no cache files written into the source's folder (a data build's, the tiny world's cache)
+    return data.map(convert, with_indices=True, remove_columns=replaced, keep_in_memory=True, desc="reading columns")
+
+
+def _mix(args: TrainScriptArguments, accepted: tuple[tuple[str, ...], ...]) -> Dataset:
     parts = []
     for cfg in args.datasets:
-        part = load_source(cfg.path, name=cfg.name, data_files=cfg.data_files, split=cfg.split or "train")
+        readable = _readable(accepted, cfg.prompt_column or args.prompt_column,
+                             cfg.completion_column or args.completion_column)  # fmt: skip
+        part = load_source(cfg.path, name=cfg.name, data_files=cfg.data_files, split=cfg.split or "train",
+                           readable=readable)  # fmt: skip
         if cfg.columns is not None:
             missing = [c for c in cfg.columns if c not in part.column_names]
             if missing:
@@ -157,6 +295,11 @@ def _mix(args: TrainScriptArguments) -> Dataset:
         # the largest mixture in which no source has to repeat rows
         total = min(len(p) / w for p, w in zip(parts, weights, strict=True))
         parts = [p.select(range(round(w * total))) for p, w in zip(parts, weights, strict=True)]
+    parts = [
+        _read(part, cfg.path, accepted, cfg.prompt_column or args.prompt_column,
+              cfg.completion_column or args.completion_column)  # each source's own mapping, else the recipe's
+        for part, cfg in zip(parts, args.datasets, strict=True)
+    ]  # fmt: skip
     names = [set(p.column_names) for p in parts]
     if any(n != names[0] for n in names):
         common = set.intersection(*names)
@@ -164,14 +307,25 @@ def _mix(args: TrainScriptArguments) -> Dataset:
     return concatenate_datasets(parts)
 
 
-def load_training_data(args: TrainScriptArguments, seed: int = 0) -> tuple[Dataset, Dataset | None]:
-    """(train, eval or None) as the recipe describes them."""
+def _read(data: Dataset, source: str, accepted: tuple, prompt_column: str | None, completion_column: str | None):
+    where = f"data source {source!r}"
+    return map_columns(
+        data, column_mapping(data.column_names, accepted, prompt_column, completion_column, where), where
+    )
+
+
+def load_training_data(
+    args: TrainScriptArguments, seed: int = 0, accepted: tuple[tuple[str, ...], ...] = ()
+) -> tuple[Dataset, Dataset | None]:
+    """(train, eval or None) as the recipe describes them, read through its column mapping; with the trainer's
+    `accepted` column sets, a layout that is not the trainer's is read through the default mapping."""
     if args.datasets:
         if args.dataset_name:
             logger.warning("both 'datasets' and 'dataset_name' are set: using the mixture in 'datasets'")
-        data = DatasetDict({"train": _mix(args)})
+        data = DatasetDict({"train": _mix(args, accepted)})
     elif args.dataset_name:
-        data = load_source(args.dataset_name, name=args.dataset_config)
+        readable = _readable(accepted, args.prompt_column, args.completion_column)
+        data = load_source(args.dataset_name, name=args.dataset_config, readable=readable)
     else:
         raise DataError("no training data: set 'dataset_name' or a 'datasets' mixture in the recipe")
     if args.dataset_train_split not in data:
@@ -185,18 +339,12 @@ def load_training_data(args: TrainScriptArguments, seed: int = 0) -> tuple[Datas
         train = train.select(range(min(args.max_train_samples, len(train))))
     if evaluation is not None and args.max_eval_samples is not None:
         evaluation = evaluation.select(range(min(args.max_eval_samples, len(evaluation))))
-    if args.completion_column:
-        train, evaluation = (_as_completion(d, args.completion_column) for d in (train, evaluation))
+    if not args.datasets:  # a mixture read each source through its mapping
+        train, evaluation = (
+            None if d is None else _read(d, args.dataset_name, accepted, args.prompt_column, args.completion_column)
+            for d in (train, evaluation)
+        )
     return train, evaluation
-
-
-def _as_completion(dataset: Dataset | None, column: str) -> Dataset | None:
-    if dataset is None:
-        return None
-    if column not in dataset.column_names:
-        raise DataError(f"completion_column: no column {column!r} in the data (it has {dataset.column_names})")
-    keep = [c for c in ("prompt", column) if c in dataset.column_names]
-    return dataset.select_columns(keep).rename_column(column, "completion")
 
 
 def load_checked_data(
@@ -205,12 +353,12 @@ def load_checked_data(
     """(train, eval or None) as the recipe describes them, each checked to have one of the `accepted` column sets."""
     if args.bad_rows not in ("stop", "drop"):
         raise DataError(f"bad_rows {args.bad_rows!r}: choose stop or drop")
-    train, evaluation = load_training_data(args, seed=seed)
+    train, evaluation = load_training_data(args, seed=seed, accepted=accepted)
     source = args.dataset_name or "the datasets mixture"
     checked = []
     for split, data in (("train", train), ("eval", evaluation)):
         if data is not None:
-            columns = check_columns(data, accepted, f"{what} {split} data")
+            columns = check_columns(data, accepted, f"{what} {split} data ({source})")
             data = check_rows(data, columns, f"{what} {split} data ({source})", args.bad_rows)
         checked.append(data)
     return checked[0], checked[1]
@@ -274,4 +422,7 @@ def check_columns(dataset: Dataset, accepted: tuple[tuple[str, ...], ...], what:
     closest = min(accepted, key=lambda cols: len(set(cols) - have))
     missing = [c for c in closest if c not in have]
     options = " or ".join("+".join(cols) for cols in accepted)
-    raise DataError(f"{what}: missing column(s) {missing} (needs {options}; it has {sorted(have)})")
+    raise DataError(
+        f"{what}: missing column(s) {missing} (needs {options}, or prompt_column/completion_column naming the "
+        f"columns to read as them; it has {sorted(have)})"
+    )

@@ -3,11 +3,15 @@
 The student writes completions to the data set's prompts (on-policy) and learns
 to match the teacher's next-token distribution on them (generalised JSD; `beta`
 0 is forward KL, 1 reverse KL). Teacher and student must share a vocabulary.
-Sequence-level distillation, SFT on a teacher's outputs, is `train/sft.py` on a
-JSONL of prompt/completion (e.g. the outputs of `guide/`'s weak-to-strong search).
+The prompts may come from any data set the recipe can read: a `prompt` column,
+AlpacaEval outputs' `instruction`, or conversations (`messages`) up to their last
+user turn. Sequence-level distillation, SFT on a teacher's outputs, is
+`train/sft.py` on them (e.g. the JSON `w2s generate` writes from weak-to-strong search).
 
     # token-level: the weak base learns from the strong one (same tokenizer family)
     python train/distill.py --config recipes/tiny/distill.yaml --output_dir out/tiny-distill
+    # token-level on the prompts of weak-to-strong search's outputs (AlpacaEval JSON: instruction, output)
+    python train/distill.py --config recipes/tiny/distill.yaml --dataset_name cbs.json --output_dir out/tiny-distill
     # sequence-level: SFT on the strong base's samples
     python train/sft.py --config recipes/tiny/distill_sequence.yaml --output_dir out/tiny-seqdistill
 """

@@ -59,6 +59,8 @@ class DatasetConfig:
     split: str = "train"
     columns: list[str] | None = None
     fraction: float | None = None  # this source's share of the mixture
+    prompt_column: str | None = None  # this source's column mapping (train/data.py), else the recipe's
+    completion_column: str | None = None
 
 
 def _check_mixture(entries, where: str) -> None:

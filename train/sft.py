@@ -5,8 +5,13 @@
     # the same with accelerate, LoRA, and a flag overriding the recipe
     accelerate launch --config_file recipes/accelerate_configs/single_device.yaml train/sft.py \\
         --config recipes/tiny/sft.yaml --output_dir out/tiny-sft-lora --use_peft --lora_r 8 --merge_adapter
-    # sequence-level distillation: SFT on a teacher's outputs (a JSONL of prompt/completion)
+    # sequence-level distillation: SFT on a teacher's outputs (prompt/completion rows)
     python train/sft.py --config recipes/tiny/distill_sequence.yaml --output_dir out/tiny-seqdistill
+    # ... on weak-to-strong search's outputs, as w2s generate writes them (AlpacaEval JSON: instruction, output)
+    w2s generate --config recipes/tiny/guide.yaml --output cbs.json
+    python train/sft.py --config recipes/tiny/distill_sequence.yaml --dataset_name cbs.json --output_dir out/tiny-cbs-sft
+    # ... on a w2s data build folder (its sft set: each prompt's best judged response)
+    python train/sft.py --config recipes/tiny/distill_sequence.yaml --dataset_name out/tiny-data --output_dir out/x
 """
 
 from __future__ import annotations

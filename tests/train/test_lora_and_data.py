@@ -71,7 +71,7 @@ def test_missing_columns_and_sources_are_named(tmp_path):
         check_columns(data, dpo_columns(), "DPO train data")
     with pytest.raises(DataError, match=r"nowhere\.jsonl"):
         load_training_data(TrainScriptArguments(dataset_name=str(tmp_path / "nowhere.jsonl")))
-    with pytest.raises(DataError, match="completion_column: no column 'best'"):
+    with pytest.raises(DataError, match="completion_column 'best' is not one of its columns"):
         load_training_data(TrainScriptArguments(dataset_name="tiny:preferences", completion_column="best"))
     with pytest.raises(DataError, match="unknown tiny-world data set 'tiny:nothing'"):
         load_training_data(TrainScriptArguments(dataset_name="tiny:nothing"))
