@@ -62,6 +62,7 @@ class EvalConfig:
     # metrics and report
     bootstrap_samples: int = 2000
     seed: int = 0
+    lc_bootstrap_samples: int = 200  # resamples for the LC win rate's standard error (0: no SE)
     compute_axis: str = "tokens"  # x axis of the reward-vs-compute plot: tokens | strong_tokens | seconds
     output_dir: str = "runs/eval"
     # alignment tax (optional, needs `pip install lm-eval`): lm-evaluation-harness tasks run on each strong model
@@ -157,6 +158,8 @@ def validate(config: EvalConfig, where: str = "eval recipe") -> EvalConfig:
     for key in ("batch_size", "judge_batch_size", "bootstrap_samples"):
         if getattr(config, key) < 1:
             raise EvalConfigError(f"{where}: key {key!r} must be at least 1")
+    if config.lc_bootstrap_samples < 0:
+        raise EvalConfigError(f"{where}: key 'lc_bootstrap_samples' must be at least 0 (0: no LC standard error)")
     return config
 
 

@@ -169,7 +169,11 @@ def _evaluate(config: EvalConfig, systems, instructions: list[Instruction], out:
         write_json(out / s.name / "annotations.json", annotations[s.name])
     result.judging = {"judged": counts.judged, "cached": counts.cached, "judge": judge.name}
 
-    result.rows = rows = leaderboard_rows(config, systems, records, annotations, ref_name, references)
+    lc = {}
+    if references is not None:
+        tables = lc_tables(systems, annotations, outputs, ref_name, references)
+        lc = length_controlled_win_rates(tables, bootstrap_samples=config.lc_bootstrap_samples, seed=config.seed)
+    result.rows = rows = leaderboard_rows(config, systems, records, annotations, ref_name, references, lc)
 
     write_tables(rows, out, reference=ref_name, judge=judge.name)
     files = [str(out / "leaderboard.csv"), str(out / "leaderboard.md")]
@@ -189,6 +193,20 @@ def _evaluate(config: EvalConfig, systems, instructions: list[Instruction], out:
     return result
 
 
+def lc_tables(systems, annotations: dict, outputs: dict, ref_name: str | None, references: list[str]) -> dict:
+    """The LC GLM's inputs for each system compared with the reference (instruction ids: places in the set)."""
+    return {
+        s.name: {
+            "preferences": [a.get("preference") for a in annotations[s.name]],
+            "len_system": [len(o) for o in outputs[s.name]],
+            "len_reference": [len(o) for o in references],
+            "instruction_ids": list(range(len(references))),
+        }
+        for s in systems
+        if s.name != ref_name
+    }
+
+
 def leaderboard_rows(
     config: EvalConfig,
     systems,
@@ -196,19 +214,25 @@ def leaderboard_rows(
     annotations: dict[str, list[dict]],
     ref_name: str | None,
     references: list[str] | None,
+    lc: dict[str, dict],
 ) -> list[dict]:
-    """One row per system: win rate with SE and interval, LC win rate, reward, length, cost."""
+    """One row per system: win rate with SE and interval, LC win rate and SE (`lc`: length_controlled_win_rates),
+    missing preferences, reward, length, cost."""
     outputs = {name: [r["text"] for r in recs] for name, recs in records.items()}
     rows = []
     for s in systems:
         ann = annotations[s.name]
         row: dict = {"system": s.name, "decoder": s.guide.get("decoder", "sample"), "n_total": len(ann)}
         if references is not None:
-            row.update(
-                win_rate(
-                    [a["preference"] for a in ann], bootstrap_samples=config.bootstrap_samples, seed=config.seed
-                ).as_dict()
-            )
+            prefs = [a.get("preference") for a in ann]
+            missing = sum(p is None or p != p for p in prefs)  # p != p: NaN
+            row.update(n_total=len(ann) - missing, n_missing=missing)
+            if missing < len(ann):
+                row.update(win_rate(prefs, bootstrap_samples=config.bootstrap_samples, seed=config.seed).as_dict())
+            if s.name == ref_name:
+                row.update(lc_win_rate=50.0, lc_standard_error=0.0)
+            else:
+                row.update(lc[s.name])
         if "reward_2" in ann[0]:
             row["reward_mean"], row["reward_se"] = mean_and_se(a["reward_2"] for a in ann)
         row["avg_length"] = sum(len(o) for o in outputs[s.name]) / len(ann)
@@ -216,18 +240,4 @@ def leaderboard_rows(
         row.update({k: c[k] for k in ("tokens_per_item", "strong_tokens_per_item", "seconds_per_item")})
         row["tokens"] = c["tokens"]
         rows.append(row)
-    if references is not None:
-        tables = {
-            s.name: {
-                "preferences": [a["preference"] for a in annotations[s.name]],
-                "len_system": [len(o) for o in outputs[s.name]],
-                "len_reference": [len(o) for o in references],
-                "instruction_ids": list(range(len(references))),
-            }
-            for s in systems
-            if s.name != ref_name
-        }
-        lc = length_controlled_win_rates(tables) if tables else {}
-        for row in rows:
-            row["lc_win_rate"] = 50.0 if row["system"] == ref_name else lc.get(row["system"])
     return rows

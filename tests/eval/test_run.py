@@ -11,6 +11,7 @@ from w2s.data.world import gold_reward
 from w2s.eval.cli import main as eval_main
 from w2s.eval.config import load_config
 from w2s.eval.generate import GenerationError
+from w2s.eval.metrics import length_controlled_win_rates
 from w2s.eval.run import evaluate
 
 N = 12
@@ -106,6 +107,23 @@ def test_reference_from_a_file_and_from_the_dataset(run_dir, tmp_path):
     with pytest.raises(Exception, match=r"instruction 1 .* has no 'output' field"):
         evaluate(load_config(None, {"systems": _systems(), "instructions": str(instr), "reference": "dataset",
                                     "output_dir": str(copy)}), progress=False)  # fmt: skip
+
+
+def test_lc_win_rates_and_their_standard_errors_are_reported(run_dir):
+    out, config, _, _ = run_dir
+    table = {r["system"]: r for r in csv.DictReader((out / "leaderboard.csv").open())}
+    saved = {r["system"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    ann = json.loads((out / "weak" / "annotations.json").read_text())
+    lc = length_controlled_win_rates(
+        {"weak": {"preferences": [a["preference"] for a in ann], "len_system": [len(a["output_2"]) for a in ann],
+                  "len_reference": [len(a["output_1"]) for a in ann], "instruction_ids": range(N)}},
+        bootstrap_samples=config.lc_bootstrap_samples, seed=config.seed,
+    )["weak"]  # fmt: skip
+    assert float(table["weak"]["lc_win_rate"]) == pytest.approx(lc["lc_win_rate"])
+    assert float(table["weak"]["lc_standard_error"]) == pytest.approx(lc["lc_standard_error"])
+    assert saved["weak"]["lc_standard_error"] == pytest.approx(lc["lc_standard_error"]) and lc["lc_standard_error"] > 0
+    assert (table["base"]["lc_win_rate"], table["base"]["lc_standard_error"]) == ("50.0", "0.0")  # the reference
+    assert table["weak"]["n_missing"] == "0" and "| missing |" not in (out / "leaderboard.md").read_text()
 
 
 def test_a_changed_system_is_refused_not_mixed(run_dir, tmp_path):
