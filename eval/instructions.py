@@ -1,7 +1,10 @@
 """Instruction sets: AlpacaEval JSON/JSONL files, folders, hub ids, and the tiny world's held-out prompts.
 
 Every source becomes a list of :class:`Instruction` (the instruction, its optional
-reference output, the sub-dataset it came from and its place), in the source's order.
+reference output and the sub-dataset it came from), in the source's order, each
+instruction text once: alpaca_eval pairs a system's outputs with the reference's by
+instruction text, so two records with one text would pair each output with both.
+Later copies are dropped and counted (`Instruction.duplicates`), with a warning.
 
 Also here: the instruction difficulties a user gives the LC win rate (`load_difficulty`).
 """
@@ -36,6 +39,7 @@ class Instruction:
     reference: str | None = None
     dataset: str = "unknown"
     position: int = 0  # place in the source, from 0
+    duplicates: int = 0  # later records of the source with the same instruction (dropped)
 
 
 def _from_records(records, where: str | list[str], default_dataset: str) -> list[Instruction]:
@@ -118,7 +122,7 @@ def load_instructions(
     if source.startswith(TINY_PREFIX):
         world_split = source[len(TINY_PREFIX) :] or "test"
         prompts = world_prompts(world_split, limit or TINY_SIZE)
-        return _placed([Instruction(p, None, f"tiny-{world_split}") for p in prompts])
+        return _first_of_each([Instruction(p, None, f"tiny-{world_split}") for p in prompts], source)
     path = Path(source).expanduser()
     if path.is_file():
         items = _from_file(path)
@@ -139,13 +143,26 @@ def load_instructions(
         items = _from_dataset(ds, source)
     if not items:
         raise InstructionSetError(f"instruction set {source!r} is empty")
-    return _placed(items[:limit] if limit else items)
+    return _first_of_each(items[:limit] if limit else items, source)
 
 
-def _placed(items: list[Instruction]) -> list[Instruction]:
+def _first_of_each(items: list[Instruction], source: str) -> list[Instruction]:
+    """The first record of each instruction text, with its place in the source and its later copies counted."""
+    kept: dict[str, Instruction] = {}
     for position, ins in enumerate(items):
         ins.position = position
-    return items
+        if ins.instruction in kept:
+            kept[ins.instruction].duplicates += 1
+        else:
+            kept[ins.instruction] = ins
+    if len(kept) < len(items):
+        first = next(ins for ins in kept.values() if ins.duplicates)
+        logger.warning(
+            "instruction set %r: %d duplicate instruction(s) dropped, the first record of each kept (e.g. record %d, "
+            "%r, repeated %d time(s))",
+            source, len(items) - len(kept), first.position + 1, first.instruction[:60], first.duplicates,
+        )  # fmt: skip
+    return list(kept.values())
 
 
 DIFFICULTY = "instruction_difficulty"

@@ -8,6 +8,10 @@ Layout of `output_dir`:
     judgements/<judge>.jsonl     the judge's verdict cache (a rerun never judges twice)
     leaderboard.csv, leaderboard.md, win_rate.png, reward_vs_compute.png, results.json
     instruction_difficulty.csv   with `lc_difficulty: fitted`: the difficulties fitted (a file lc_difficulty reads)
+
+Pairing: the n-th output of every system answers the n-th instruction of the set (each instruction text once,
+eval/instructions.py), and so does the reference when it is a system or the set's own outputs; reference outputs
+from a file pair by instruction text, as alpaca_eval pairs them.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class EvalResult:
     """What a run produced and how much of it was reused from an earlier (interrupted) run."""
 
     rows: list[dict]
+    instructions: dict = field(default_factory=dict)  # {n, duplicates_dropped}
     generation: dict[str, dict] = field(default_factory=dict)  # system -> {reused, generated}
     judging: dict = field(default_factory=dict)  # {judged, cached}
     files: list[str] = field(default_factory=list)
@@ -147,7 +152,8 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
 def _evaluate(
     config: EvalConfig, systems, instructions: list[Instruction], difficulty, out: Path, *, progress: bool
 ) -> EvalResult:
-    result = EvalResult(rows=[])
+    dropped = sum(ins.duplicates for ins in instructions)
+    result = EvalResult(rows=[], instructions={"n": len(instructions), "duplicates_dropped": dropped})
 
     records: dict[str, list[dict]] = {}
     for s in systems:

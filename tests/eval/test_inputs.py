@@ -51,6 +51,19 @@ def test_tiny_world_set():
     assert all(i.reference is None for i in items)
 
 
+def test_duplicate_instructions_keep_their_first_record_and_are_counted(tmp_path, caplog):
+    # alpaca_eval pairs outputs by instruction text: a repeated text would pair each output with both references
+    records = [RECORDS[0], RECORDS[1], {**RECORDS[0], "output": "hello"}, RECORDS[2], RECORDS[0], RECORDS[1]]
+    (tmp_path / "set.json").write_text(json.dumps(records))
+    with caplog.at_level("WARNING"):
+        items = load_instructions(str(tmp_path / "set.json"))
+    assert [i.instruction for i in items] == [r["instruction"] for r in RECORDS]
+    assert [i.reference for i in items] == ["hi", "one two", None]  # the first record's reference
+    assert [i.duplicates for i in items] == [2, 1, 0] and [i.position for i in items] == [0, 1, 3]
+    assert "3 duplicate instruction(s) dropped" in caplog.text and "record 1" in caplog.text
+    assert [i.duplicates for i in load_instructions(str(tmp_path / "set.json"), limit=3)] == [1, 0]  # the first 3 only
+
+
 def test_instruction_difficulty_files(tmp_path):
     items = load_instructions(str(_write(tmp_path / "set.json", RECORDS)))
     by_text = tmp_path / "by_text.csv"

@@ -176,6 +176,30 @@ def test_lc_difficulty_none_fitted_or_from_a_file(run_dir, tmp_path):
     assert not difficulty_file.exists()  # no stale difficulty
 
 
+def test_duplicate_instructions_are_dropped_so_alpaca_eval_pairs_exactly(run_dir, tmp_path):
+    import shutil
+
+    out, config, _, _ = run_dir
+    base = json.loads((out / "base" / "model_outputs.json").read_text())
+    instr = tmp_path / "set.json"
+    records = [{"instruction": o["instruction"]} for o in base]
+    instr.write_text(json.dumps(records + records[2:5]))  # three repeated: the run's own instructions kept, in order
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    cfg = load_config(None, {"systems": config.systems, "instructions": str(instr), "reference": "base",
+                             "output_dir": str(copy), "batch_size": config.batch_size})  # fmt: skip
+    res = evaluate(cfg, progress=False)
+    assert json.loads((copy / "results.json").read_text())["instructions"] == {"n": N, "duplicates_dropped": 3}
+    # alpaca_eval merges the system's and the reference's model_outputs on the instruction text
+    system = json.loads((copy / "weak" / "model_outputs.json").read_text())
+    reference = {o["instruction"]: o["output"] for o in json.loads((copy / "base" / "model_outputs.json").read_text())}
+    assert len(reference) == len(system) == N
+    pairs = [(o["instruction"], reference[o["instruction"]], o["output"]) for o in system]
+    ann = json.loads((copy / "weak" / "annotations.json").read_text())
+    assert pairs == [(a["instruction"], a["output_1"], a["output_2"]) for a in ann]
+    assert res.generation["weak"] == {"reused": N, "generated": 0}
+
+
 def test_a_changed_system_is_refused_not_mixed(run_dir, tmp_path):
     out, _, _, _ = run_dir
     import shutil
