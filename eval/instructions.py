@@ -175,9 +175,9 @@ def _difficulty_records(path: Path) -> tuple[list[dict], list[str]]:
             if not isinstance(rec, dict):
                 raise InstructionSetError(f"{place}: expected an object with 'instruction' and {DIFFICULTY!r}")
         return records, places
-    with path.open(newline="", encoding="utf-8") as f:
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is no field
         rows = list(csv.DictReader(f))
-    return rows, [f"{path} line {n}" for n in range(2, len(rows) + 2)]
+    return rows, [f"{path} row {n}" for n in range(1, len(rows) + 1)]  # rows, not lines: texts may hold newlines
 
 
 def load_difficulty(path: str | Path, instructions: list[Instruction]) -> list[float]:

@@ -67,7 +67,9 @@ def test_duplicate_instructions_keep_their_first_record_and_are_counted(tmp_path
 def test_instruction_difficulty_files(tmp_path):
     items = load_instructions(str(_write(tmp_path / "set.json", RECORDS)))
     by_text = tmp_path / "by_text.csv"
-    by_text.write_text('instruction,instruction_difficulty\nno reference here,0.5\n"say hi",-1\ncount to two,2e-1\n')
+    by_text.write_text(
+        '\ufeffinstruction,instruction_difficulty\nno reference here,0.5\n"say hi",-1\ncount to two,2e-1\n'
+    )
     assert load_difficulty(by_text, items) == [-1.0, 0.2, 0.5]
     records = [{"instruction": r["instruction"], "instruction_difficulty": k} for k, r in enumerate(RECORDS)]
     assert load_difficulty(_write(tmp_path / "d.json", records), items) == [0.0, 1.0, 2.0]
@@ -85,7 +87,7 @@ def test_instruction_difficulty_files(tmp_path):
         load_difficulty(by_text, items)
     by_text.write_text("instruction,instruction_difficulty\nsay hi,1\ncount to two,hard\n")
     with pytest.raises(
-        InstructionSetError, match=r"by_text.csv line 3: instruction 'count to two' with instruction_difficulty 'hard'"
+        InstructionSetError, match=r"by_text.csv row 2: instruction 'count to two' with instruction_difficulty 'hard'"
     ):
         load_difficulty(by_text, items)
     by_text.write_text("prompt,difficulty\nsay hi,1\n")
