@@ -3,9 +3,9 @@
 test_alpaca_eval_fidelity.py compares w2s's metrics with the values this script prints. It runs in a virtual
 environment of its own, never w2s's (alpaca_eval is no dependency of w2s or of its tests):
 
-    python3 -m venv /tmp/ae && /tmp/ae/bin/pip install alpaca_eval==0.6.6
-    /tmp/ae/bin/python tests/eval/alpaca_eval_reference.py                  # the fixture's reference values
-    /tmp/ae/bin/python tests/eval/alpaca_eval_reference.py --annotations runs/demo/eval   # any eval folder, as JSON
+    python3 -m venv ../ae-venv && ../ae-venv/bin/pip install alpaca_eval==0.6.6
+    ../ae-venv/bin/python tests/eval/alpaca_eval_reference.py                # the fixture's reference values
+    ../ae-venv/bin/python tests/eval/alpaca_eval_reference.py --annotations runs/demo/eval   # an eval folder, as JSON
 
 How: alpaca_eval 0.6.6's `alpaca_eval.metrics.glm_winrate.get_length_controlled_winrate(annotations,
 glm_info=GLM_INFO[name], save_weights_dir=None, is_warn_extreme_changes=False)`, with GLM `length_controlled_minimal`
