@@ -19,6 +19,7 @@ from w2s.guide.files import did_you_mean, read_recipe
 
 JUDGES = ("gold", "reward_model", "llm", "http")
 COMPUTE_AXES = ("tokens", "strong_tokens", "seconds")
+LC_DIFFICULTY = ("none", "fitted")  # or a file of instruction difficulties
 
 
 class EvalConfigError(UserError, ValueError):
@@ -62,6 +63,11 @@ class EvalConfig:
     # metrics and report
     bootstrap_samples: int = 2000
     seed: int = 0
+    # LC win rate (AlpacaEval 2's GLM): instruction difficulty none | fitted (one joint fit over the compared
+    # systems) | a file (CSV or JSON/JSONL: instruction, instruction_difficulty; or AlpacaEval's own
+    # instruction_difficulty.csv, by index); the bootstrap resamples of its standard error (0: no SE)
+    lc_difficulty: str = "none"
+    lc_bootstrap_samples: int = 200
     compute_axis: str = "tokens"  # x axis of the reward-vs-compute plot: tokens | strong_tokens | seconds
     output_dir: str = "runs/eval"
     # alignment tax (optional, needs `pip install lm-eval`): lm-evaluation-harness tasks run on each strong model
@@ -157,6 +163,21 @@ def validate(config: EvalConfig, where: str = "eval recipe") -> EvalConfig:
     for key in ("batch_size", "judge_batch_size", "bootstrap_samples"):
         if getattr(config, key) < 1:
             raise EvalConfigError(f"{where}: key {key!r} must be at least 1")
+    if config.lc_bootstrap_samples < 0:
+        raise EvalConfigError(f"{where}: key 'lc_bootstrap_samples' must be at least 0 (0: no LC standard error)")
+    difficulty = config.lc_difficulty
+    if difficulty not in LC_DIFFICULTY and not Path(difficulty).expanduser().is_file():
+        raise EvalConfigError(
+            f"{where}: key 'lc_difficulty': {difficulty!r} is neither none, fitted, nor a file of instruction "
+            "difficulties"
+        )
+    compared = [s["name"] for s in config.systems if s["name"] != config.reference]
+    if difficulty == "fitted" and config.reference is not None and len(compared) < 2:
+        raise EvalConfigError(
+            f"{where}: key 'lc_difficulty': fitted needs at least two systems besides the reference "
+            f"(it has {compared}): fitted on one system, the difficulty would absorb that system's results; "
+            "use none or a file"
+        )
     return config
 
 

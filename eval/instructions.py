@@ -1,13 +1,20 @@
 """Instruction sets: AlpacaEval JSON/JSONL files, folders, hub ids, and the tiny world's held-out prompts.
 
 Every source becomes a list of :class:`Instruction` (the instruction, its optional
-reference output and the sub-dataset it came from), in the source's order.
+reference output and the sub-dataset it came from), in the source's order, each
+instruction text once: alpaca_eval pairs a system's outputs with the reference's by
+instruction text, so two records with one text would pair each output with both.
+Later copies are dropped and counted (`Instruction.duplicates`), with a warning.
+
+Also here: the instruction difficulties a user gives the LC win rate (`load_difficulty`).
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +38,8 @@ class Instruction:
     instruction: str
     reference: str | None = None
     dataset: str = "unknown"
+    position: int = 0  # place in the source, from 0
+    duplicates: int = 0  # later records of the source with the same instruction (dropped)
 
 
 def _from_records(records, where: str | list[str], default_dataset: str) -> list[Instruction]:
@@ -113,7 +122,7 @@ def load_instructions(
     if source.startswith(TINY_PREFIX):
         world_split = source[len(TINY_PREFIX) :] or "test"
         prompts = world_prompts(world_split, limit or TINY_SIZE)
-        return [Instruction(p, None, f"tiny-{world_split}") for p in prompts]
+        return _first_of_each([Instruction(p, None, f"tiny-{world_split}") for p in prompts], source)
     path = Path(source).expanduser()
     if path.is_file():
         items = _from_file(path)
@@ -134,4 +143,84 @@ def load_instructions(
         items = _from_dataset(ds, source)
     if not items:
         raise InstructionSetError(f"instruction set {source!r} is empty")
-    return items[:limit] if limit else items
+    return _first_of_each(items[:limit] if limit else items, source)
+
+
+def _first_of_each(items: list[Instruction], source: str) -> list[Instruction]:
+    """The first record of each instruction text, with its place in the source and its later copies counted."""
+    kept: dict[str, Instruction] = {}
+    for position, ins in enumerate(items):
+        ins.position = position
+        if ins.instruction in kept:
+            kept[ins.instruction].duplicates += 1
+        else:
+            kept[ins.instruction] = ins
+    if len(kept) < len(items):
+        first = next(ins for ins in kept.values() if ins.duplicates)
+        logger.warning(
+            "instruction set %r: %d duplicate instruction(s) dropped, the first record of each kept (e.g. record %d, "
+            "%r, repeated %d time(s))",
+            source, len(items) - len(kept), first.position + 1, first.instruction[:60], first.duplicates,
+        )  # fmt: skip
+    return list(kept.values())
+
+
+DIFFICULTY = "instruction_difficulty"
+
+
+def _difficulty_records(path: Path) -> tuple[list[dict], list[str]]:
+    if path.suffix in (".json", ".jsonl"):
+        records, places = read_json_records(path)
+        for place, rec in zip(places, records, strict=True):
+            if not isinstance(rec, dict):
+                raise InstructionSetError(f"{place}: expected an object with 'instruction' and {DIFFICULTY!r}")
+        return records, places
+    with path.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is no field
+        rows = list(csv.DictReader(f))
+    return rows, [f"{path} row {n}" for n in range(1, len(rows) + 1)]  # rows, not lines: texts may hold newlines
+
+
+def load_difficulty(path: str | Path, instructions: list[Instruction]) -> list[float]:
+    """Each instruction's difficulty for the LC win rate, read from `path`: a CSV (or JSON/JSONL records) with the
+    fields `instruction` and `instruction_difficulty`, or AlpacaEval's own `instruction_difficulty.csv`, whose
+    first column `index` is each instruction's place in its eval set (matched to `Instruction.position`)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise InstructionSetError(f"lc_difficulty {str(path)!r}: no such file")
+    records, places = _difficulty_records(path)
+    if not records:
+        raise InstructionSetError(f"{path}: no instruction difficulties")
+    fields = list(records[0])
+    if DIFFICULTY not in fields:
+        raise InstructionSetError(f"{path}: no field {DIFFICULTY!r} (fields: {fields})")
+    by_position = "instruction" not in fields
+    if by_position and fields[0] not in ("index", ""):
+        raise InstructionSetError(
+            f"{path}: needs an 'instruction' field, or AlpacaEval's first column 'index' (fields: {fields})"
+        )
+    key_field = fields[0] if by_position else "instruction"
+    values: dict = {}
+    for place, rec in zip(places, records, strict=True):
+        key, value = rec.get(key_field), rec.get(DIFFICULTY)
+        try:
+            key, value = (int(key) if by_position else key), float(value)
+        except (TypeError, ValueError):
+            value = math.nan
+        if not isinstance(key, (str, int)) or not math.isfinite(value):
+            raise InstructionSetError(
+                f"{place}: {key_field} {rec.get(key_field)!r} with {DIFFICULTY} {rec.get(DIFFICULTY)!r}: expected "
+                f"{'an integer' if by_position else 'a text'} and a number"
+            )
+        if key in values:
+            raise InstructionSetError(f"{place}: {key_field} {key!r} is given twice")
+        values[key] = value
+    keys = [ins.position if by_position else ins.instruction for ins in instructions]
+    missing = [n for n, k in enumerate(keys) if k not in values]
+    if missing:
+        n = missing[0]
+        raise InstructionSetError(
+            f"{path}: no difficulty for instruction {n + 1} ({instructions[n].instruction[:60]!r}"
+            + (f", index {keys[n]}" if by_position else "")
+            + f"); {len(missing)} of the {len(keys)} instructions have none"
+        )
+    return [values[k] for k in keys]

@@ -2,14 +2,23 @@
 
 Preferences use AlpacaEval's encoding: 1 the reference wins, 2 the system wins,
 1.5 (or the legacy 0) a tie; soft values in between. A preference `p` counts
-`p - 1` wins, so ties count half.
+`p - 1` wins, so ties count half. A missing preference (None or NaN: a verdict
+the judge did not give) is left out of the win rate and of the LC fit, and counted.
 
-The length-controlled win rate follows AlpacaEval 2: a logistic GLM of the
-preference on `tanh(Δlen / std(Δlen))` (Δlen: system output length minus
-reference length, in characters) plus, when several systems are compared, each
-instruction's difficulty; the win rate is the GLM's prediction at Δlen = 0,
-averaged over instructions. An instruction's difficulty is its intercept in a
-joint GLM over the other systems. The GLMs are fitted by Newton's method (numpy).
+The length-controlled (LC) win rate is AlpacaEval 2's (alpaca_eval 0.6.6,
+`metrics/glm_winrate.py`), reimplemented here with numpy. A logistic GLM of
+`p - 1` on three columns and no other intercept:
+
+    tanh(Δlen / std(Δlen)),  [instruction difficulty,]  1
+
+with Δlen = reference length − system length in characters and std the sample
+standard deviation (n − 1). Every weight has an L1 penalty, the constant's too;
+its strength 1/C is the C of `LC_INVERSE_PENALTIES` with the lowest 5-fold
+cross-validated log loss (judged instruction k of m is in fold (m − 1 − k) mod 5,
+as sklearn's GroupKFold deals them). The LC win rate is the GLM's prediction at
+Δlen = 0 averaged over the instructions, those with a missing preference
+included (as alpaca_eval does). Its standard error is the standard deviation of
+that whole procedure refitted on bootstrap resamples of the instructions.
 """
 
 from __future__ import annotations
@@ -31,28 +40,33 @@ class WinRate:
     n_wins: int
     n_wins_base: int
     n_draws: int
-    n_total: int
+    n_total: int  # preferences counted
+    n_missing: int = 0  # preferences missing, left out
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 def as_preferences(preferences) -> np.ndarray:
-    """Preferences as floats in [1, 2] (the legacy tie 0 becomes 1.5); anything else is an error."""
-    p = np.asarray(list(preferences), dtype=float)
+    """Preferences as floats in [1, 2] (the legacy tie 0 becomes 1.5), NaN where missing (None or NaN);
+    anything else is an error."""
+    p = np.array([np.nan if v is None else v for v in preferences], dtype=float)
     p = np.where(p == 0, 1.5, p)
-    bad = np.flatnonzero(~((p >= 1) & (p <= 2)))
+    bad = np.flatnonzero(~((p >= 1) & (p <= 2)) & ~np.isnan(p))
     if bad.size:
         raise ValueError(f"preference {p[bad[0]]!r} at position {bad[0]} is outside [1, 2] (AlpacaEval's encoding)")
     return p
 
 
 def win_rate(preferences, *, bootstrap_samples: int = 2000, seed: int = 0) -> WinRate:
-    """Win rate (%) = mean of `p - 1`, standard error of that mean (ddof=1), percentile bootstrap 95% interval."""
+    """Win rate (%) = mean of `p - 1`, standard error of that mean (ddof=1), percentile bootstrap 95% interval;
+    missing preferences are left out and counted."""
     p = as_preferences(preferences)
+    missing = int(np.isnan(p).sum())
+    p = p[~np.isnan(p)]
     n = len(p)
     if n == 0:
-        raise ValueError("win rate of no preferences")
+        raise ValueError(f"win rate of no preferences ({missing} missing)")
     wins = p - 1.0
     se = float(wins.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
     rng = np.random.default_rng(seed)
@@ -67,6 +81,7 @@ def win_rate(preferences, *, bootstrap_samples: int = 2000, seed: int = 0) -> Wi
         n_wins_base=int((p < 1.5).sum()),
         n_draws=int((p == 1.5).sum()),
         n_total=n,
+        n_missing=missing,
     )
 
 
@@ -83,51 +98,150 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def fit_logistic(X: np.ndarray, y: np.ndarray, *, l2: np.ndarray | float = 0.0, max_iter: int = 100) -> np.ndarray:
-    """Weights of a logistic regression of soft labels `y` in [0, 1] on `X` (Newton's method, L2 penalty per weight)."""
-    d = X.shape[1]
-    lam = np.broadcast_to(np.asarray(l2, dtype=float), (d,))
-    w = np.zeros(d)
+def length_feature(len_system, len_reference) -> np.ndarray:
+    """AlpacaEval's length feature: tanh of (reference − system length) over its sample standard deviation
+    (along the last axis)."""
+    delta = np.asarray(len_reference, dtype=float) - np.asarray(len_system, dtype=float)
+    std = delta.std(axis=-1, ddof=1, keepdims=True) if delta.shape[-1] > 1 else np.zeros((*delta.shape[:-1], 1))
+    return np.tanh(np.divide(delta, std, out=np.zeros_like(delta), where=std > 0))
 
-    def loss(w):
-        z = X @ w
-        return float(np.sum(np.logaddexp(0, z) - y * z) + 0.5 * np.sum(lam * w * w))
 
-    current = loss(w)
+def fit_l1_logistic(X: np.ndarray, y: np.ndarray, weights: np.ndarray, penalty, *, max_iter: int = 100) -> np.ndarray:
+    """Weights w minimising `Σ_i v_i·logloss(y_i, σ(x_i·w)) + λ·|w|_1`, for many problems at once.
+
+    X (..., n, d), soft labels y in [0, 1] and row weights v (..., n), λ (...): the leading axes broadcast
+    to the problems' shape S; returns (*S, d). Proximal Newton (liblinear's method for this loss): each step
+    minimises the quadratic model plus the L1 term by coordinate descent, then backtracks; a problem stops
+    once its minimum-norm subgradient is ~0, or the step's predicted or actual decrease of the loss is lost
+    in rounding.
+    """
+    shape = np.broadcast_shapes(X.shape[:-2], y.shape[:-1], weights.shape[:-1], np.shape(penalty))
+    d = X.shape[-1]
+    lam = np.broadcast_to(np.asarray(penalty, dtype=float), shape)
+    tol = 1e-9 * (1 + np.broadcast_to(weights.sum(axis=-1), shape))
+
+    def logits(w):
+        return (X @ w[..., None])[..., 0]
+
+    def objective(w):
+        z = logits(w)
+        return np.sum(weights * (np.logaddexp(0, z) - y * z), axis=-1) + lam * np.abs(w).sum(axis=-1)
+
+    w = np.zeros((*shape, d))
+    f = objective(w)
+    active = np.ones(shape, dtype=bool)
     for _ in range(max_iter):
-        mu = _sigmoid(X @ w)
-        grad = X.T @ (mu - y) + lam * w
-        hess = (X * (mu * (1 - mu))[:, None]).T @ X + np.diag(lam) + 1e-9 * np.eye(d)
-        step = np.linalg.solve(hess, grad)
-        t = 1.0
-        while t > 1e-6:  # backtracking keeps every step a descent step
-            new = loss(w - t * step)
-            if new <= current:
-                break
-            t *= 0.5
-        w = w - t * step
-        if current - new < 1e-10 * (1 + abs(current)):
-            current = new
+        mu = _sigmoid(logits(w))
+        g = ((weights * (mu - y))[..., None, :] @ X)[..., 0, :]
+        H = (X * (weights * mu * (1 - mu))[..., None]).swapaxes(-1, -2) @ X
+        lam_ = lam[..., None]
+        subgradient = np.where(w != 0, np.abs(g + lam_ * np.sign(w)), np.maximum(np.abs(g) - lam_, 0))
+        active &= subgradient.max(axis=-1) > tol
+        if not active.any():
             break
-        current = new
+        step = np.zeros_like(w)
+        h = np.maximum(np.diagonal(H, axis1=-2, axis2=-1), 1e-12)
+        for _ in range(30):  # coordinate descent on g·s + s·H·s/2 + λ|w + s|_1
+            for j in range(d):
+                slope = g[..., j] + np.sum(H[..., j, :] * step, axis=-1) - h[..., j] * step[..., j]
+                u = w[..., j] - slope / h[..., j]
+                step[..., j] = np.sign(u) * np.maximum(np.abs(u) - lam / h[..., j], 0) - w[..., j]
+        expected = np.sum(g * step, axis=-1) + lam * (np.abs(w + step).sum(axis=-1) - np.abs(w).sum(axis=-1))
+        active &= -expected > 1e-12 * (1 + np.abs(f))  # a decrease floating point could not see: converged
+        step[~active] = 0
+        expected[~active] = 0
+        t = np.ones(shape)
+        for _ in range(30):  # backtracking (Armijo): each step a descent step
+            new = objective(w + t[..., None] * step)
+            short = new > f + 0.01 * t * expected
+            if not short.any():
+                break
+            t = np.where(short, t / 2, t)
+        active &= ~short
+        w = w + np.where(short, 0.0, t)[..., None] * step
+        f = objective(w)
     return w
 
 
-L2_LENGTH = 1.0  # penalty on the GLM's non-intercept weights (keeps them finite when length separates the outcomes)
+LC_INVERSE_PENALTIES = np.logspace(-4, 4, 10)  # the values of C tried (sklearn LogisticRegressionCV's default grid)
+LC_FOLDS = 5
+
+
+def _cross_validated_fit(X: np.ndarray, y: np.ndarray, judged: np.ndarray) -> np.ndarray:
+    """For data sets X (B, n, d), y and judged (B, n): the L1 GLM's weights (B, d) at the C of lowest
+    cross-validated log loss (the first of equals, i.e. the strongest penalty)."""
+    place = np.cumsum(judged, axis=-1) - 1
+    fold = np.where(judged, (judged.sum(axis=-1, keepdims=True) - 1 - place) % LC_FOLDS, -1)  # (B, n)
+    train = np.stack([(fold >= 0) & (fold != k) for k in range(LC_FOLDS)], axis=1)  # (B, folds, n)
+    Cs = LC_INVERSE_PENALTIES
+    w = fit_l1_logistic(
+        X[:, None, None], y[:, None, None], train[:, :, None].astype(float), 1 / Cs
+    )  # (B, folds, Cs, d)
+    loss = np.zeros((len(X), len(Cs)))
+    for k in range(LC_FOLDS):
+        test = (fold == k)[:, None, :]
+        q = np.clip(_sigmoid(np.einsum("bnd,bcd->bcn", X, w[:, k])), 1e-15, 1 - 1e-15)
+        ce = -(y[:, None] * np.log(q) + (1 - y[:, None]) * np.log(1 - q))
+        loss += np.sum(ce * test, axis=-1) / np.maximum(test.sum(axis=-1), 1)
+    best = np.argmin(loss, axis=-1)
+    return fit_l1_logistic(X, y, judged.astype(float), 1 / Cs[best])
+
+
+def _lc(y: np.ndarray, len_system: np.ndarray, len_reference: np.ndarray, difficulty: np.ndarray | None) -> np.ndarray:
+    """LC win rates (%) of data sets given as (B, n) arrays; NaN where fewer preferences than folds were judged."""
+    judged = ~np.isnan(y)
+    cols = [length_feature(len_system, len_reference), *([] if difficulty is None else [difficulty]), np.ones(y.shape)]
+    X = np.stack(cols, axis=-1)
+    w = _cross_validated_fit(X, np.where(judged, y, 0.0), judged)
+    X[..., 0] = 0.0  # no length difference
+    lc = 100 * _sigmoid(np.einsum("bnd,bd->bn", X, w)).mean(axis=-1)
+    return np.where(judged.sum(axis=-1) >= LC_FOLDS, lc, np.nan)
+
+
+def _lc_inputs(preferences, len_system, len_reference, difficulty):
+    y = as_preferences(preferences) - 1.0
+    arrays = [np.asarray(v, dtype=float) for v in (len_system, len_reference)]
+    d = None if difficulty is None else np.asarray(difficulty, dtype=float)
+    if any(len(a) != len(y) for a in [*arrays, *([] if d is None else [d])]):
+        raise ValueError("preferences, lengths and difficulties differ in length")
+    return y, *arrays, d
+
+
+def length_controlled_win_rate(preferences, len_system, len_reference, *, difficulty=None) -> float | None:
+    """LC win rate (%) as AlpacaEval 2 computes it (module docstring), `difficulty` one value per instruction
+    or None; None when fewer preferences than folds were judged."""
+    y, ls, lr, d = _lc_inputs(preferences, len_system, len_reference, difficulty)
+    (lc,) = _lc(y[None], ls[None], lr[None], None if d is None else d[None])
+    return None if np.isnan(lc) else float(lc)
+
+
+def length_controlled_standard_error(
+    preferences, len_system, len_reference, *, difficulty=None, bootstrap_samples: int = 200, seed: int = 0
+) -> float | None:
+    """Standard deviation (%) of the LC win rate over bootstrap resamples of the instructions, each refitted with
+    its own cross-validation (a given difficulty is held fixed); None with fewer than two usable resamples."""
+    y, ls, lr, d = _lc_inputs(preferences, len_system, len_reference, difficulty)
+    if bootstrap_samples < 2:
+        return None
+    resamples = np.random.default_rng(seed).integers(0, len(y), size=(bootstrap_samples, len(y)))
+    values = []
+    for idx in np.array_split(resamples, -(-bootstrap_samples // 25)):  # 25 at a time bounds the memory
+        values.append(_lc(y[idx], ls[idx], lr[idx], None if d is None else d[idx]))
+    values = np.concatenate(values)
+    values = values[~np.isnan(values)]
+    return float(np.std(values, ddof=1)) if len(values) > 1 else None
+
+
+L2_LENGTH = 1.0  # penalties of the joint GLM that fits instruction difficulty (keeps its weights finite)
 L2_DIFFICULTY = 1.0
 
 
-def _length_feature(len_system, len_reference) -> np.ndarray:
-    delta = np.asarray(len_system, dtype=float) - np.asarray(len_reference, dtype=float)
-    std = delta.std()
-    return np.tanh(delta / std) if std > 0 else np.zeros_like(delta)
-
-
 def instruction_difficulty(tables: dict[str, dict], *, max_iter: int = 100) -> dict:
-    """Each instruction's difficulty: its intercept in a joint GLM over the systems given (system intercept + length).
+    """Each instruction's difficulty: its intercept δ_i in one GLM over all the systems given, fitted on their
+    judged preferences: `logit = a_s + b_s·length_feature + δ_i`, L2 penalties on b and δ.
 
-    Newton's method on `logit = a_s + b_s·tanh(std. Δlen) + δ_i`; the δ block of the Hessian is diagonal,
-    so each step is solved through its Schur complement in O(rows · systems²).
+    Newton's method; the δ block of the Hessian is diagonal, so each step is solved through its Schur
+    complement in O(rows · systems²).
     """
     systems = list(tables)
     instr = sorted({i for t in tables.values() for i in t["instruction_ids"]})
@@ -136,13 +250,15 @@ def instruction_difficulty(tables: dict[str, dict], *, max_iter: int = 100) -> d
     xs, ys, ii = [], [], []
     for s, name in enumerate(systems):
         t = tables[name]
-        feat = _length_feature(t["len_system"], t["len_reference"])
-        block = np.zeros((len(feat), 2 * S))
-        block[:, s], block[:, S + s] = 1.0, feat
+        feat = length_feature(t["len_system"], t["len_reference"])
+        p = as_preferences(t["preferences"])
+        judged = ~np.isnan(p)
+        block = np.zeros((int(judged.sum()), 2 * S))
+        block[:, s], block[:, S + s] = 1.0, feat[judged]
         xs.append(block)
-        ys.append(as_preferences(t["preferences"]) - 1.0)
-        ii += [col[i] for i in t["instruction_ids"]]
-    X, y, ii = np.concatenate(xs), np.concatenate(ys), np.array(ii)
+        ys.append(p[judged] - 1.0)
+        ii += [col[i] for i, j in zip(t["instruction_ids"], judged, strict=True) if j]
+    X, y, ii = np.concatenate(xs), np.concatenate(ys), np.array(ii, dtype=int)
     lam = np.concatenate([np.zeros(S), np.full(S, L2_LENGTH)])
 
     def loss(w, d):
@@ -174,38 +290,20 @@ def instruction_difficulty(tables: dict[str, dict], *, max_iter: int = 100) -> d
     return {i: float(d[col[i]]) for i in instr}
 
 
-def length_controlled_win_rate(
-    preferences, len_system, len_reference, *, difficulty: list[float] | None = None
-) -> float:
-    """LC win rate (%): the GLM `p - 1 ~ tanh(std. Δlen) [+ difficulty]` predicted at Δlen = 0, averaged."""
-    y = as_preferences(preferences) - 1.0
-    feat = _length_feature(len_system, len_reference)
-    cols = [np.ones_like(y), feat]
-    l2 = [0.0, L2_LENGTH]
-    if difficulty is not None:
-        cols.append(np.asarray(difficulty, dtype=float))
-        l2.append(L2_LENGTH)
-    X = np.stack(cols, axis=1)
-    w = fit_logistic(X, y, l2=np.array(l2))
-    X0 = X.copy()
-    X0[:, 1] = 0.0  # zero length difference
-    return 100 * float(_sigmoid(X0 @ w).mean())
-
-
-def length_controlled_win_rates(tables: dict[str, dict]) -> dict[str, float]:
-    """LC win rate of each system; `tables[name]` holds preferences, len_system, len_reference, instruction_ids.
-
-    With several systems, each instruction's difficulty enters a system's GLM, fitted on the *other*
-    systems' annotations (fitting it on the system's own would let it absorb that system's length effect).
-    """
+def length_controlled_win_rates(
+    tables: dict[str, dict], *, difficulty: dict | None = None, bootstrap_samples: int = 0, seed: int = 0
+) -> dict[str, dict]:
+    """Each system's `lc_win_rate` and `lc_standard_error` (None without bootstrap samples); `tables[name]` holds
+    preferences, len_system, len_reference and instruction_ids, `difficulty` maps instruction ids to difficulties
+    (e.g. `instruction_difficulty(tables)`) or is None. Every system is resampled alike (same seed)."""
     out = {}
     for name, t in tables.items():
-        others = {k: v for k, v in tables.items() if k != name}
-        d = None
-        if others:
-            difficulty = instruction_difficulty(others)
-            d = [difficulty.get(i, 0.0) for i in t["instruction_ids"]]
-        out[name] = length_controlled_win_rate(t["preferences"], t["len_system"], t["len_reference"], difficulty=d)
+        d = None if difficulty is None else [difficulty[i] for i in t["instruction_ids"]]
+        args = (t["preferences"], t["len_system"], t["len_reference"])
+        se = None
+        if bootstrap_samples:
+            se = length_controlled_standard_error(*args, difficulty=d, bootstrap_samples=bootstrap_samples, seed=seed)
+        out[name] = {"lc_win_rate": length_controlled_win_rate(*args, difficulty=d), "lc_standard_error": se}
     return out
 
 

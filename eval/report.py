@@ -23,9 +23,11 @@ COLUMNS = [
     ("ci_low", "95% CI low"),
     ("ci_high", "95% CI high"),
     ("lc_win_rate", "LC win rate %"),
+    ("lc_standard_error", "LC SE"),
     ("n_wins", "wins"),
     ("n_wins_base", "losses"),
     ("n_draws", "ties"),
+    ("n_missing", "missing"),
     ("reward_mean", "reward"),
     ("reward_se", "reward SE"),
     ("avg_length", "length (chars)"),
@@ -61,11 +63,13 @@ def leaderboard_csv(rows: list[dict]) -> str:
 
 
 def leaderboard_markdown(rows: list[dict], *, reference: str | None, judge: str) -> str:
-    """The leaderboard as a markdown table (columns with no value in any row left out)."""
+    """The leaderboard as a markdown table (columns with no value in any row left out, and `missing` unless
+    some preference is)."""
     cols = [(k, h) for k, h in COLUMNS if any(r.get(k) is not None for r in rows)]
+    cols = [(k, h) for k, h in cols if k != "n_missing" or any(r.get(k) for r in rows)]
     lines = [
         f"Judge: `{judge}`. Reference: `{reference or 'none'}`. Win rates in %, ties count half; "
-        "LC: length-controlled (AlpacaEval 2).",
+        "LC: length-controlled (AlpacaEval 2), its SE by bootstrap; n: preferences counted (missing ones left out).",
         "",
         "| " + " | ".join(h for _, h in cols) + " |",
         "| " + " | ".join("---" for _ in cols) + " |",
@@ -91,7 +95,9 @@ def plot_win_rates(rows: list[dict], path: Path, *, reference: str | None, judge
     )
     if has_lc:
         lc = [r["lc_win_rate"] if r.get("lc_win_rate") is not None else 0.0 for r in rows]
-        ax.bar([i + shift for i in x], lc, width, color="tab:orange", label="length-controlled win rate")
+        lc_err = [1.96 * (r.get("lc_standard_error") or 0.0) for r in rows]
+        ax.bar([i + shift for i in x], lc, width, yerr=lc_err, capsize=4, color="tab:orange",
+               label="length-controlled win rate (± 1.96 SE)")  # fmt: skip
     ax.axhline(50, color="grey", linestyle="--", linewidth=1, label="tie with the reference (50%)")
     ax.set_xticks(list(x), [r["system"] for r in rows], rotation=20, ha="right")
     ax.set_ylim(0, 118)  # room above 100% for the legend

@@ -7,10 +7,17 @@ Layout of `output_dir`:
     <system>/annotations.json    AlpacaEval format: output_1 (reference), output_2 (system), preference, rewards
     judgements/<judge>.jsonl     the judge's verdict cache (a rerun never judges twice)
     leaderboard.csv, leaderboard.md, win_rate.png, reward_vs_compute.png, results.json
+    instruction_difficulty.csv   with `lc_difficulty: fitted`: the difficulties fitted (a file lc_difficulty reads)
+
+Pairing: the n-th output of every system answers the n-th instruction of the set (each instruction text once,
+eval/instructions.py), and so does the reference when it is a system or the set's own outputs; reference outputs
+from a file pair by instruction text, as alpaca_eval pairs them.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -21,19 +28,26 @@ from w2s.eval.alignment_tax import check_lm_eval
 from w2s.eval.annotate import JudgeCounts, annotate, judgement_log
 from w2s.eval.config import EvalConfig, EvalConfigError
 from w2s.eval.generate import GenerationError, check_guide_config, generate_outputs
-from w2s.eval.instructions import Instruction, InstructionSetError, load_instructions, read_json_records
+from w2s.eval.instructions import (
+    Instruction,
+    InstructionSetError,
+    load_difficulty,
+    load_instructions,
+    read_json_records,
+)
 from w2s.eval.judges import check_judge, make_judge
-from w2s.eval.metrics import cost, length_controlled_win_rates, mean_and_se, win_rate
+from w2s.eval.metrics import cost, instruction_difficulty, length_controlled_win_rates, mean_and_se, win_rate
 from w2s.eval.report import plot_reward_vs_compute, plot_win_rates, write_tables
 from w2s.eval.store import write_json
 from w2s.guide import GuideConfig
 from w2s.guide.commands import UserError
-from w2s.guide.files import check_writable, remove_stale_temps
+from w2s.guide.files import check_writable, remove_stale_temps, write_atomic
 from w2s.guide.preflight import check_guide
 
 logger = logging.getLogger(__name__)
 
 RESERVED = {"judgements"}
+DIFFICULTY_FILE = "instruction_difficulty.csv"
 
 
 @dataclass
@@ -41,6 +55,7 @@ class EvalResult:
     """What a run produced and how much of it was reused from an earlier (interrupted) run."""
 
     rows: list[dict]
+    instructions: dict = field(default_factory=dict)  # {n, duplicates_dropped}
     generation: dict[str, dict] = field(default_factory=dict)  # system -> {reused, generated}
     judging: dict = field(default_factory=dict)  # {judged, cached}
     files: list[str] = field(default_factory=list)
@@ -104,10 +119,14 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
         limit=config.num_instructions,
     )
     logger.info("%d instructions from %s, %d systems", len(instructions), config.instructions, len(systems))
-    # before anything is written or generated: the reference pairs with the instructions, every system's
-    # models load (weights, code, prompt format, vocabulary) and hold every instruction, the output is writable
+    # before anything is written or generated: the reference pairs with the instructions, every instruction
+    # has its difficulty, every system's models load (weights, code, prompt format, vocabulary) and hold every
+    # instruction, the output is writable
     if ref is not None and ref not in {s.name for s in systems}:
         _reference_outputs(config, instructions, {})
+    difficulty = None
+    if ref is not None and config.lc_difficulty not in ("none", "fitted"):
+        difficulty = load_difficulty(config.lc_difficulty, instructions)
     texts = [ins.instruction for ins in instructions]
     for s in systems:
         try:
@@ -125,13 +144,16 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
         ) from None
     try:
         remove_stale_temps(out)  # what a killed run was writing
-        return _evaluate(config, systems, instructions, out, progress=progress)
+        return _evaluate(config, systems, instructions, difficulty, out, progress=progress)
     finally:
         lock.release()
 
 
-def _evaluate(config: EvalConfig, systems, instructions: list[Instruction], out: Path, *, progress: bool) -> EvalResult:
-    result = EvalResult(rows=[])
+def _evaluate(
+    config: EvalConfig, systems, instructions: list[Instruction], difficulty, out: Path, *, progress: bool
+) -> EvalResult:
+    dropped = sum(ins.duplicates for ins in instructions)
+    result = EvalResult(rows=[], instructions={"n": len(instructions), "duplicates_dropped": dropped})
 
     records: dict[str, list[dict]] = {}
     for s in systems:
@@ -169,10 +191,14 @@ def _evaluate(config: EvalConfig, systems, instructions: list[Instruction], out:
         write_json(out / s.name / "annotations.json", annotations[s.name])
     result.judging = {"judged": counts.judged, "cached": counts.cached, "judge": judge.name}
 
-    result.rows = rows = leaderboard_rows(config, systems, records, annotations, ref_name, references)
+    tables = lc_tables(systems, annotations, outputs, ref_name, references) if references is not None else {}
+    lc = _length_controlled(config, instructions, difficulty, tables, out)
+    result.rows = rows = leaderboard_rows(config, systems, records, annotations, ref_name, references, lc)
 
     write_tables(rows, out, reference=ref_name, judge=judge.name)
     files = [str(out / "leaderboard.csv"), str(out / "leaderboard.md")]
+    if config.lc_difficulty == "fitted" and tables:
+        files.append(str(out / DIFFICULTY_FILE))
     plots = {
         "win_rate.png": lambda path: plot_win_rates(rows, path, reference=ref_name, judge=judge.name),
         "reward_vs_compute.png": lambda path: plot_reward_vs_compute(
@@ -189,6 +215,47 @@ def _evaluate(config: EvalConfig, systems, instructions: list[Instruction], out:
     return result
 
 
+def _length_controlled(config: EvalConfig, instructions, difficulty: list | None, tables: dict, out: Path) -> dict:
+    """Each compared system's LC win rate and SE under `lc_difficulty` (a file's `difficulty` was read up front);
+    a fitted difficulty is written to instruction_difficulty.csv, a file `lc_difficulty` reads back."""
+    path = out / DIFFICULTY_FILE
+    if config.lc_difficulty == "fitted" and tables:
+        fitted = instruction_difficulty(tables)
+        difficulty = [fitted[n] for n in range(len(instructions))]
+        write_difficulty(path, instructions, difficulty)
+    elif Path(config.lc_difficulty).expanduser().resolve() != path.resolve():  # unless it is this run's input
+        path.unlink(missing_ok=True)  # no stale difficulties of an earlier run
+    return length_controlled_win_rates(
+        tables,
+        difficulty=None if difficulty is None else dict(enumerate(difficulty)),
+        bootstrap_samples=config.lc_bootstrap_samples,
+        seed=config.seed,
+    )
+
+
+def lc_tables(systems, annotations: dict, outputs: dict, ref_name: str | None, references: list[str]) -> dict:
+    """The LC GLM's inputs for each system compared with the reference (instruction ids: places in the set)."""
+    return {
+        s.name: {
+            "preferences": [a.get("preference") for a in annotations[s.name]],
+            "len_system": [len(o) for o in outputs[s.name]],
+            "len_reference": [len(o) for o in references],
+            "instruction_ids": list(range(len(references))),
+        }
+        for s in systems
+        if s.name != ref_name
+    }
+
+
+def write_difficulty(path: Path, instructions: list[Instruction], difficulty: list[float]) -> None:
+    """Instruction difficulties as a CSV that `lc_difficulty` reads back (instruction, instruction_difficulty)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["instruction", "instruction_difficulty"])
+    writer.writerows([ins.instruction, d] for ins, d in zip(instructions, difficulty, strict=True))
+    write_atomic(path, buf.getvalue())
+
+
 def leaderboard_rows(
     config: EvalConfig,
     systems,
@@ -196,19 +263,25 @@ def leaderboard_rows(
     annotations: dict[str, list[dict]],
     ref_name: str | None,
     references: list[str] | None,
+    lc: dict[str, dict],
 ) -> list[dict]:
-    """One row per system: win rate with SE and interval, LC win rate, reward, length, cost."""
+    """One row per system: win rate with SE and interval, LC win rate and SE (`lc`: length_controlled_win_rates),
+    missing preferences, reward, length, cost."""
     outputs = {name: [r["text"] for r in recs] for name, recs in records.items()}
     rows = []
     for s in systems:
         ann = annotations[s.name]
         row: dict = {"system": s.name, "decoder": s.guide.get("decoder", "sample"), "n_total": len(ann)}
         if references is not None:
-            row.update(
-                win_rate(
-                    [a["preference"] for a in ann], bootstrap_samples=config.bootstrap_samples, seed=config.seed
-                ).as_dict()
-            )
+            prefs = [a.get("preference") for a in ann]
+            missing = sum(p is None or p != p for p in prefs)  # p != p: NaN
+            row.update(n_total=len(ann) - missing, n_missing=missing)
+            if missing < len(ann):
+                row.update(win_rate(prefs, bootstrap_samples=config.bootstrap_samples, seed=config.seed).as_dict())
+            if s.name == ref_name:
+                row.update(lc_win_rate=50.0, lc_standard_error=0.0)
+            else:
+                row.update(lc[s.name])
         if "reward_2" in ann[0]:
             row["reward_mean"], row["reward_se"] = mean_and_se(a["reward_2"] for a in ann)
         row["avg_length"] = sum(len(o) for o in outputs[s.name]) / len(ann)
@@ -216,18 +289,4 @@ def leaderboard_rows(
         row.update({k: c[k] for k in ("tokens_per_item", "strong_tokens_per_item", "seconds_per_item")})
         row["tokens"] = c["tokens"]
         rows.append(row)
-    if references is not None:
-        tables = {
-            s.name: {
-                "preferences": [a["preference"] for a in annotations[s.name]],
-                "len_system": [len(o) for o in outputs[s.name]],
-                "len_reference": [len(o) for o in references],
-                "instruction_ids": list(range(len(references))),
-            }
-            for s in systems
-            if s.name != ref_name
-        }
-        lc = length_controlled_win_rates(tables) if tables else {}
-        for row in rows:
-            row["lc_win_rate"] = 50.0 if row["system"] == ref_name else lc.get(row["system"])
     return rows

@@ -11,6 +11,7 @@ from w2s.data.world import gold_reward
 from w2s.eval.cli import main as eval_main
 from w2s.eval.config import load_config
 from w2s.eval.generate import GenerationError
+from w2s.eval.metrics import instruction_difficulty, length_controlled_win_rates
 from w2s.eval.run import evaluate
 
 N = 12
@@ -106,6 +107,97 @@ def test_reference_from_a_file_and_from_the_dataset(run_dir, tmp_path):
     with pytest.raises(Exception, match=r"instruction 1 .* has no 'output' field"):
         evaluate(load_config(None, {"systems": _systems(), "instructions": str(instr), "reference": "dataset",
                                     "output_dir": str(copy)}), progress=False)  # fmt: skip
+
+
+def test_lc_win_rates_and_their_standard_errors_are_reported(run_dir):
+    out, config, _, _ = run_dir
+    table = {r["system"]: r for r in csv.DictReader((out / "leaderboard.csv").open())}
+    saved = {r["system"]: r for r in json.loads((out / "results.json").read_text())["rows"]}
+    ann = json.loads((out / "weak" / "annotations.json").read_text())
+    lc = length_controlled_win_rates(
+        {"weak": {"preferences": [a["preference"] for a in ann], "len_system": [len(a["output_2"]) for a in ann],
+                  "len_reference": [len(a["output_1"]) for a in ann], "instruction_ids": range(N)}},
+        bootstrap_samples=config.lc_bootstrap_samples, seed=config.seed,
+    )["weak"]  # fmt: skip
+    assert float(table["weak"]["lc_win_rate"]) == pytest.approx(lc["lc_win_rate"])
+    assert float(table["weak"]["lc_standard_error"]) == pytest.approx(lc["lc_standard_error"])
+    assert saved["weak"]["lc_standard_error"] == pytest.approx(lc["lc_standard_error"]) and lc["lc_standard_error"] > 0
+    assert (table["base"]["lc_win_rate"], table["base"]["lc_standard_error"]) == ("50.0", "0.0")  # the reference
+    assert table["weak"]["n_missing"] == "0" and "| missing |" not in (out / "leaderboard.md").read_text()
+
+
+def _lc_by_hand(folder, difficulty):
+    """The LC win rates recomputed from the written annotations (the reference file's base is a compared system)."""
+    tables = {}
+    for name in ("base", "weak"):
+        ann = json.loads((folder / name / "annotations.json").read_text())
+        tables[name] = {"preferences": [a["preference"] for a in ann], "len_system": [len(a["output_2"]) for a in ann],
+                        "len_reference": [len(a["output_1"]) for a in ann], "instruction_ids": range(len(ann))}  # fmt: skip
+    if difficulty == "fitted":
+        difficulty = instruction_difficulty(tables)
+    return {k: v["lc_win_rate"] for k, v in length_controlled_win_rates(tables, difficulty=difficulty).items()}
+
+
+def test_lc_difficulty_none_fitted_or_from_a_file(run_dir, tmp_path):
+    import shutil
+
+    out, config, _, _ = run_dir
+    base = json.loads((out / "base" / "model_outputs.json").read_text())
+    ref_file = tmp_path / "reference.json"
+    ref_file.write_text(json.dumps([{**o, "generator": "ref"} for o in base]))  # two systems to compare with it
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    keys = {k: getattr(config, k) for k in ("systems", "num_instructions", "batch_size")}
+
+    def run(difficulty):
+        cfg = load_config(None, {**keys, "reference": str(ref_file), "output_dir": str(copy), "lc_difficulty": difficulty,
+                                 "lc_bootstrap_samples": 20})  # fmt: skip
+        res = evaluate(cfg, progress=False)
+        assert res.judging["judged"] == 0 and all(g["generated"] == 0 for g in res.generation.values())
+        table = {r["system"]: r for r in csv.DictReader((copy / "leaderboard.csv").open())}
+        saved = {r["system"]: r for r in json.loads((copy / "results.json").read_text())["rows"]}
+        for name, row in table.items():
+            assert float(row["lc_standard_error"]) == pytest.approx(saved[name]["lc_standard_error"])
+            assert row["n_missing"] == "0" and int(row["n_total"]) == N
+        assert float(table["weak"]["lc_standard_error"]) > 0
+        assert float(table["base"]["lc_standard_error"]) == 0  # the reference's own outputs: all ties, LC 50
+        return {k: float(r["lc_win_rate"]) for k, r in table.items()}, res
+
+    fitted, res = run("fitted")
+    difficulty_file = copy / "instruction_difficulty.csv"
+    assert str(difficulty_file) in res.files
+    rows = list(csv.DictReader(difficulty_file.open()))
+    assert [r["instruction"] for r in rows] == [o["instruction"] for o in base]
+    assert fitted == pytest.approx(_lc_by_hand(copy, "fitted"))
+    shutil.copy(difficulty_file, tmp_path / "difficulty.csv")
+    assert run(str(tmp_path / "difficulty.csv"))[0] == fitted  # the file written reads back as the same difficulty
+    none, _ = run("none")
+    assert none == pytest.approx(_lc_by_hand(copy, None))
+    assert not difficulty_file.exists()  # no stale difficulty
+
+
+def test_duplicate_instructions_are_dropped_so_alpaca_eval_pairs_exactly(run_dir, tmp_path):
+    import shutil
+
+    out, config, _, _ = run_dir
+    base = json.loads((out / "base" / "model_outputs.json").read_text())
+    instr = tmp_path / "set.json"
+    records = [{"instruction": o["instruction"]} for o in base]
+    instr.write_text(json.dumps(records + records[2:5]))  # three repeated: the run's own instructions kept, in order
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    cfg = load_config(None, {"systems": config.systems, "instructions": str(instr), "reference": "base",
+                             "output_dir": str(copy), "batch_size": config.batch_size})  # fmt: skip
+    res = evaluate(cfg, progress=False)
+    assert json.loads((copy / "results.json").read_text())["instructions"] == {"n": N, "duplicates_dropped": 3}
+    # alpaca_eval merges the system's and the reference's model_outputs on the instruction text
+    system = json.loads((copy / "weak" / "model_outputs.json").read_text())
+    reference = {o["instruction"]: o["output"] for o in json.loads((copy / "base" / "model_outputs.json").read_text())}
+    assert len(reference) == len(system) == N
+    pairs = [(o["instruction"], reference[o["instruction"]], o["output"]) for o in system]
+    ann = json.loads((copy / "weak" / "annotations.json").read_text())
+    assert pairs == [(a["instruction"], a["output_1"], a["output_2"]) for a in ann]
+    assert res.generation["weak"] == {"reused": N, "generated": 0}
 
 
 def test_a_changed_system_is_refused_not_mixed(run_dir, tmp_path):
