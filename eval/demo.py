@@ -28,7 +28,7 @@ from pathlib import Path
 
 import yaml
 
-from w2s.data.world.cache import world_seed
+from w2s.data.world.cache import WORLD_VERSION, world_seed
 from w2s.eval.config import load_config
 from w2s.eval.generate import stale_streams
 from w2s.eval.run import evaluate
@@ -46,10 +46,11 @@ class DemoSize:
     num_prompts: int  # data set prompts (4 weak-base samples each)
     num_instructions: int  # evaluation prompts
     calibration_prompts: int  # held-out prompts WSD's threshold is calibrated on
+    distill_prompts: int  # training prompts whose CBS outputs the strong base is fine-tuned on
 
 
-FULL = DemoSize(num_prompts=2600, num_instructions=200, calibration_prompts=64)
-QUICK = DemoSize(num_prompts=600, num_instructions=48, calibration_prompts=32)
+FULL = DemoSize(num_prompts=2600, num_instructions=200, calibration_prompts=64, distill_prompts=1000)
+QUICK = DemoSize(num_prompts=600, num_instructions=48, calibration_prompts=32, distill_prompts=200)
 
 # the data sets: one set of samples judged by the gold reward and by each of its attributes
 DATA_SETS = [
@@ -82,17 +83,21 @@ def _run(cmd: list[str], stage: str, log: Path) -> None:
 
 
 def _stage(run_dir: Path, name: str, what: str, work) -> Path:
-    """Runs `work(out_dir)` unless the stage finished before (its marker exists); one console line for it."""
+    """Runs `work(out_dir)` unless the stage finished before in this world (its marker names the world's version
+    and seed: a run folder left by another world is redone, not reused); one console line for it."""
     out = run_dir / name
     marker = out / ".w2s-stage-done"
-    if marker.exists():
+    world = f"tiny world version {WORLD_VERSION}, seed {world_seed()}\n"
+    if marker.exists() and marker.read_text() == world:
         _say(f"{name:<16} {what}: done before, reusing {out}")
         return out
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        shutil.rmtree(out)  # unfinished, or built in another world
+    out.mkdir(parents=True)
     _say(f"{name:<16} {what} ...", end="")
     start = time.perf_counter()
     work(out)
-    marker.touch()
+    marker.write_text(world)
     _say(f" done in {time.perf_counter() - start:.0f} s")
     return out
 
@@ -102,8 +107,8 @@ def _say(line: str, end: str = "\n") -> None:
 
 
 def eval_recipe(run_dir: Path, models: dict[str, Path], threshold: float, size: DemoSize) -> Path:
-    """recipes/tiny/eval.yaml with the demo's own guides in place of `tiny:guide*` (`models`: name -> folder)
-    and WSD's calibrated threshold."""
+    """recipes/tiny/eval.yaml with the demo's own guides in place of `tiny:guide*` (`models`: name -> folder),
+    WSD's calibrated threshold, and the strong base distilled from CBS's outputs as one more system."""
     recipe = yaml.safe_load((RECIPES / "tiny" / "eval.yaml").read_text())
     recipe.update(num_instructions=size.num_instructions, output_dir=str(run_dir / "eval"))
 
@@ -117,6 +122,10 @@ def eval_recipe(run_dir: Path, models: dict[str, Path], threshold: float, size: 
         if guide.get("decoder") == "wsd":
             guide["threshold"] = threshold
         system["guide"] = guide
+    if "tiny:cbs_distilled" in models:  # weak-to-strong search distilled into the strong base, sampled plainly
+        base = next(s["guide"] for s in recipe["systems"] if s["name"] == "base")
+        distilled = {"strong_model": str(models["tiny:cbs_distilled"])}
+        recipe["systems"].append({"name": "cbs-distilled", "guide": base | distilled})
     path = run_dir / "eval.yaml"
     path.write_text("# written by w2s demo from recipes/tiny/eval.yaml\n" + yaml.safe_dump(recipe, sort_keys=False))
     return path
@@ -147,6 +156,8 @@ def findings(rows: list[dict]) -> list[tuple[str, bool, str]]:
         return all(ok for ok, _ in checks), "; ".join(detail for _, detail in checks)
 
     cbs = by["cbs"]
+    gain = cbs["reward_mean"] - by["base"]["reward_mean"]
+    kept = (by["cbs-distilled"]["reward_mean"] - by["base"]["reward_mean"]) / gain if gain else float("nan")
     strong = {name: by[name]["strong_tokens_per_item"] for name in ("wsd", "base")}
     return [
         ("weak-to-strong search: CBS > best-of-16 (same number of strong-model samples)", *above("cbs", "bon16")),
@@ -172,6 +183,13 @@ def findings(rows: list[dict]) -> list[tuple[str, bool, str]]:
             *above_each("fusion-2", "fusion-sentiment", "fusion-topic"),
         ),
         ("weak-to-strong search: two guides > each guide alone", *above_each("cbs-2", "cbs-sentiment", "cbs-topic")),
+        ("distillation: CBS distilled into the strong base > base sampling", *above("cbs-distilled", "base")),
+        (
+            "distillation: the distilled model's strong-model tokens per item within 1.2x the base's",
+            by["cbs-distilled"]["strong_tokens_per_item"] <= 1.2 * by["base"]["strong_tokens_per_item"],
+            f"{by['cbs-distilled']['strong_tokens_per_item']:.1f} vs {by['base']['strong_tokens_per_item']:.1f}; "
+            f"it keeps {kept:.0%} of CBS's gain over the base",
+        ),
     ]
 
 
@@ -232,6 +250,15 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
              models["tiny:guide"], "--prompts", "tiny:train", "--num_prompts", size.calibration_prompts,
              "--json", out / "calibration.json"], "calibrate", logs / "calibrate.log"))  # fmt: skip
         threshold = json.loads((calibration / "calibration.json").read_text())["threshold"]
+        searched = _stage(run_dir, "cbs-train", f"CBS over {size.distill_prompts} training prompts", lambda out: _run(
+            [*w2s, "generate", "--config", RECIPES / "tiny" / "guide.yaml", "--tuned", models["tiny:guide"],
+             "--untuned", paths["weak"], "--prompts", "tiny:train", "--num_prompts", size.distill_prompts,
+             "--output", out / "cbs-train.json"], "distill", logs / "distill.log"))  # fmt: skip
+        models["tiny:cbs_distilled"] = _stage(run_dir, "cbs-distilled", "SFT of the strong base on CBS's outputs",
+            lambda out: _run(
+            [*launch, "train/sft.py", "--config", RECIPES / "tiny" / "distill_cbs.yaml", "--dataset_name",
+             searched / "cbs-train.json", "--model_name_or_path", paths["strong"], "--output_dir", out,
+             *seed_flags(RECIPES / "tiny" / "distill_cbs.yaml")], "distill", logs / "distill.log"))  # fmt: skip
         recipe = eval_recipe(run_dir, models, threshold, size)
         _say(f"eval             {size.num_instructions} held-out prompts, every system judged by the gold reward:")
         config = load_config(recipe)
@@ -256,7 +283,8 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
     for label, path in [
         ("base models", paths["strong"].parent),
         ("preference data (+ cards)", ", ".join(str(d) for d in data.values())),
-        ("guide, experts (DPO)", ", ".join(str(m) for n, m in models.items() if n != "tiny:weak")),
+        ("guide, experts (DPO)", ", ".join(str(models[f"tiny:{n}"]) for n, _, _ in GUIDES)),
+        ("CBS's outputs, distilled", f"{searched / 'cbs-train.json'}, {models['tiny:cbs_distilled']}"),
         ("WSD calibration", calibration / "calibration.json"),
         ("leaderboard, plots", report / "leaderboard.md"),
         ("", f"{report / 'win_rate.png'}, {report / 'reward_vs_compute.png'}"),

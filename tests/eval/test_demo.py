@@ -1,4 +1,5 @@
-"""The main job end to end at reduced size: data -> DPO (guide and two experts) -> calibration -> evaluation."""
+"""The main job end to end at reduced size: data -> DPO (guide and two experts) -> calibration -> CBS distilled
+into the strong base -> evaluation."""
 
 import json
 
@@ -18,13 +19,14 @@ def test_demo_reproduces_the_direction_of_weak_to_strong_search(tmp_path):
     assert reward["cbs"] > reward["bon16"] > reward["base"]
     assert by["cbs"]["win_rate"] > 50
     assert reward["cbs"] > reward["guide-alone"]
-    assert len(checks) == 12 and len(rows) == 13
+    assert len(checks) == 14 and len(rows) == 14
     # every stage left its artefact where the next one reads it
     run = tmp_path / "demo"
     for stage in ("data", "data-sentiment", "data-topic", "guide", "guide_sentiment", "guide_topic", "eval"):
         assert (run / stage).is_dir()
     assert (run / "data" / "card.json").is_file()
-    for guide in ("guide", "guide_sentiment", "guide_topic"):
+    assert (run / "cbs-train" / "cbs-train.json").is_file()  # CBS over training prompts, distilled into:
+    for guide in ("guide", "guide_sentiment", "guide_topic", "cbs-distilled"):
         assert (run / guide / "model.safetensors").is_file()
     # the three data sets judged one set of samples: one generation folder, three judge folders
     work = run / "data-work"

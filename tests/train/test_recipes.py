@@ -13,7 +13,7 @@ from w2s.train.recipes import RecipeError, parse_recipe
 from w2s.train.run import run
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
-SCRIPTS = {"sft": sft, "distill_sequence": sft, "dpo": dpo, "distill": distill}
+SCRIPTS = {"sft": sft, "distill_sequence": sft, "distill_cbs": sft, "dpo": dpo, "distill": distill}
 ALL = sorted(p for p in RECIPES.glob("*/*.yaml") if p.stem in SCRIPTS)
 REAL = [p for p in ALL if p.parent.name != "tiny"]
 # on CPU: no bf16; the real model and data replaced by tiny-world ones
