@@ -28,6 +28,7 @@ from pathlib import Path
 
 import yaml
 
+from w2s.data.world import score_review
 from w2s.data.world.cache import WORLD_VERSION, world_seed
 from w2s.eval.config import load_config
 from w2s.eval.generate import stale_streams
@@ -64,7 +65,7 @@ GUIDES = [
     ("guide_sentiment", "data-sentiment", "DPO of the weak base into the sentiment expert"),
     ("guide_topic", "data-topic", "DPO of the weak base into the topic expert"),
 ]
-DPO_FLAGS = ["--beta", "0.3"]
+DPO_FLAGS = ["--beta", "0.5", "--learning_rate", "5e-4", "--num_train_epochs", "2"]
 
 
 def _run(cmd: list[str], stage: str, log: Path) -> None:
@@ -172,8 +173,8 @@ def findings(rows: list[dict]) -> list[tuple[str, bool, str]]:
         ("draft-switch decoding: WSD > base sampling", *above("wsd", "base")),
         ("draft-switch decoding: WSD > the pilot alone", *above("wsd", "guide-alone")),
         (
-            "draft-switch decoding: WSD's strong-model tokens per item at most the base's",
-            strong["wsd"] <= strong["base"],
+            "draft-switch decoding: WSD's strong-model tokens per item within 1.2x the base's",
+            strong["wsd"] <= 1.2 * strong["base"],
             f"{strong['wsd']:.1f} vs {strong['base']:.1f} (+ {by['wsd']['tokens_per_item'] - strong['wsd']:.1f} pilot tokens)",
         ),
         ("logit fusion: fusion no worse than EFT with the same expert (within 2 SE)", *not_below("fusion", "eft")),
@@ -273,6 +274,13 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
         handler.close()
     report = run_dir / "eval"
     print("\n" + (report / "leaderboard.md").read_text())
+    for row in result.rows:  # how each system writes the world's language, beside its reward
+        outputs = json.loads((report / row["system"] / "model_outputs.json").read_text())
+        row["well_formed"] = sum(score_review(o["instruction"], o["output"]).well_formed for o in outputs) / len(
+            outputs
+        )
+    print("Well-formed responses (every sentence parses and agrees): " + ", ".join(
+        f"{row['system']} {row['well_formed']:.0%}" for row in result.rows) + "\n")  # fmt: skip
     checks = findings(result.rows)
     print("Findings of the seed papers, reproduced on the tiny world (each by more than 2 standard errors):")
     for claim, ok, detail in checks:
@@ -310,12 +318,15 @@ def across_worlds(summaries: list[dict]) -> str:
         return f"{statistics.mean(values):+.{digits}f} ± {sd:.{digits}f}"
 
     lines = [f"Across worlds {', '.join(map(str, worlds))} (mean ± sd over worlds):", "",
-             "| system | win rate % vs base | gold reward | tokens / item |", "| --- | --- | --- | --- |"]  # fmt: skip
+             "| system | win rate % vs base | gold reward | well-formed | tokens / item |",
+             "| --- | --- | --- | --- | --- |"]  # fmt: skip
     for name in [r["system"] for r in summaries[0]["rows"]]:
         rows = [next(r for r in s["rows"] if r["system"] == name) for s in summaries]
         lines.append(
             f"| {name} | {spread([r['win_rate'] for r in rows], 1).lstrip('+')} | "
-            f"{spread([r['reward_mean'] for r in rows], 2)} | {statistics.mean(r['tokens_per_item'] for r in rows):.0f} |"
+            f"{spread([r['reward_mean'] for r in rows], 2)} | "
+            f"{statistics.mean(r.get('well_formed', float('nan')) for r in rows):.0%} | "
+            f"{statistics.mean(r['tokens_per_item'] for r in rows):.0f} |"
         )
     lines += ["", "| finding | " + " | ".join(f"world {w}" for w in worlds) + " |",
               "| --- |" + " --- |" * len(worlds)]  # fmt: skip

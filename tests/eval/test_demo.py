@@ -19,7 +19,8 @@ def test_demo_reproduces_the_direction_of_weak_to_strong_search(tmp_path):
     assert reward["cbs"] > reward["bon16"] > reward["base"]
     assert by["cbs"]["win_rate"] > 50
     assert reward["cbs"] > reward["guide-alone"]
-    assert len(checks) == 14 and len(rows) == 14
+    assert len(checks) == 14 and len(rows) == 15
+    assert all(0 <= r["well_formed"] <= 1 for r in rows)
     # every stage left its artefact where the next one reads it
     run = tmp_path / "demo"
     for stage in ("data", "data-sentiment", "data-topic", "guide", "guide_sentiment", "guide_topic", "eval"):

@@ -4,6 +4,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -30,10 +31,15 @@ def test_choose_threshold_by_hand():
     assert row["median_switch"] == 4  # sorted positions 4 (A), 4 (B: all 4 tokens), 5 (C)
 
 
+ROOT = Path(__file__).resolve().parents[2]
+FLAGS = ["--decoder", "wsd", "--pilot", "tiny:weak", "--window", "4", "--max_new_tokens", "32", "--batch_size", "5",
+         "--seed", "3", "--prompts", "tiny:train", "--num_prompts", "10"]  # fmt: skip
+
+
 @pytest.mark.slow
 def test_calibrated_switches_are_wsds(tmp_path):
+    config = GuideConfig.from_yaml(ROOT / "recipes/tiny/guide.yaml", FLAGS)
     prompts = world_prompts("train", 10)
-    config = GuideConfig(decoder="wsd", pilot="tiny:weak", window=4, max_new_tokens=32, batch_size=5, seed=3)
     result = calibrate_wsd(config, prompts)
     assert result.threshold is not None
     # WSD at the chosen tau hands over exactly where calibration said: the same pilot streams, the same scores
@@ -44,12 +50,11 @@ def test_calibrated_switches_are_wsds(tmp_path):
     at = [row["threshold"] for row in result.grid].index(result.threshold)
     assert shares[at] >= 0.5 and all(s < 0.5 for s in shares[:at])
 
-    # the command: the same threshold, as a table and JSON
+    # the command, on the same recipe and flags: the same threshold and switches, as a table and JSON
     out = tmp_path / "calibration.json"
     run = subprocess.run(
-        [sys.executable, "-m", "w2s.cli", "calibrate", "--config", "recipes/tiny/guide.yaml", "--decoder", "wsd",
-         "--pilot", "tiny:weak", "--window", "4", "--max_new_tokens", "32", "--batch_size", "5", "--seed", "3",
-         "--prompts", "tiny:train", "--num_prompts", "10", "--json", str(out)],
+        [sys.executable, "-m", "w2s.cli", "calibrate", "--config", str(ROOT / "recipes/tiny/guide.yaml"), *FLAGS,
+         "--json", str(out)],
         capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
