@@ -20,8 +20,9 @@ bench_guide = lazy("w2s.eval.bench_guide:main")
 bench_data = lazy("w2s.eval.bench_data:main")
 
 DEMO_DESCRIPTION = (
-    "The main job on the tiny world: data -> SFT -> DPO -> evaluation, each stage a real w2s command; a rerun "
-    "reuses finished stages (eval/demo.py)."
+    "The main job on the tiny world: data (judged three ways) -> DPO of a guide and two experts -> WSD's "
+    "calibration -> CBS distilled into the strong base -> evaluation of 15 systems and the seed papers' findings, "
+    "each stage a real w2s command; a rerun reuses finished stages of the same world (eval/demo.py)."
 )
 BENCH_USAGE = """usage: w2s bench {guide,data} [options]
 

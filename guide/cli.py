@@ -132,7 +132,7 @@ def calibrate(argv: list[str]) -> int:
         prog="w2s calibrate",
         description="Calibrate draft-switch decoding's threshold tau on held-out prompts: the smallest tau of the "
         "grid 0.05..0.95 at which at least half of the pilot's drafts are handed over no earlier than the end of "
-        "their first sentence. Prints the grid and the chosen tau (and writes them as JSON with --output).",
+        "their first sentence. Prints the grid and the chosen tau (and writes them as JSON with --json).",
         epilog="e.g. w2s calibrate --config recipes/tiny/guide.yaml --decoder wsd --prompts tiny:train --num_prompts 64",
     )
     parser.add_argument("--config", required=True, help="a guide recipe with decoder wsd (or --decoder wsd)")
