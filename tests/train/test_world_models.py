@@ -1,5 +1,9 @@
 """The tiny world's base models: the strong one masters the world, the weak ones visibly do not."""
 
+# The margins quoted in this file's comments were measured on world version 2. On version 4 (neutral openings,
+# a mood and a topic, the tense set by the response) every trained test here passed in worlds 0, 1 and 2
+# (make test; make test-trained WORLD=1 and WORLD=2); the figures were not re-measured one by one.
+
 import math
 import statistics
 
