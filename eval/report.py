@@ -119,7 +119,7 @@ def plot_reward_vs_compute(rows: list[dict], path: Path, *, compute_axis: str, j
     rows = [r for r in rows if r.get(ykey) is not None and r.get(key)]
     if not rows:
         return False
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(8.5 if len(rows) <= 10 else 7, 4.5))
     for n, r in enumerate(rows):
         if use_reward:
             yerr = [[r["reward_se"] or 0.0], [r["reward_se"] or 0.0]]
@@ -138,7 +138,8 @@ def plot_reward_vs_compute(rows: list[dict], path: Path, *, compute_axis: str, j
     ax.set_ylabel(f"mean reward ({judge}) ± SE" if use_reward else "win rate (%) ± 95% CI")
     ax.set_title("Reward against compute" if use_reward else "Win rate against compute")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    if len(rows) <= 10:  # every point is labelled; past ten systems the colours repeat and a legend would mislead
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     fig.tight_layout()
     _save(fig, path)
     return True
