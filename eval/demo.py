@@ -83,12 +83,17 @@ def _run(cmd: list[str], stage: str, log: Path) -> None:
         )
 
 
+def _world() -> str:
+    """What a finished stage's marker holds: the world its models belong to."""
+    return f"tiny world version {WORLD_VERSION}, seed {world_seed()}\n"
+
+
 def _stage(run_dir: Path, name: str, what: str, work) -> Path:
     """Runs `work(out_dir)` unless the stage finished before in this world (its marker names the world's version
     and seed: a run folder left by another world is redone, not reused); one console line for it."""
     out = run_dir / name
     marker = out / ".w2s-stage-done"
-    world = f"tiny world version {WORLD_VERSION}, seed {world_seed()}\n"
+    world = _world()
     if marker.exists() and marker.read_text() == world:
         _say(f"{name:<16} {what}: done before, reusing {out}")
         return out
@@ -263,12 +268,17 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
         recipe = eval_recipe(run_dir, models, threshold, size)
         _say(f"eval             {size.num_instructions} held-out prompts, every system judged by the gold reward:")
         config = load_config(recipe)
+        mark = Path(config.output_dir) / ".w2s-world"  # an evaluation of another world's models: redo it
+        if Path(config.output_dir).exists() and (not mark.exists() or mark.read_text() != _world()):
+            logging.getLogger(__name__).info("%s: evaluated another world, evaluating again", config.output_dir)
+            shutil.rmtree(config.output_dir)
         for system in config.system_list():  # the demo's own outputs, sampled by an older release: redo them
             folder = Path(config.output_dir) / system.name
             if stale_streams(folder):
                 logging.getLogger(__name__).info("%s: sampled by another release of w2s, generating again", folder)
                 shutil.rmtree(folder)
         result = evaluate(config, progress=True)
+        mark.write_text(_world())
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
