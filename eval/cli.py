@@ -41,6 +41,9 @@ def demo(argv: list[str]) -> int:
     parser.add_argument("--worlds", type=int, nargs="+", metavar="N",
                         help="run the demo on each of these worlds, then summarise across them (e.g. 0 1 2)")  # fmt: skip
     parser.add_argument("--verbose", action="store_true", help="every library message on the console too")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 unless every finding holds (default: exit 0 once every stage ran; the findings "
+                        "that do not reproduce are printed as NO)")  # fmt: skip
     args = parser.parse_args(argv)
     if args.worlds and (args.run_dir or args.world is not None):
         parser.error("--worlds picks each world's run folder: drop --run_dir and --world")
