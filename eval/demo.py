@@ -88,22 +88,29 @@ def _world() -> str:
     return f"tiny world version {WORLD_VERSION}, seed {world_seed()}\n"
 
 
+def _of_this_world(folder: Path, marker: Path) -> bool:
+    """Whether `marker` says `folder` holds work of the current world (its version and seed); a folder without
+    that mark (left by another world, by a release before marks, or unfinished) is removed."""
+    if marker.exists() and marker.read_text() == _world():
+        return True
+    if folder.exists():
+        shutil.rmtree(folder)
+    return False
+
+
 def _stage(run_dir: Path, name: str, what: str, work) -> Path:
     """Runs `work(out_dir)` unless the stage finished before in this world (its marker names the world's version
     and seed: a run folder left by another world is redone, not reused); one console line for it."""
     out = run_dir / name
     marker = out / ".w2s-stage-done"
-    world = _world()
-    if marker.exists() and marker.read_text() == world:
+    if _of_this_world(out, marker):
         _say(f"{name:<16} {what}: done before, reusing {out}")
         return out
-    if out.exists():
-        shutil.rmtree(out)  # unfinished, or built in another world
     out.mkdir(parents=True)
     _say(f"{name:<16} {what} ...", end="")
     start = time.perf_counter()
     work(out)
-    marker.write_text(world)
+    marker.write_text(_world())
     _say(f" done in {time.perf_counter() - start:.0f} s")
     return out
 
@@ -268,17 +275,17 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
         recipe = eval_recipe(run_dir, models, threshold, size)
         _say(f"eval             {size.num_instructions} held-out prompts, every system judged by the gold reward:")
         config = load_config(recipe)
-        mark = Path(config.output_dir) / ".w2s-world"  # an evaluation of another world's models: redo it
-        if Path(config.output_dir).exists() and (not mark.exists() or mark.read_text() != _world()):
-            logging.getLogger(__name__).info("%s: evaluated another world, evaluating again", config.output_dir)
-            shutil.rmtree(config.output_dir)
+        # outputs of another world's models are redone; this world's, even unfinished, are resumed
+        mark = Path(config.output_dir) / ".w2s-world"
+        if not _of_this_world(Path(config.output_dir), mark):
+            Path(config.output_dir).mkdir(parents=True)
+            mark.write_text(_world())
         for system in config.system_list():  # the demo's own outputs, sampled by an older release: redo them
             folder = Path(config.output_dir) / system.name
             if stale_streams(folder):
                 logging.getLogger(__name__).info("%s: sampled by another release of w2s, generating again", folder)
                 shutil.rmtree(folder)
         result = evaluate(config, progress=True)
-        mark.write_text(_world())
     finally:
         logging.getLogger().removeHandler(handler)
         handler.close()
