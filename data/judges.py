@@ -52,7 +52,7 @@ import torch
 from w2s.data.generators import default_device
 from w2s.data.prompts import Messages, prompt_text
 from w2s.data.recipe import JudgeConfig
-from w2s.data.world import gold_reward, sentiment_reward, topic_reward
+from w2s.data.world.reward import REWARDS
 from w2s.guide.commands import UserError
 from w2s.guide.engine import context_length
 from w2s.guide.models import chat_prompt, load_model_and_tokenizer, resolve_model_path
@@ -155,10 +155,8 @@ class RewardJudge(Judge):
 
 # rule name -> fn(prompt texts, responses) -> rewards
 RULES: dict[str, Callable[[list[str], list[str]], list[float]]] = {
-    "tiny_gold": gold_reward,
-    "tiny_sentiment": sentiment_reward,
-    "tiny_topic": topic_reward,
-}
+    f"tiny_{name}": reward for name, reward in REWARDS.items()
+}  # tiny_gold, tiny_sentiment, tiny_topic
 
 
 class RuleJudge(RewardJudge):

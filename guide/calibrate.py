@@ -59,10 +59,17 @@ def first_sentence_end(tokenizer, context: str, context_ids: list[int], draft: s
     return len(row.ids) - row.start - 1
 
 
+def check_calibration(config: GuideConfig) -> None:
+    """A clear error unless `config` is a WSD recipe."""
+    if config.decoder != "wsd":
+        raise GuideError(
+            f"calibration is for the wsd decoder, but the recipe's decoder is {config.decoder!r}: add --decoder wsd"
+        )
+
+
 def calibrate_wsd(config: GuideConfig, prompts: list[str], *, sentence_end: str = ".") -> Calibration:
     """The rule above on `prompts` (held out from the evaluation), for the WSD recipe `config`."""
-    if config.decoder != "wsd":
-        raise GuideError(f"calibration is for the wsd decoder, but the recipe's decoder is {config.decoder!r}")
+    check_calibration(config)
     if not prompts:
         raise GuideError("no prompts to calibrate on")
     # the pilot's full drafts: a window longer than any draft never hands over

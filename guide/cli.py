@@ -19,6 +19,7 @@ Guide = lazy("w2s.guide.run:Guide")
 item_keys = lazy("w2s.guide.engine:item_keys")
 check_guide = lazy("w2s.guide.preflight:check_guide")
 calibrate_wsd = lazy("w2s.guide.calibrate:calibrate_wsd")
+check_calibration = lazy("w2s.guide.calibrate:check_calibration")
 
 
 def load_prompts(source: str, limit: int | None) -> list[str]:
@@ -92,7 +93,8 @@ def generate(argv: list[str]) -> int:
     check_guide(config, prompts)  # every model, format, context and vocabulary, before any weights load
     name = config.generator or config.decoder
     partial = out.with_name(out.name + ".partial.jsonl")  # finished batches of a run that may be killed
-    done = read_partial(partial, outputs_recipe(asdict(config)), prompts)
+    recipe = outputs_recipe(asdict(config))  # what the outputs depend on: a resumed run must share it
+    done = read_partial(partial, recipe, prompts)
     todo = [i for i in range(len(prompts)) if i not in done]
     if done:
         print(f"resuming: {len(done)} outputs in {partial}, {len(todo)} to generate")
@@ -101,7 +103,7 @@ def generate(argv: list[str]) -> int:
         out.parent.mkdir(parents=True, exist_ok=True)  # checked writable above; made once the inputs passed
         with partial.open("a", encoding="utf-8") as log:
             if not done:
-                log.write(json.dumps({"recipe": outputs_recipe(asdict(config))}) + "\n")
+                log.write(json.dumps({"recipe": recipe}) + "\n")
             for start in tqdm(range(0, len(todo), config.batch_size), desc=f"generate ({config.decoder})"):
                 index = todo[start : start + config.batch_size]
                 for i, g in zip(
@@ -141,9 +143,7 @@ def calibrate(argv: list[str]) -> int:
     args, overrides = parser.parse_known_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     config = GuideConfig.from_yaml(args.config, overrides)
-    if config.decoder != "wsd":
-        raise GuideError(f"calibration is for the wsd decoder, but the recipe's decoder is {config.decoder!r}: "
-                         "add --decoder wsd")  # fmt: skip
+    check_calibration(config)  # before the preflight, which would look at the models of another decoder
     if args.json_out:
         check_writable(Path(args.json_out))
     prompts = load_prompts(config.prompts, config.num_prompts)

@@ -16,13 +16,11 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 from w2s.data.world.cache import build_once, cache_root, content_key
 from w2s.data.world.grammar import world_prompts
-from w2s.data.world.reward import gold_reward, sentiment_reward, topic_reward
+from w2s.data.world.reward import REWARDS
 from w2s.guide.models import load_model_and_tokenizer
 from w2s.guide.sampling import sample
 
 logger = logging.getLogger(__name__)
-
-REWARDS = {"gold": gold_reward, "sentiment": sentiment_reward, "topic": topic_reward}
 
 
 def build_world_preferences(

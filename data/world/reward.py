@@ -213,6 +213,8 @@ def _batched(attribute: str):
 gold_reward = _batched("reward")
 gold_reward.__doc__ = "Batched gold reward: one float per (prompt, response) pair."
 sentiment_reward = _batched("sentiment")
-sentiment_reward.__doc__ = "Batched sentiment attribute (with the penalties): one float per (prompt, response) pair."
+sentiment_reward.__doc__ = "Batched sentiment attribute alone: one float per (prompt, response) pair."
 topic_reward = _batched("topic")
-topic_reward.__doc__ = "Batched topic attribute (with the penalties): one float per (prompt, response) pair."
+topic_reward.__doc__ = "Batched topic attribute alone: one float per (prompt, response) pair."
+# the world's rewards by name: the gold reward and each attribute alone (the tiny_* rules of the data judges)
+REWARDS = {"gold": gold_reward, "sentiment": sentiment_reward, "topic": topic_reward}
