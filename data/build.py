@@ -53,6 +53,7 @@ from w2s.guide.commands import UserError
 from w2s.guide.files import check_writable, remove_stale_temps, temp_dir, write_atomic
 from w2s.guide.models import resolve_model_path
 from w2s.guide.preflight import ModelSpec, check_guide, check_models, check_weights
+from w2s.guide.shards import parse_shard
 
 logger = logging.getLogger(__name__)
 
@@ -83,19 +84,6 @@ def write_jsonl_atomic(path: Path, rows: list[dict]) -> None:
 def read_jsonl(path: Path) -> list[dict]:
     with path.open() as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def parse_shard(spec: str | None) -> tuple[int, int]:
-    """`i/n` (this process's share of the shards), else the rank under `accelerate launch`, else 0/1."""
-    if spec is None:
-        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-    try:
-        i, n = (int(x) for x in spec.split("/"))
-    except ValueError:
-        raise RecipeError(f"--shard {spec!r}: expected i/n, e.g. 0/4") from None
-    if not 0 <= i < n:
-        raise RecipeError(f"--shard {spec!r}: i must be in 0..n-1")
-    return i, n
 
 
 # ---------------------------------------------------------------- prompts

@@ -9,7 +9,6 @@ wrote, for the benchmark and the card.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Protocol
 
 import torch
@@ -18,7 +17,7 @@ from w2s.data.prompts import Messages
 from w2s.data.recipe import GeneratorConfig
 from w2s.guide import Guide, GuideConfig
 from w2s.guide.files import RecipeError
-from w2s.guide.models import load_model_and_tokenizer
+from w2s.guide.models import default_device, load_model_and_tokenizer
 from w2s.guide.sampling import sample
 
 logger = logging.getLogger(__name__)
@@ -32,13 +31,6 @@ class Generator(Protocol):
     tokens: int  # response tokens written so far
 
     def generate(self, prompts: list[Messages], *, seed: int) -> list[list[str]]: ...
-
-
-def default_device(device: str | None) -> str | None:
-    """The recipe's device, else this process's GPU under `accelerate launch` (LOCAL_RANK), else None (CPU)."""
-    if device is not None or not torch.cuda.is_available():
-        return device
-    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
 class HFGenerator:

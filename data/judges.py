@@ -49,13 +49,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from w2s.data.generators import default_device
 from w2s.data.prompts import Messages, prompt_text
 from w2s.data.recipe import JudgeConfig
 from w2s.data.world.reward import REWARDS
 from w2s.guide.commands import UserError
 from w2s.guide.engine import context_length
-from w2s.guide.models import chat_prompt, load_model_and_tokenizer, resolve_model_path
+from w2s.guide.models import chat_prompt, default_device, input_device, load_model_and_tokenizer, resolve_model_path
 from w2s.guide.reward import RewardModel
 from w2s.guide.scoring import response_logprobs
 
@@ -103,11 +102,15 @@ def _regroup(flat: list, groups: list[list]) -> list[list]:
     return out
 
 
-def _loading(name: str, dtype: str, device: str | None, trust_remote_code: bool, prompt_format: str) -> dict:
-    """How a judge's model loads (the keywords of `load_model_and_tokenizer` and `RewardModel.load`)."""
+def _loading(
+    name: str, dtype: str, device: str | None, trust_remote_code: bool, prompt_format: str, device_map=None
+) -> dict:
+    """How a judge's model loads (the keywords of `load_model_and_tokenizer` and `RewardModel.load`); a
+    `device_map` (e.g. auto) spreads it over the devices instead of putting it on `device`."""
     return {
         "dtype": dtype,
         "device": device,
+        "device_map": device_map,
         "trust_remote_code": trust_remote_code,
         "prompt_format": prompt_format,
         "format_key": f"judges ({name}).prompt_format",
@@ -190,6 +193,7 @@ class RewardModelJudge(RewardJudge):
         max_length: int = 1024,
         dtype: str = "auto",
         device: str | None = None,
+        device_map: str | dict | None = None,
         trust_remote_code: bool = False,
         prompt_format: str = "chat",
     ):
@@ -199,7 +203,7 @@ class RewardModelJudge(RewardJudge):
         def load(path):
             return RewardModel.load(
                 path,
-                **_loading(self.name, dtype, device, trust_remote_code, prompt_format),
+                **_loading(self.name, dtype, device, trust_remote_code, prompt_format, device_map),
                 batch_size=batch_size,
                 max_length=max_length,
                 overflow="truncate",
@@ -242,12 +246,13 @@ class ImplicitJudge(RewardJudge):
         batch_size: int = 32,
         dtype: str = "auto",
         device: str | None = None,
+        device_map: str | dict | None = None,
         trust_remote_code: bool = False,
         prompt_format: str = "chat",
     ):
         self.name = name or f"implicit:{tuned}-{untuned}"
         self.batch_size = batch_size
-        kwargs = _loading(self.name, dtype, device, trust_remote_code, prompt_format)
+        kwargs = _loading(self.name, dtype, device, trust_remote_code, prompt_format, device_map)
         self.tuned = _load(self.name, "implicit", tuned, lambda m: load_model_and_tokenizer(m, **kwargs))
         self.untuned = _load(self.name, "implicit", untuned, lambda m: load_model_and_tokenizer(m, **kwargs))
 
@@ -380,6 +385,7 @@ class LocalLLMJudge(PairwiseJudge):
         max_length: int = 1024,
         dtype: str = "auto",
         device: str | None = None,
+        device_map: str | dict | None = None,
         trust_remote_code: bool = False,
         prompt_format: str = "chat",
     ):
@@ -388,7 +394,7 @@ class LocalLLMJudge(PairwiseJudge):
         self.template = template or DEFAULT_PAIRWISE_TEMPLATE
         check_template(self.template, f"judge {self.name!r}: template")
         self.batch_size, self.max_length = batch_size, max_length
-        kwargs = _loading(self.name, dtype, device, trust_remote_code, prompt_format)
+        kwargs = _loading(self.name, dtype, device, trust_remote_code, prompt_format, device_map)
         self.model, self.tokenizer = _load(
             self.name, "pairwise", model, lambda m: load_model_and_tokenizer(m, **kwargs)
         )
@@ -424,7 +430,7 @@ class LocalLLMJudge(PairwiseJudge):
                 truncation=True,
                 max_length=limit,
                 add_special_tokens=False,
-            ).to(self.model.device)
+            ).to(input_device(self.model))
             position_ids = (batch["attention_mask"].cumsum(-1) - 1).clamp(min=0)  # each row counts from its start
             logits = self.model(**batch, position_ids=position_ids).logits[:, -1].float()  # (batch, vocab)
             out += [tuple(row) for row in torch.log_softmax(logits, -1)[:, self.label_ids].tolist()]
@@ -544,6 +550,7 @@ def make_judge(config: JudgeConfig) -> Judge:
         "batch_size": config.batch_size,
         "dtype": config.dtype,
         "device": default_device(config.device),
+        "device_map": config.device_map,
         "trust_remote_code": config.trust_remote_code,
     }
     if config.kind == "rule":

@@ -57,6 +57,7 @@ class JudgeConfig:
     max_length: int = 1024  # tokens fed to a judging model (longer inputs are cut on the left)
     dtype: str = "auto"
     device: str | None = None
+    device_map: str | dict | None = None  # e.g. auto: a judging model too big for one device spans them all
     trust_remote_code: bool = False
     prompt_format: str = "chat"  # chat (its template), raw (the text as it is) or a template with {prompt}
 

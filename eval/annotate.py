@@ -18,17 +18,18 @@ from tqdm.auto import tqdm
 from w2s.data.judges import Judge, PairwiseJudge, RewardJudge
 from w2s.eval.judges import compare, preference_from_rewards
 from w2s.eval.store import JsonlLog
+from w2s.guide.shards import Shard
 
 
 def _key(*parts: str) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
-def judgement_log(judge: Judge, output_dir: Path) -> JsonlLog:
-    """The judge's verdict cache inside an output folder."""
+def judgement_log(judge: Judge, output_dir: Path, shard: Shard = (0, 1)) -> JsonlLog:
+    """The judge's verdict cache inside an output folder (this process's log of it, reading every shard's)."""
     ident = judge.cache_id()
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", ident)[-60:]
-    return JsonlLog(Path(output_dir) / "judgements" / f"{slug}-{_key(ident)[:8]}.jsonl", "key")
+    return JsonlLog(Path(output_dir) / "judgements" / f"{slug}-{_key(ident)[:8]}.jsonl", "key", shard=shard)
 
 
 @dataclass

@@ -14,6 +14,7 @@ from w2s.eval.config import add_flags, load_config
 from w2s.guide.commands import ArgumentParser, command, lazy
 
 evaluate = lazy("w2s.eval.run:evaluate")
+parse_shard = lazy("w2s.guide.shards:parse_shard")
 alignment_tax = lazy("w2s.eval.alignment_tax:alignment_tax")
 run_demo = lazy("w2s.eval.demo:main")
 bench_guide = lazy("w2s.eval.bench_guide:main")
@@ -59,17 +60,32 @@ def main(argv: list[str]) -> int:
         prog="w2s eval",
         description="Compare systems (each a guide recipe) on an instruction set: generate their outputs "
         "(resumable), judge them against a reference (cached), write AlpacaEval-format outputs, a leaderboard "
-        "and plots. Flags override the recipe's keys.",
+        "and plots. Flags override the recipe's keys. Under `accelerate launch` (or with --shard i/n) each "
+        "process takes every n-th instruction; the last to finish writes what one process writes.",
+        epilog="Two processes: accelerate launch --multi_gpu --num_processes 2 -m w2s.cli eval --config ...",
     )
     parser.add_argument("--config", help="eval recipe YAML, e.g. recipes/tiny/eval.yaml")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--shard",
+        help="i/n: generate and judge instructions i, i+n, ... of every system; the last shard to finish writes "
+        "the results (default: the rank under accelerate launch, else all)",
+    )
     add_flags(parser)
     args = vars(parser.parse_args(argv))
-    path, quiet = args.pop("config"), args.pop("quiet")
+    path, quiet, shard = args.pop("config"), args.pop("quiet"), args.pop("shard")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     config = load_config(path, {k: v for k, v in args.items() if v is not None})
-    result = evaluate(config, progress=not quiet)  # a user's mistake: one line, exit 2 (guide/commands.py)
+    shard = parse_shard(shard)
+    result = evaluate(config, progress=not quiet, shard=shard)  # a user's mistake: one line, exit 2
+    if not result.complete:
+        gen = sum(v["generated"] for v in result.generation.values())
+        print(
+            f"shard {shard[0]}/{shard[1]}: {gen} outputs generated, {result.judging['judged']} judged; the last "
+            f"shard to finish writes the results to {config.output_dir} (or rerun `w2s eval` without --shard)"
+        )
+        return 0
     if config.lm_eval_tasks:
         alignment_tax(config)
     print((Path(config.output_dir) / "leaderboard.md").read_text())

@@ -54,6 +54,7 @@ class EvalConfig:
     judge_labels: str = "a,b"  # how the pairwise judges' prompt names the two outputs (the answer it reads)
     judge_dtype: str = "auto"  # local judges: auto | float32 | bfloat16 | float16
     judge_device: str | None = None  # local judges: e.g. cuda; None: CPU
+    judge_device_map: str | None = None  # local judges: auto (or balanced, ...) spreads a judge over every device
     judge_max_length: int = 1024  # tokens of a judged text kept (from the left) by local judges
     judge_base_url_env: str = "W2S_JUDGE_BASE_URL"  # environment variable holding the http judge's base URL
     judge_api_key_env: str = "W2S_JUDGE_API_KEY"  # environment variable holding its API key (never logged)

@@ -21,6 +21,7 @@ from w2s.guide import Guide, GuideConfig
 from w2s.guide.commands import UserError
 from w2s.guide.config import outputs_recipe
 from w2s.guide.engine import STREAMS
+from w2s.guide.shards import Shard
 
 logger = logging.getLogger(__name__)
 
@@ -97,13 +98,17 @@ def generate_outputs(
     *,
     batch_size: int = 16,
     progress: bool = True,
-) -> tuple[list[dict], dict]:
-    """Every instruction's output of one system (resuming what is on disk), and counts {reused, generated}."""
+    shard: Shard = (0, 1),
+    items: list[int] | None = None,
+) -> tuple[list[dict | None], dict]:
+    """The outputs of one system (resuming what is on disk, in any process's log) for every instruction, after
+    generating those of `items` (default: all) that no log holds yet into this process's log (`shard`);
+    None for an instruction no process has done yet. Also counts {reused, generated} over `items`."""
     check_guide_config(name, guide_config)
     system_dir = Path(system_dir)
     system_dir.mkdir(parents=True, exist_ok=True)
     _check_system(system_dir, name, guide_config)
-    log = JsonlLog(system_dir / GENERATIONS, "index")
+    log = JsonlLog(system_dir / GENERATIONS, "index", shard=shard)
     for i, ins in enumerate(instructions):
         rec = log.get(i)
         if rec is not None and rec["instruction"] != ins.instruction:
@@ -111,8 +116,9 @@ def generate_outputs(
                 f"{log.path} line for index {i}: written for another instruction set "
                 f"({rec['instruction'][:60]!r} vs {ins.instruction[:60]!r}); use a new output_dir or delete it"
             )
-    todo = [i for i in range(len(instructions)) if i not in log]
-    reused = len(instructions) - len(todo)
+    items = list(range(len(instructions))) if items is None else items
+    todo = [i for i in items if i not in log]
+    reused = len(items) - len(todo)
     if reused:
         logger.info("%s: %d outputs already on disk, %d to generate", name, reused, len(todo))
     generator = SystemGenerator(guide_config)

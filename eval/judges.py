@@ -76,6 +76,7 @@ def make_judge(config) -> Judge:
         "max_length": config.judge_max_length,
         "dtype": config.judge_dtype,
         "device": config.judge_device,
+        "device_map": config.judge_device_map,
         "trust_remote_code": config.trust_remote_code,
     }
     if kind == "reward_model":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,10 +44,12 @@ from w2s.guide import GuideConfig
 from w2s.guide.commands import UserError
 from w2s.guide.files import check_writable, remove_stale_temps, write_atomic
 from w2s.guide.preflight import check_guide
+from w2s.guide.shards import Shard, shard_items
 
 logger = logging.getLogger(__name__)
 
 RESERVED = {"judgements"}
+SHARD_MARKS = ".w2s-shards-done"  # <i>-of-<n>: shard i of n generated and judged its share
 DIFFICULTY_FILE = "instruction_difficulty.csv"
 
 
@@ -59,6 +62,7 @@ class EvalResult:
     generation: dict[str, dict] = field(default_factory=dict)  # system -> {reused, generated}
     judging: dict = field(default_factory=dict)  # {judged, cached}
     files: list[str] = field(default_factory=list)
+    complete: bool = True  # False: one shard's share was done, the results are written by the last shard
 
 
 def _reference_outputs(config: EvalConfig, instructions: list[Instruction], outputs: dict[str, list[str]]):
@@ -95,8 +99,11 @@ def _reference_outputs(config: EvalConfig, instructions: list[Instruction], outp
     return str(generator), refs
 
 
-def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
-    """Runs (or resumes) the evaluation a config describes and writes its outputs, report and plots."""
+def evaluate(config: EvalConfig, *, progress: bool = True, shard: Shard = (0, 1)) -> EvalResult:
+    """Runs (or resumes) the evaluation a config describes and writes its outputs, report and plots.
+
+    As shard (i, n) of n processes (guide/shards.py), it generates and judges instructions i, i+n, ... of every
+    system; the last shard to finish then writes what one process writes (`complete` says whether this one did)."""
     out = Path(config.output_dir)
     systems = config.system_list()
     for s in systems:  # every check that can fail comes before anything is written
@@ -135,22 +142,64 @@ def evaluate(config: EvalConfig, *, progress: bool = True) -> EvalResult:
             raise GenerationError(f"system {s.name!r}: {e}") from None
     check_writable(out)
     out.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(out / ".w2s-eval.lock"))  # released by the OS if the process dies
+    i, n = shard
+    lock = FileLock(str(out / (".w2s-eval.lock" if n == 1 else f".w2s-eval.{i}-of-{n}.lock")))  # the OS releases it
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        raise EvalConfigError(
-            f"{out}: another `w2s eval` is writing there; wait for it or use another output_dir"
-        ) from None
+        which = "another `w2s eval`" if n == 1 else f"another process of shard {i}/{n}"
+        raise EvalConfigError(f"{out}: {which} is writing there; wait for it or use another output_dir") from None
     try:
         remove_stale_temps(out)  # what a killed run was writing
-        return _evaluate(config, systems, instructions, difficulty, out, progress=progress)
+        if n == 1:
+            return _evaluate(config, systems, instructions, difficulty, out, progress=progress)
+        result = _evaluate_shard(config, systems, instructions, out, shard, progress=progress)
+        with FileLock(str(out / ".w2s-eval-merge.lock")):  # the last shard to finish writes the results
+            marks = out / SHARD_MARKS
+            marks.mkdir(exist_ok=True)
+            write_atomic(marks / f"{i}-of-{n}", "")
+            if any(not (marks / f"{k}-of-{n}").exists() for k in range(n)):
+                return result
+            result = _evaluate(config, systems, instructions, difficulty, out, progress=progress, shard=shard)
+            shutil.rmtree(marks)
+            return result
     finally:
         lock.release()
 
 
+def _evaluate_shard(config: EvalConfig, systems, instructions: list[Instruction], out: Path, shard, *, progress):
+    """Shard (i, n)'s share of an evaluation: every system's outputs of instructions i, i+n, ..., and their
+    judgements (a system's reference outputs of those instructions are this shard's too); nothing merged."""
+    (out / SHARD_MARKS / f"{shard[0]}-of-{shard[1]}").unlink(missing_ok=True)  # running again: not finished
+    mine = shard_items(len(instructions), shard)
+    result = EvalResult(rows=[], instructions={"n": len(instructions), "shard": list(shard)}, complete=False)
+    outputs = {}
+    for s in systems:
+        recs, result.generation[s.name] = generate_outputs(
+            s.name, s.guide, instructions, out / s.name, batch_size=config.batch_size, progress=progress,
+            shard=shard, items=mine,
+        )  # fmt: skip
+        outputs[s.name] = [recs[k]["text"] for k in mine]
+    subset = [instructions[k] for k in mine]
+    ref_name, references = _reference_outputs(config, subset, outputs)
+    judge = make_judge(config)
+    log, counts = judgement_log(judge, out, shard), JudgeCounts()
+    for s in systems:
+        annotate(judge, log, s.name, [ins.instruction for ins in subset], outputs[s.name], ref_name, references,
+                 batch_size=config.judge_batch_size, counts=counts)  # fmt: skip
+    result.judging = {"judged": counts.judged, "cached": counts.cached, "judge": judge.name}
+    return result
+
+
 def _evaluate(
-    config: EvalConfig, systems, instructions: list[Instruction], difficulty, out: Path, *, progress: bool
+    config: EvalConfig,
+    systems,
+    instructions: list[Instruction],
+    difficulty,
+    out: Path,
+    *,
+    progress: bool,
+    shard: Shard = (0, 1),
 ) -> EvalResult:
     dropped = sum(ins.duplicates for ins in instructions)
     result = EvalResult(rows=[], instructions={"n": len(instructions), "duplicates_dropped": dropped})
@@ -158,7 +207,7 @@ def _evaluate(
     records: dict[str, list[dict]] = {}
     for s in systems:
         recs, counts = generate_outputs(
-            s.name, s.guide, instructions, out / s.name, batch_size=config.batch_size, progress=progress
+            s.name, s.guide, instructions, out / s.name, batch_size=config.batch_size, progress=progress, shard=shard
         )
         records[s.name], result.generation[s.name] = recs, counts
         write_json(
@@ -172,7 +221,7 @@ def _evaluate(
     ref_name, references = _reference_outputs(config, instructions, outputs)
 
     judge = make_judge(config)
-    log = judgement_log(judge, out)
+    log = judgement_log(judge, out, shard)
     counts = JudgeCounts()
     texts = [ins.instruction for ins in instructions]
     annotations = {}

@@ -13,24 +13,32 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from w2s.guide.files import write_atomic
+from w2s.guide.shards import Shard, shard_log, shard_logs
 
 
 class JsonlLog:
-    """Records keyed by `key_field`, appended and flushed to disk batch by batch."""
+    """Records keyed by `key_field`, appended and flushed to disk batch by batch.
 
-    def __init__(self, path: Path, key_field: str):
-        self.path = Path(path)
+    With `shard` (i, n), this process appends to its own file (guide/shards.py `shard_log`) and reads every
+    log of `path` that processes of any number wrote, so a shard sees the work of the others so far."""
+
+    def __init__(self, path: Path, key_field: str, *, shard: Shard = (0, 1)):
+        base = Path(path)
+        self.path = shard_log(base, shard)
         self.key_field = key_field
         self.records: dict = {}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
-            self._load()
+            self._load(self.path, own=True)
+        for other in shard_logs(base):
+            if other != self.path:
+                self._load(other, own=False)
 
-    def _load(self) -> None:
-        data = self.path.read_bytes()
+    def _load(self, path: Path, *, own: bool) -> None:
+        data = path.read_bytes()
         end = data.rfind(b"\n") + 1
-        if end < len(data):  # killed in the middle of a line: drop the fragment
-            with open(self.path, "r+b") as f:
+        if end < len(data) and own:  # killed in the middle of a line: drop the fragment (another process's
+            with open(path, "r+b") as f:  # last line may be one it is writing: only skipped)
                 f.truncate(end)
         for n, line in enumerate(data[:end].splitlines(), 1):
             if not line.strip():
@@ -38,9 +46,7 @@ class JsonlLog:
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ValueError(
-                    f"{self.path} line {n}: not valid JSON ({e.msg}); delete the file to start over"
-                ) from e
+                raise ValueError(f"{path} line {n}: not valid JSON ({e.msg}); delete the file to start over") from e
             self.records.setdefault(rec[self.key_field], rec)
 
     def __contains__(self, key) -> bool:

@@ -39,7 +39,12 @@ class GuideConfig:
     pilot_prompt_format: str = "chat"
     reward_model_prompt_format: str = "chat"
     dtype: str = "float32"
-    device: str | None = None
+    device: str | None = None  # every model's device (default: this process's GPU, else the CPU)
+    # the strong model over several devices (accelerate's big-model inference): device_map auto, each device's
+    # cap (e.g. {0: 70GiB, 1: 70GiB}), a folder for the layers past every cap; the other models go to `device`
+    device_map: str | dict | None = None
+    max_memory: dict | None = None
+    offload_folder: str | None = None
     trust_remote_code: bool = False
 
     # decoder: sample, bon, cbs, wsd, eft, fusion, or one registered (guide/decoders.py); its keys follow
@@ -118,7 +123,10 @@ class GuideConfig:
 
 # keys that do not change an output (each item samples from its own stream, whatever batch it is in):
 # a killed run may resume with other values
-NOT_IN_OUTPUTS = frozenset({"batch_size", "share_prefixes", "output", "generator", "prompts", "num_prompts"})
+NOT_IN_OUTPUTS = frozenset(
+    {"batch_size", "share_prefixes", "output", "generator", "prompts", "num_prompts", "device_map", "max_memory",
+     "offload_folder"}
+)  # fmt: skip
 
 
 def outputs_recipe(config: dict) -> dict:

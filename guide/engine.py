@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from w2s.guide import kv
 from w2s.guide.commands import GuideError
-from w2s.guide.models import chat_prompt
+from w2s.guide.models import chat_prompt, input_device
 
 _trackers: list[list[LMState]] = []  # open `track_states` blocks
 
@@ -39,7 +39,7 @@ class LMState:
         # rows copied from one row keep their common prefix once (guide/kv.py); needs SDPA attention
         self.cache = kv.make_cache(model, shared=shared)
         self.shared = kv.shares_prefixes(self.cache)  # the cache may decline (e.g. sliding-window layers)
-        device = model.device
+        device = input_device(model)
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (rows, physical length)
         self.length = torch.zeros(rows, dtype=torch.long, device=device)  # valid tokens per row
         self.ids: list[list[int]] = [[] for _ in range(rows)]
@@ -75,7 +75,7 @@ class LMState:
         offsets = torch.arange(n, device=device) - (n - sizes)[:, None]  # 0.. for real tokens, <0 for padding
         positions = (self.length[:, None] + offsets).clamp(min=0)
         self.mask = torch.cat([self.mask, new_mask], dim=1)
-        logits = self._forward(input_ids, positions)  # (rows, n, vocab)
+        logits = self._forward(input_ids, positions).to(device)  # (rows, n, vocab); a device map's last layer
 
         out = None
         if logprobs:

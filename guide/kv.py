@@ -327,13 +327,13 @@ def shared_prefix_attention(module, query, key, value, attention_mask, dropout=0
 
     def to_groups(x: torch.Tensor) -> torch.Tensor:  # (rows, kv_heads, n, last) -> (groups, kv_heads, width * n, last)
         slots = x.new_zeros(groups.count * groups.width, *x.shape[1:])
-        slots[groups.slot] = x
+        slots[groups.slot.to(x.device)] = x  # a device map's layers may sit on other devices
         g = slots.view(groups.count, groups.width, *x.shape[1:]).transpose(1, 2)
         return g.reshape(groups.count, kv_heads, groups.width * x.shape[2], x.shape[3])
 
     def to_rows(x: torch.Tensor) -> torch.Tensor:  # the inverse
         g = x.view(groups.count, kv_heads, groups.width, -1, x.shape[-1]).transpose(1, 2)
-        return g.reshape(groups.count * groups.width, kv_heads, -1, x.shape[-1])[groups.slot]
+        return g.reshape(groups.count * groups.width, kv_heads, -1, x.shape[-1])[groups.slot.to(x.device)]
 
     scores = (
         torch.cat(

@@ -7,6 +7,7 @@ Models come from a local folder or a hub id, with safetensors weights only and
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -90,20 +91,39 @@ def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     return bool(ids) and ids[0] == tokenizer.bos_token_id
 
 
+def default_device(device: str | None) -> str | None:
+    """The recipe's device, else this process's GPU under `accelerate launch` (LOCAL_RANK), else None (CPU)."""
+    if device is not None or not torch.cuda.is_available():
+        return device
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+
 def load_model(
     name_or_path: str,
     *,
     dtype: str = "auto",
     device: str | torch.device | None = None,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | None = None,
     attn_implementation: str | None = None,
     trust_remote_code: bool = False,
     revision: str | None = None,
 ) -> PreTrainedModel:
-    """A causal LM in eval mode, from a local folder, a hub id or `tiny:<name>` (safetensors weights only)."""
+    """A causal LM in eval mode, from a local folder, a hub id or `tiny:<name>` (safetensors weights only).
+
+    `device_map` ("auto", "balanced", ... or a dict) spreads the layers over the devices (accelerate's big-model
+    inference: each layer runs where its weights are, `max_memory` caps each device, layers past every cap
+    go to `offload_folder` on disk); without it, the model goes to `device`."""
     name_or_path = resolve_model_path(name_or_path)
     _check_source(name_or_path)
     if dtype not in DTYPES:
         raise GuideError(f"dtype {dtype!r}: choose one of {sorted(DTYPES)}")
+    placement = {}
+    if device_map is not None:
+        placement = dict(device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
+    elif max_memory is not None or offload_folder is not None:
+        raise GuideError("max_memory and offload_folder place the layers of a device_map: set device_map: auto too")
     try:
         model = AutoModelForCausalLM.from_pretrained(
             name_or_path,
@@ -112,15 +132,30 @@ def load_model(
             trust_remote_code=trust_remote_code,
             revision=revision,
             use_safetensors=True,
+            **placement,
         )
     except OSError as e:
         raise ModelNotFoundError(
             f"model {name_or_path!r}: not a local folder, and the hub did not serve it "
             f"with safetensors weights ({e.__class__.__name__}: {e})"
         ) from e
-    if device is not None:
+    except ValueError as e:
+        if device_map is None:
+            raise
+        raise GuideError(f"model {name_or_path!r}: device_map {device_map!r}: {e}") from None
+    if device is not None and device_map is None:
         model.to(device)
     return model.eval()
+
+
+def input_device(model: PreTrainedModel) -> torch.device:
+    """Where a model's inputs go: under a device map, the first module's device (accelerate's hooks carry
+    each layer's inputs on to its own device, and the logits back); else its parameters' device."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        first = next(iter(device_map.values()))
+        return torch.device("cpu" if first in ("cpu", "disk") else first)
+    return model.device
 
 
 def load_model_and_tokenizer(

@@ -16,7 +16,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from w2s.guide.commands import GuideError
 from w2s.guide.engine import context_length
-from w2s.guide.models import DTYPES, load_tokenizer, resolve_model_path
+from w2s.guide.models import DTYPES, input_device, load_tokenizer, resolve_model_path
 
 
 class RewardModel:
@@ -52,6 +52,7 @@ class RewardModel:
         *,
         dtype: str = "auto",
         device: str | None = None,
+        device_map: str | dict | None = None,
         trust_remote_code: bool = False,
         prompt_format: str = "chat",
         format_key: str = "prompt_format",
@@ -62,9 +63,9 @@ class RewardModel:
             path, trust_remote_code=trust_remote_code, prompt_format=prompt_format, format_key=format_key
         )
         model = AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True
+            path, dtype=DTYPES[dtype], trust_remote_code=trust_remote_code, use_safetensors=True, device_map=device_map
         )
-        if device is not None:
+        if device is not None and device_map is None:
             model.to(device)
         return cls(model, tokenizer, **kwargs)
 
@@ -106,7 +107,7 @@ class RewardModel:
                 input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
                 mask[i, : len(row)] = 1
             positions = (mask.cumsum(1) - 1).clamp(min=0)
-            device = self.model.device
+            device = input_device(self.model)
             logits = self.model(
                 input_ids=input_ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device)
             ).logits.float()

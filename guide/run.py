@@ -11,7 +11,7 @@ from w2s.guide.commands import GuideError
 from w2s.guide.config import GuideConfig
 from w2s.guide.decoders import decoder_class
 from w2s.guide.engine import Engine, Generation, SamplingParams, StopRule, item_keys
-from w2s.guide.models import load_model, load_tokenizer
+from w2s.guide.models import default_device, load_model, load_tokenizer
 from w2s.guide.pair import GuidePair
 from w2s.guide.reward import RewardModel
 from w2s.guide.scorers import GuideScorer, RewardModelScorer
@@ -36,8 +36,9 @@ class Guide:
 
     def __init__(self, config: GuideConfig):
         self.config = c = config
-        self.load = dict(dtype=c.dtype, device=c.device, trust_remote_code=c.trust_remote_code)
-        strong = load_model(c.strong_model, **self.load)
+        self.load = dict(dtype=c.dtype, device=default_device(c.device), trust_remote_code=c.trust_remote_code)
+        placement = dict(device_map=c.device_map, max_memory=c.max_memory, offload_folder=c.offload_folder)
+        strong = load_model(c.strong_model, **self.load, **placement)
         tokenizer = load_tokenizer(
             c.strong_model,
             trust_remote_code=c.trust_remote_code,
@@ -106,7 +107,7 @@ class Guide:
             return RewardModel.load(
                 c.reward_model,
                 dtype=c.dtype,
-                device=c.device,
+                device=self.load["device"],
                 trust_remote_code=c.trust_remote_code,
                 prompt_format=c.reward_model_prompt_format,
                 format_key="reward_model_prompt_format",

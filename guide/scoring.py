@@ -31,7 +31,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from w2s.guide.commands import GuideError
 from w2s.guide.engine import LMState, common_prefix, context_length, sync_tokens
-from w2s.guide.models import chat_prompt
+from w2s.guide.models import chat_prompt, input_device
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def token_logprobs(
     out: list[list[float]] = []
     for first in range(0, len(rows), batch_size):
         batch = rows[first : first + batch_size]
-        ids, mask, positions = pad_rows(batch, model.device)
+        ids, mask, positions = pad_rows(batch, input_device(model))
         if adapter is False:
             with model.disable_adapter():
                 logits = model(input_ids=ids, attention_mask=mask, position_ids=positions).logits

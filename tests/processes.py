@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -12,10 +13,16 @@ from pathlib import Path
 import pytest
 
 
-def kill_when(args: list[str], cwd: Path, ready: Callable[[], bool], what: str, timeout: float = 300) -> None:
-    """Starts `python <args>` and SIGKILLs it as soon as `ready()` holds; fails the test, with the run's
-    stderr, if it ends first, or if `ready()` does not hold within `timeout` seconds (`what` says what)."""
-    proc = subprocess.Popen([sys.executable, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def kill_when(
+    args: list[str], cwd: Path, ready: Callable[[], bool], what: str, timeout: float = 300, env: dict | None = None
+) -> None:
+    """Starts `python <args>` and SIGKILLs it, with every process it started (e.g. a launcher's workers), as
+    soon as `ready()` holds; fails the test, with the run's stderr, if it ends first, or if `ready()` does not
+    hold within `timeout` seconds (`what` says what)."""
+    proc = subprocess.Popen(
+        [sys.executable, *args], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env,
+        start_new_session=True,  # its own process group: killed as a whole
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + timeout
         while not ready():
@@ -24,11 +31,11 @@ def kill_when(args: list[str], cwd: Path, ready: Callable[[], bool], what: str, 
             if time.monotonic() > deadline:
                 pytest.fail(f"no {what} within {timeout:.0f} s")
             time.sleep(0.002)
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL

@@ -12,11 +12,11 @@ from datasets import Dataset, DatasetDict, load_from_disk
 
 from w2s.cli import main as w2s_main
 from w2s.data.binarize import BinarizeConfig, binarize_rows, binarize_to_disk
-from w2s.data.build import parse_shard
 from w2s.data.cli import main
 from w2s.data.filters import contaminated, degenerate, exact_duplicates, length_ratio
 from w2s.data.pairing import Candidate, make_pairs
 from w2s.data.prompts import PromptError, load_prompts
+from w2s.guide.shards import parse_shard
 
 ROOT = Path(__file__).resolve().parents[2]
 
