@@ -33,8 +33,17 @@ class GenerationError(UserError, RuntimeError):
 
 
 def _records(gens) -> list[dict]:
+    """Plain records of Generations: an item's own tokens per model, its share of the batch's wall time, and the
+    batch's."""
     return [
-        {"text": g.text, "score": g.score, "switch_at": g.switch_at, "tokens": dict(g.tokens), "seconds": g.seconds}
+        {
+            "text": g.text,
+            "score": g.score,
+            "switch_at": g.switch_at,
+            "tokens": dict(g.tokens),
+            "seconds": g.seconds,
+            "batch_seconds": g.batch_seconds,
+        }
         for g in gens
     ]
 
@@ -56,7 +65,7 @@ class SystemGenerator:
         self._guide = None
 
     def __call__(self, prompts: list[str]) -> list[dict]:
-        """One batch of outputs as plain records (text, score, switch_at, tokens, seconds)."""
+        """One batch of outputs as plain records (text, score, switch_at, tokens, seconds, batch_seconds)."""
 
         if self._guide is None:
             self._guide = Guide(GuideConfig.from_dict(dict(self.config)))

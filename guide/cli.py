@@ -48,7 +48,8 @@ def load_prompts(source: str, limit: int | None) -> list[str]:
 
 
 def details_path(out: Path) -> Path:
-    """Where `w2s generate` writes each item's score, tokens per model and wall-time share, beside the outputs."""
+    """Where `w2s generate` writes each item's score, tokens per model and wall time (its share, and its batch's),
+    beside the outputs."""
     return out.with_name(out.stem + ".details.json")
 
 
@@ -155,13 +156,17 @@ def _decode(config: GuideConfig, prompts: list[str], todo: list[int], log_path: 
 def write_outputs(out: Path, config: GuideConfig, records: list[dict]) -> None:
     """The outputs (AlpacaEval format) and their details file, each written atomically."""
     name = config.generator or config.decoder
-    # the outputs do not depend on batches; a score (float sums over a batch) and costs do, in their last digits
+    # the outputs and each item's tokens do not depend on batches; a score (float sums over a batch) does, in its
+    # last digits, and wall time does
     items = [
         {"instruction": r["instruction"], "output": r["text"], "generator": name, "switch_at": r["switch_at"],
          "stop": r["stop"]}
         for r in records
     ]  # fmt: skip
-    details = [{"score": r["score"], "tokens": r["tokens"], "seconds": r["seconds"]} for r in records]
+    details = [
+        {"score": r["score"], "tokens": r["tokens"], "seconds": r["seconds"], "batch_seconds": r.get("batch_seconds")}
+        for r in records
+    ]  # batch_seconds: None for an item an older release wrote before its run was killed
     write_atomic(out, json.dumps(items, indent=2))  # never a half-written output
     write_atomic(details_path(out), json.dumps({"generator": name, "items": details}, indent=2))
     print(f"wrote {len(items)} outputs to {out} (scores and costs: {details_path(out)})")

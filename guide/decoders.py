@@ -74,7 +74,8 @@ class Decoder:
         """Raises ValueError naming the key of any bad setting."""
 
     def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
-        """One `Generation` per prompt, decoded together."""
+        """One `Generation` per prompt, decoded together; its `tokens` are the prompt's own, per model (each
+        `LMState.item_tokens[p]`), and its wall time the batch's (`batch_seconds`) and its share (`seconds`)."""
         raise NotImplementedError
 
 

@@ -7,6 +7,10 @@ a_i >= tau. The draft up to and including token i is kept and the base continues
 the public implementation, which drafts the whole response and throws the tail away, the base checks
 the draft while it is written (every `check_every` pilot tokens, in one batched forward) and the pilot
 stops drafting at the switch. If no window reaches tau, the whole draft is the response.
+
+An item's cost (guide/engine.py): the pilot's prompt and draft; the base's prompt, its checks of the
+draft (tokens re-fed where re-tokenising changed them, the one token re-fed at the switch) and its
+continuation.
 """
 
 from __future__ import annotations
@@ -130,10 +134,16 @@ class DraftSwitch(Decoder):
                         base.tokenizer.decode(context_ids[p][begin[p] :], skip_special_tokens=True)
                     )
                 texts[p], stops[p] = text, r.stop or "max_new_tokens"
-        seconds = (time.perf_counter() - start) / n
-        share = {"strong": base_state.tokens_run // n, "pilot": pilot_state.tokens_run // n}
+        elapsed = time.perf_counter() - start
         return [
-            Generation(texts[p], None, switch[p] + 1 if p in switch else None, dict(share), seconds, stops[p])
+            Generation(
+                texts[p],
+                switch_at=switch[p] + 1 if p in switch else None,
+                tokens={"strong": base_state.item_tokens[p], "pilot": pilot_state.item_tokens[p]},
+                seconds=elapsed / n,
+                stop=stops[p],
+                batch_seconds=elapsed,
+            )
             for p in range(n)
         ]
 

@@ -7,6 +7,13 @@ by different numbers of tokens in one forward (blocks are left-padded, holes
 masked) and may *roll back* their last tokens (masked out, never recomputed),
 which is how the small models re-score re-tokenised text exactly: only the
 tokens after the longest unchanged prefix go through the model again.
+
+**Cost per item.** Every row belongs to an item (the index of its prompt in the batch), and every real
+token fed is charged to the item of the row it was fed for (`LMState.item_tokens`, summing exactly to
+`tokens_run`). A prompt's prefill is charged once: rows copied from it (`select`) share that prefix and
+cost nothing until they grow. Rows a search drops keep what they cost, re-fed tokens (after a rollback)
+count again, padding never counts. An item's cost is then a function of the item alone, not of the batch
+it was decoded in or its size.
 """
 
 from __future__ import annotations
@@ -44,8 +51,10 @@ class LMState:
         self.length = torch.zeros(rows, dtype=torch.long, device=device)  # valid tokens per row
         self.ids: list[list[int]] = [[] for _ in range(rows)]
         self.items: list[int] = list(range(rows))  # per prompt: the identity of its random stream (Engine.start)
+        self.row_item: list[int] = list(range(rows))  # per row: its item (the index of its prompt in the batch)
         self.last_logits: torch.Tensor | None = None  # (rows, vocab): predicts each row's next token
         self.tokens_run = 0  # real (non-padding) tokens that went through the model
+        self.item_tokens = [0] * rows  # per item: the real tokens fed for its rows (they sum to tokens_run)
         self.peak_cache_bytes = 0  # largest the KV cache has been
         for states in _trackers:
             states.append(self)
@@ -92,6 +101,7 @@ class LMState:
         self.length += sizes
         for i, block in enumerate(blocks):
             self.ids[i].extend(block)
+            self.item_tokens[self.row_item[i]] += len(block)
         self.tokens_run += int(sizes.sum())
         self.peak_cache_bytes = max(self.peak_cache_bytes, self.cache_bytes())
         return out
@@ -124,12 +134,16 @@ class LMState:
         del self.ids[row][-k:]
 
     def select(self, index: list[int] | torch.Tensor) -> None:
-        """Keeps rows `index` in that order; a row may be repeated (beam copies) or dropped (finished)."""
+        """Keeps rows `index` in that order; a row may be repeated (beam copies) or dropped (finished).
+
+        Copies belong to their row's item and cost nothing here; dropped rows leave their item's count as it is.
+        """
         index = torch.as_tensor(index, dtype=torch.long, device=self.mask.device)
         self.cache.reorder_cache(index)
         self.mask = self.mask[index]
         self.length = self.length[index]
         self.ids = [list(self.ids[i]) for i in index.tolist()]
+        self.row_item = [self.row_item[i] for i in index.tolist()]
         if self.last_logits is not None:
             self.last_logits = self.last_logits[index]
 
@@ -351,7 +365,13 @@ def context_length(model: PreTrainedModel) -> int | None:
 
 @dataclass
 class Generation:
-    """One response and what it cost."""
+    """One response and what it cost.
+
+    `tokens` is exact and the item's own: per model, the real tokens fed for this item's rows (its prompt's
+    prefill once, every row it searched over including those dropped, tokens re-fed after rollbacks; never
+    padding), so it does not depend on the batch; over a batch they sum to the models' totals. Wall time
+    cannot be split so: `seconds` is the batch's time over its items, `batch_seconds` the whole batch's.
+    """
 
     text: str
     score: float | None = None  # the guide's (or reward model's) score of the chosen response
@@ -359,6 +379,7 @@ class Generation:
     tokens: dict[str, int] = field(default_factory=dict)  # tokens run through each model for this item
     seconds: float = 0.0  # this item's share of the batch's wall time
     stop: str = ""  # why the response ended: eos, stop_string, max_new_tokens, or context (cut: a context was full)
+    batch_seconds: float = 0.0  # wall time of the whole batch this item was decoded in
 
 
 class Engine:

@@ -8,6 +8,8 @@
 
 Both need every model to share one vocabulary; models with different vocabularies are guided
 through text instead, by chunk-level beam search (decoder: cbs) or draft-switch decoding (wsd).
+
+Every model reads each item's prompt and response tokens once, charged to that item (guide/engine.py).
 """
 
 from __future__ import annotations
@@ -145,7 +147,15 @@ def _lockstep(guide: Guide, prompts: list[str], combine) -> list[Generation]:
         return combine(logits[0], logits[1:-1], logits[-1])[0]
 
     engine.advance(states[0], list(rows), engine.stop.max_new_tokens, followers=tuple(states[1:]), combine=combined)
-    seconds = (time.perf_counter() - start) / n
+    elapsed = time.perf_counter() - start
     names = ["strong", *[f"tuned_{i}" if len(pairs) > 1 else "tuned" for i in range(len(pairs))], "untuned"]
-    share = {name: s.tokens_run // n for name, s in zip(names, states, strict=True)}
-    return [Generation(engine.text(r), None, None, dict(share), seconds, r.stop) for r in rows]
+    return [
+        Generation(
+            engine.text(r),
+            tokens={name: s.item_tokens[r.prompt] for name, s in zip(names, states, strict=True)},
+            seconds=elapsed / n,
+            stop=r.stop,
+            batch_seconds=elapsed,
+        )
+        for r in rows
+    ]

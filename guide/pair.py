@@ -125,3 +125,8 @@ class PairScorer:
     @property
     def tokens_run(self) -> dict[str, int]:
         return {"tuned": self.tuned.tokens_run, "untuned": self.untuned.tokens_run}
+
+    @property
+    def item_tokens(self) -> dict[str, list[int]]:
+        """Per model, the tokens run for each prompt's rows (guide/engine.py says how they are charged)."""
+        return {"tuned": list(self.tuned.item_tokens), "untuned": list(self.untuned.item_tokens)}

@@ -81,9 +81,14 @@ class RewardModel:
             [*messages, {"role": "assistant", "content": response}], tokenize=False
         )
 
-    @torch.no_grad()
     def rewards(self, messages: list[list[dict]], responses: list[str]) -> tuple[list[float], list[bool]]:
         """The reward of each (conversation so far, response), and whether its text was truncated."""
+        ids, truncated = self.encode(messages, responses)
+        return self.score(ids), truncated
+
+    def encode(self, messages: list[list[dict]], responses: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """The tokens the model reads of each (conversation so far, response), and whether they were cut to
+        `max_length` (or the error naming the row, with `overflow="error"`)."""
         ids = [
             self.tokenizer(self.text(m, r), add_special_tokens=False).input_ids
             for m, r in zip(messages, responses, strict=True)
@@ -95,7 +100,11 @@ class RewardModel:
                 f"reward model {self.tokenizer.name_or_path!r}: row {i} (prompt + response) is {len(ids[i])} tokens, "
                 f"past its context of {self.max_length}: lower max_new_tokens or use a model with a longer context"
             )
-        ids = [row[-self.max_length :] if cut else row for row, cut in zip(ids, truncated, strict=True)]
+        return [row[-self.max_length :] if cut else row for row, cut in zip(ids, truncated, strict=True)], truncated
+
+    @torch.no_grad()
+    def score(self, ids: list[list[int]]) -> list[float]:
+        """The reward of each token sequence (`encode`), `batch_size` at a time; their tokens count to `tokens_run`."""
         pad = self.tokenizer.pad_token_id or 0
         out: list[float] = []
         for start in range(0, len(ids), self.batch_size):
@@ -113,4 +122,4 @@ class RewardModel:
             ).logits.float()
             out += (logits[:, 0] if logits.shape[1] == 1 else logits[:, 1] - logits[:, 0]).tolist()
             self.tokens_run += int(mask.sum())
-        return out, truncated
+        return out

@@ -24,30 +24,36 @@ class GuideScorer:
             s.select(index)
 
     def tokens_run(self) -> dict[str, int]:
-        out: dict[str, int] = {}
+        return {key: sum(counts) for key, counts in self.item_tokens().items()}
+
+    def item_tokens(self) -> dict[str, list[int]]:
+        """Per model (`tuned`, `untuned`; `tuned_0`, ... with several pairs), the tokens run for each prompt."""
+        out: dict[str, list[int]] = {}
         for i, s in enumerate(self.scorers):
-            for role, n in s.tokens_run.items():
-                key = role if len(self.scorers) == 1 else f"{role}_{i}"
-                out[key] = out.get(key, 0) + n
+            for role, counts in s.item_tokens.items():
+                out[role if len(self.scorers) == 1 else f"{role}_{i}"] = counts
         return out
 
 
 class RewardModelScorer:
     """A sequence-classification reward model (guide/reward.py) scoring whole responses, a batch at a time
-    (for best-of-N). A conversation past the reward model's context is an error naming the row."""
+    (for best-of-N). A conversation past the reward model's context is an error naming the row.
+
+    Each conversation's real tokens are charged to its row's prompt (padding never counts)."""
 
     def __init__(self, reward_model: RewardModel, prompts: list[str], row_prompts):
         self.reward_model, self.prompts = reward_model, prompts
         self.row_prompts = list(row_prompts)
         self.values = [0.0] * len(self.row_prompts)
-        self.start_tokens = reward_model.tokens_run
+        self.counts = [0] * len(prompts)  # per prompt: the tokens its rows' conversations ran
 
     def update(self, texts: list[str | None], finished: list[bool]) -> list[float]:
         rows = [row for row, text in enumerate(texts) if text is not None]
         messages = [[{"role": "user", "content": self.prompts[self.row_prompts[row]]}] for row in rows]
-        rewards, _ = self.reward_model.rewards(messages, [texts[row] for row in rows])
-        for row, value in zip(rows, rewards, strict=True):
+        ids, _ = self.reward_model.encode(messages, [texts[row] for row in rows])
+        for row, value, seq in zip(rows, self.reward_model.score(ids), ids, strict=True):
             self.values[row] = value
+            self.counts[self.row_prompts[row]] += len(seq)
         return list(self.values)
 
     def select(self, index: list[int]) -> None:
@@ -55,4 +61,7 @@ class RewardModelScorer:
         self.values = [self.values[i] for i in index]
 
     def tokens_run(self) -> dict[str, int]:
-        return {"reward_model": self.reward_model.tokens_run - self.start_tokens}
+        return {"reward_model": sum(self.counts)}
+
+    def item_tokens(self) -> dict[str, list[int]]:
+        return {"reward_model": list(self.counts)}

@@ -5,6 +5,9 @@ Every `chunk_len` tokens, the W·K rows of each prompt are scored by the guides'
 log-likelihood ratio, the top `width` are kept and each is copied `successors` times. Finished and
 unfinished rows compete on the same score (a finished row carries over once: copies would be
 identical); a prompt is done when every kept row is finished.
+
+Each item's cost is its own (guide/engine.py): its prompt's prefill once per model, then every row it
+searched over, the dropped ones included, and the guides' re-fed tokens.
 """
 
 from __future__ import annotations
@@ -75,11 +78,17 @@ class ChunkBeamSearch(Decoder):
             state.select([position[id(beams[i])] for i in state_rows])
             beams = new_beams
             growing = [r for r in beams if not r.done]
-        seconds = (time.perf_counter() - start) / len(prompts)
-        tokens = {engine.name: state.tokens_run, **scorer.tokens_run()}
-        share = {k: v // len(prompts) for k, v in tokens.items()}
+        elapsed = time.perf_counter() - start
+        tokens = {engine.name: state.item_tokens, **scorer.item_tokens()}
         return [
-            Generation(engine.text(best[p]), best[p].score, None, dict(share), seconds, best[p].stop)
+            Generation(
+                engine.text(best[p]),
+                best[p].score,
+                tokens={k: v[p] for k, v in tokens.items()},
+                seconds=elapsed / len(prompts),
+                stop=best[p].stop,
+                batch_seconds=elapsed,
+            )
             for p in range(len(prompts))
         ]
 
@@ -113,6 +122,14 @@ class Sampling(Decoder):
         rows = [Row(p) for p in range(len(prompts))]
         state = engine.start(prompts, list(range(len(prompts))), guide.items)
         engine.advance(state, list(rows), engine.stop.max_new_tokens)
-        seconds = (time.perf_counter() - start) / len(prompts)
-        share = {engine.name: state.tokens_run // len(prompts)}
-        return [Generation(engine.text(r), None, None, dict(share), seconds, r.stop) for r in rows]
+        elapsed = time.perf_counter() - start
+        return [
+            Generation(
+                engine.text(r),
+                tokens={engine.name: state.item_tokens[r.prompt]},
+                seconds=elapsed / len(prompts),
+                stop=r.stop,
+                batch_seconds=elapsed,
+            )
+            for r in rows
+        ]

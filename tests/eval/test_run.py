@@ -81,6 +81,8 @@ def test_a_rerun_generates_and_judges_nothing(run_dir):
     for name in ("base", "weak"):
         lines = (out / name / "generations.jsonl").read_text().splitlines()
         assert sorted(json.loads(line)["index"] for line in lines) == list(range(N))
+        records = [json.loads(line) for line in lines]  # each item's own tokens, its batch's wall time
+        assert all(isinstance(r["tokens"]["strong"], int) and r["batch_seconds"] >= r["seconds"] > 0 for r in records)
 
 
 def test_reference_from_a_file_and_from_the_dataset(run_dir, tmp_path):

@@ -77,3 +77,4 @@ def test_generate_writes_alpaca_eval_outputs(tmp_path):
     assert all(i["generator"] == "plain" and i["output"] and i["stop"] for i in items)
     costs = json.loads(out.with_name(out.stem + ".details.json").read_text())["items"]
     assert len(costs) == len(items) and all(c["tokens"]["strong"] > 0 for c in costs)
+    assert all(c["batch_seconds"] == pytest.approx(len(items) * c["seconds"]) for c in costs)  # one batch of two
