@@ -19,16 +19,18 @@ alignment_tax = lazy("w2s.eval.alignment_tax:alignment_tax")
 run_demo = lazy("w2s.eval.demo:main")
 bench_guide = lazy("w2s.eval.bench_guide:main")
 bench_data = lazy("w2s.eval.bench_data:main")
+bench_eval = lazy("w2s.eval.bench_scale:main")
 
 DEMO_DESCRIPTION = (
     "The main job on the tiny world: data (judged three ways) -> DPO of a guide and two experts -> WSD's "
     "calibration -> CBS distilled into the strong base -> evaluation of 15 systems and the seed papers' findings, "
     "each stage a real w2s command; a rerun reuses finished stages of the same world (eval/demo.py)."
 )
-BENCH_USAGE = """usage: w2s bench {guide,data} [options]
+BENCH_USAGE = """usage: w2s bench {guide,data,eval} [options]
 
   guide   the decoding engine against baselines, side by side (w2s bench guide --help)
-  data    the data builder's generation stage against a plain generate loop (w2s bench data --help)"""
+  data    the data builder's generation stage against a plain generate loop (w2s bench data --help)
+  eval    w2s eval over several processes against one (w2s bench eval --help)"""
 
 
 @command("w2s demo")
@@ -134,5 +136,20 @@ def bench(argv: list[str]) -> int:
             "--threads", type=int, default=1, help="torch CPU threads (1: steadiest on a shared machine)"
         )
         return bench_data(parser.parse_args(argv[1:]))
-    print(f"w2s bench: unknown benchmark {argv[0]!r}: choose guide or data", file=sys.stderr)
+    if argv[0] == "eval":
+        parser = ArgumentParser(
+            prog="w2s bench eval",
+            description="`w2s eval` over several processes (accelerate launch) against one process on the tiny "
+            "world, items per second, side by side in one run, alternating which goes first; every process on "
+            "one torch thread (eval/bench_scale.py).",
+        )
+        parser.add_argument("--num_instructions", type=int, default=48)
+        parser.add_argument("--processes", type=int, default=2, help="processes of the launched side")
+        parser.add_argument("--batch_size", type=int, default=8, help="instructions decoded together")
+        parser.add_argument("--rounds", type=int, default=2)
+        args = parser.parse_args(argv[1:])
+        if args.processes < 2:
+            parser.error("--processes must be at least 2")
+        return bench_eval(args)
+    print(f"w2s bench: unknown benchmark {argv[0]!r}: choose guide, data or eval", file=sys.stderr)
     return 2

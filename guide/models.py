@@ -92,8 +92,9 @@ def _adds_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
 
 
 def default_device(device: str | None) -> str | None:
-    """The recipe's device, else this process's GPU under `accelerate launch` (LOCAL_RANK), else None (CPU)."""
-    if device is not None or not torch.cuda.is_available():
+    """This process's device: the recipe's, where `cuda` (or nothing, on a machine with a GPU) means this
+    process's GPU under `accelerate launch` (cuda:LOCAL_RANK), so the ranks of one node each take their own."""
+    if device not in (None, "cuda") or not torch.cuda.is_available():
         return device
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 

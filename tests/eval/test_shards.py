@@ -93,3 +93,12 @@ def test_accelerate_launch_killed_and_resumed_writes_what_one_process_writes(tmp
     done = subprocess.run([sys.executable, *args], cwd=ROOT, env=launcher_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same(folder, one_process)
+
+
+@pytest.mark.slow
+def test_the_scale_bench_prints_its_ratio_and_checks_both_sides_agree(world_paths, capsys):
+    from w2s.cli import main
+
+    assert main(["bench", "eval", "--num_instructions", "4", "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "same outputs: yes" in out and "2 processes / 1 process, items per second" in out
