@@ -50,7 +50,7 @@ def plain_loop(model_name: str, prompts: list[str], *, num_samples: int, max_new
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,
         )
-        tokens += count_new_tokens(out[:, batch["input_ids"].shape[1] :], tok.pad_token_id, tok.eos_token_id)
+        tokens += count_new_tokens(out[:, batch["input_ids"].shape[1] :], tok.eos_token_id)
     return tokens
 
 
