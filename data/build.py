@@ -14,11 +14,11 @@ over the same prompts and generators) reuse each other's generation and judge sh
 
 Every shard file is written to a temporary name and renamed, so a killed run
 leaves only whole shards; a rerun skips them. Keys hash what a stage depends
-on (prompts, the generator's settings, the seed, the shard size), so editing a
-judge re-judges without regenerating. Each shard's sampling seed derives from
-the recipe's seed, the generator's name and the shard's index, so the output
-does not depend on where a run was interrupted or how shards were spread over
-processes (`--shard i/n`, or ranks under `accelerate launch`).
+on (prompts, the generator's settings and sampler, the seed, the shard size),
+so editing a judge re-judges without regenerating. Each shard's sampling seed
+derives from the recipe's seed, the generator's name and the shard's index, so
+the output does not depend on where a run was interrupted or how shards were
+spread over processes (`--shard i/n`, or ranks under `accelerate launch`).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from w2s.data.prompts import Messages, PromptError, load_prompts, prompt_text
 from w2s.data.recipe import DataRecipe, RecipeError, recipe_to_dict
 from w2s.guide import GuideConfig
 from w2s.guide.commands import UserError
+from w2s.guide.engine import STREAMS
 from w2s.guide.files import check_writable, remove_stale_temps, temp_dir, write_atomic
 from w2s.guide.models import resolve_model_path
 from w2s.guide.preflight import ModelSpec, check_guide, check_models, check_weights
@@ -201,9 +202,10 @@ def plan(recipe: DataRecipe, check: Callable[[list[dict]], None] | None = None) 
     p = Plan(recipe, out, rows, counts, shards)
     gen_keys = []
     for g in recipe.generators:
-        gkey = fingerprint(
-            {"prompts": pkey, "generator": dataclasses.asdict(g), "seed": recipe.seed, "shard_size": size}
-        )
+        settings = {"prompts": pkey, "generator": dataclasses.asdict(g), "seed": recipe.seed, "shard_size": size}
+        if g.kind == "hf":  # how the engine draws: shards of another sampler are regenerated, not reused
+            settings["sampler"] = STREAMS
+        gkey = fingerprint(settings)
         p.gen_dirs[g.name] = p.work / f"gen-{g.name}-{gkey}"
         gen_keys.append(gkey)
     for j in recipe.judges:

@@ -1,9 +1,10 @@
 """Generators: models that write N responses per prompt, each in its own chat template.
 
-`kind: hf` samples with HF transformers' batched `generate`; `kind: guide` hands the
-prompts to a `guide/` decoder (`guide.generate(config, prompts)`), so weak-to-strong
-search over a strong model can be a teacher. Every generator counts the tokens it
-wrote, for the benchmark and the card.
+`kind: hf` samples a transformers model through w2s's engine (`guide.engine.Engine`: each
+prompt prefilled once for its N samples, finished rows dropped, every sample keyed by the
+shard's seed, its prompt and its number); `kind: guide` hands the prompts to a `guide/`
+decoder (`guide.generate(config, prompts)`), so weak-to-strong search over a strong model
+can be a teacher. Every generator counts the tokens it wrote, for the benchmark and the card.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import torch
 from w2s.data.prompts import Messages
 from w2s.data.recipe import GeneratorConfig
 from w2s.guide import Guide, GuideConfig
+from w2s.guide.engine import Engine, Row, SamplingParams, StopRule, item_keys
 from w2s.guide.files import RecipeError
 from w2s.guide.models import default_device, load_model_and_tokenizer
-from w2s.guide.sampling import sample
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ class Generator(Protocol):
 
 
 class HFGenerator:
-    """Batched sampling with transformers' `generate` (a plain loop: the engine adds nothing per token)."""
+    """Batched sampling through the engine: a prompt's `num_samples` rows share its prefill, and a batch holds
+    whole prompts, at most `batch_size` rows (one prompt when `num_samples` alone is more). A prompt's samples
+    are a function of the seed and its content alone, not of the batch or shard it came in."""
 
     def __init__(self, config: GeneratorConfig):
 
@@ -51,14 +54,25 @@ class HFGenerator:
             prompt_format=config.prompt_format,
             format_key=f"generators ({config.name}).prompt_format",
         )
+        sampling = SamplingParams(config.temperature, config.top_k, config.top_p)
+        stop = StopRule.for_model(self.model, self.tokenizer, config.max_new_tokens)
+        self.engine = Engine(self.model, self.tokenizer, sampling, stop, name=config.name)
 
     def generate(self, prompts: list[Messages], *, seed: int) -> list[list[str]]:
-        cfg, counter = self.config, [0]
-        out = sample(self.model, self.tokenizer, prompts, num_samples=cfg.num_samples,
-                     max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p,
-                     batch_size=cfg.batch_size, seed=seed, counter=counter)  # fmt: skip
-        self.tokens += counter[0]
-        return [[r.strip() for r in rs] for rs in out]
+        engine, n = self.engine, self.num_samples
+        engine.reseed(seed)
+        items = item_keys(prompts)  # over the whole call: a prompt repeated in a shard draws another stream
+        per_batch = max(1, self.config.batch_size // n)
+        out: list[list[str]] = []
+        for start in range(0, len(prompts), per_batch):
+            batch = prompts[start : start + per_batch]
+            rows = [Row(p) for p in range(len(batch)) for _ in range(n)]  # slots 0..n-1 of each prompt
+            state = engine.start(batch, [r.prompt for r in rows], items[start : start + per_batch])
+            engine.advance(state, list(rows), engine.stop.max_new_tokens)
+            self.tokens += sum(len(r.ids) + (r.stop == "eos") for r in rows)  # each row up to and including its EOS
+            texts = [engine.text(r).strip() for r in rows]
+            out += [texts[i * n : (i + 1) * n] for i in range(len(batch))]
+        return out
 
 
 class GuideGenerator:

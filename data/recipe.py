@@ -25,13 +25,13 @@ class GeneratorConfig:
 
     name: str
     model: str = ""  # folder, hub id or tiny:<name>; unused by kind guide
-    kind: str = "hf"  # hf: batched transformers generate; guide: a guide/ decoder (settings in `guide`)
+    kind: str = "hf"  # hf: sampling through the engine (guide/engine.py); guide: a guide/ decoder (settings in `guide`)
     num_samples: int = 4  # responses per prompt
     temperature: float = 1.0
     top_k: int = 0
     top_p: float = 1.0
     max_new_tokens: int = 64
-    batch_size: int = 64  # rows per generate call
+    batch_size: int = 64  # kind hf: rows decoded together (whole prompts: all num_samples of each)
     dtype: str = "auto"
     device: str | None = None
     attn_implementation: str | None = None
@@ -177,6 +177,13 @@ def check_recipe(recipe: DataRecipe, where: str = "recipe") -> None:
             raise RecipeError(f"{where}: generators[{i}] ({g.name}) needs a 'model'")
         if g.num_samples < 1:
             raise RecipeError(f"{where}: generators[{i}].num_samples must be at least 1")
+        if g.kind == "hf":  # the engine's SamplingParams would refuse them only once generation starts
+            if g.temperature < 0:
+                raise RecipeError(f"{where}: generators[{i}].temperature must be >= 0 (0 is greedy)")
+            if not 0 < g.top_p <= 1:
+                raise RecipeError(f"{where}: generators[{i}].top_p must be in (0, 1], got {g.top_p}")
+            if g.max_new_tokens < 1:
+                raise RecipeError(f"{where}: generators[{i}].max_new_tokens must be at least 1")
     for key, items in (("generators", recipe.generators), ("judges", recipe.judges)):
         for i, item in enumerate(items):
             try:

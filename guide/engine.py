@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -217,12 +218,26 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def item_keys(prompts: list[str]) -> list[int]:
-    """Each item's identity for its random stream: a 64-bit hash of its prompt text and of how many times the
-    same text came before it in `prompts` (so that repeated prompts draw different samples)."""
+Prompt = str | list[dict]  # a prompt's text (one user message), or chat messages
+
+
+def prompt_identity(prompt: Prompt) -> str:
+    """What a prompt's random stream is keyed by: its text; chat messages by their JSON, except one user
+    message, which is the same prompt as its text (both render alike, `chat_prompt`)."""
+    if isinstance(prompt, str):
+        return prompt
+    if len(prompt) == 1 and prompt[0].get("role") == "user":
+        return prompt[0]["content"]
+    return "messages:" + json.dumps(prompt, ensure_ascii=False, sort_keys=True)
+
+
+def item_keys(prompts: list[Prompt]) -> list[int]:
+    """Each item's identity for its random stream: a 64-bit hash of its prompt's content (`prompt_identity`)
+    and of how many times the same content came before it in `prompts` (so that repeated prompts draw
+    different samples)."""
     seen: dict[str, int] = {}
     out = []
-    for text in prompts:
+    for text in map(prompt_identity, prompts):
         seen[text] = seen.get(text, -1) + 1
         digest = hashlib.blake2b(f"{seen[text]}:{text}".encode(), digest_size=8).digest()
         out.append(int.from_bytes(digest, "little"))
@@ -337,12 +352,16 @@ class Row:
         return Row(self.prompt, list(self.ids), self.text, self.finished, self.done, self.score, self.stop)
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_length: int | None) -> list[list[int]]:
-    """Token ids of each prompt in the tokenizer's chat template; a clear error if one is too long."""
+def encode_prompts(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt], max_length: int | None
+) -> list[list[int]]:
+    """Token ids of each prompt (a string or chat messages) in the tokenizer's chat template; a clear error if
+    one is empty or too long."""
 
     out = []
     for i, prompt in enumerate(prompts):
-        if not prompt or not prompt.strip():
+        text = prompt if isinstance(prompt, str) else "".join(str(m.get("content") or "") for m in prompt)
+        if not text or not text.strip():
             raise GuideError(f"prompt {i} is empty")
         ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False).input_ids
         if max_length is not None and len(ids) >= max_length:
@@ -403,9 +422,9 @@ class Engine:
         self.sampling = dataclasses.replace(self.sampling, seed=seed)
         self.sampler = Sampler(self.sampling)
 
-    def start(self, prompts: list[str], row_prompts: list[int], items: list[int] | None = None) -> LMState:
-        """Prefills each prompt once and copies its cache to its rows; `items` are the prompts' random streams
-        (default: `item_keys(prompts)`)."""
+    def start(self, prompts: list[Prompt], row_prompts: list[int], items: list[int] | None = None) -> LMState:
+        """Prefills each prompt (a string or chat messages) once and copies its cache to its rows; `items` are
+        the prompts' random streams (default: `item_keys(prompts)`)."""
         pad = self.tokenizer.pad_token_id or 0
         state = LMState(self.model, len(prompts), pad_id=pad, shared=self.share_prefixes)
         state.append(encode_prompts(self.tokenizer, prompts, context_length(self.model)))

@@ -49,19 +49,18 @@ def sample(
         )
         new = generated[:, batch["input_ids"].shape[1] :]
         if counter is not None:
-            counter[0] += count_new_tokens(new, tokenizer.pad_token_id, tokenizer.eos_token_id)
+            counter[0] += count_new_tokens(new, tokenizer.eos_token_id)
         out += tokenizer.batch_decode(new, skip_special_tokens=True)
     return [out[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
 
 
-def count_new_tokens(new: torch.Tensor, pad_token_id: int | None, eos_token_id: int | None) -> int:
-    """Tokens a batch of continuations holds, up to and including each row's first end-of-sequence."""
-    stop = torch.zeros_like(new, dtype=torch.bool)
-    for token in {pad_token_id, eos_token_id} - {None}:
-        stop |= new == token
-    # a row counts its tokens before the first stop token, plus that stop token if it is eos
-    first = torch.where(
-        stop.any(1), stop.float().argmax(1), torch.full_like(stop[:, 0], new.shape[1], dtype=torch.long)
+def count_new_tokens(new: torch.Tensor, eos_token_id: int | None) -> int:
+    """Tokens a batch of continuations holds, each row up to and including its first end-of-sequence (after
+    it, `generate` pads; a pad token sampled before it is a token written, and counts)."""
+    if eos_token_id is None:
+        return new.numel()
+    eos = new == eos_token_id
+    ends = torch.where(
+        eos.any(1), eos.float().argmax(1) + 1, torch.full_like(eos[:, 0], new.shape[1], dtype=torch.long)
     )
-    ends_with_eos = first < new.shape[1]
-    return int((first + ends_with_eos.long()).sum())
+    return int(ends.sum())

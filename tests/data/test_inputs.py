@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,7 @@ def test_merge_before_the_shards_exist_fails_and_the_bench_prints_its_ratio(tmp_
     args = [
         "--models",
         "tiny:weak",
+        "random:1x64",  # a random-initialised Llama, saved for both sides
         "--num_prompts",
         "2",
         "--num_samples",
@@ -161,7 +163,10 @@ def test_merge_before_the_shards_exist_fails_and_the_bench_prints_its_ratio(tmp_
         "1",
     ]
     assert w2s_main(["bench", "data", *args]) == 0
-    assert "generation stage / plain generate loop" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "data build generation / plain generate loop at 4 new tokens" in out
+    lengths = re.search(r"plain loop ([\d.]+), data stage ([\d.]+) \(of 4 at most\)", out)
+    assert lengths and all(0 < float(x) <= 4 for x in lengths.groups()), out
 
 
 def test_shards_come_from_the_flag_or_the_rank_under_accelerate(monkeypatch):

@@ -6,6 +6,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 
 from w2s.guide.engine import LMState
 from w2s.guide.kv import SPARE, GrowingLayer, copy_plan
+from w2s.guide.sampling import count_new_tokens
 
 VOCAB = 64
 
@@ -95,3 +96,10 @@ def test_copy_plan_reorders_rows_in_place_like_a_gather():
                 buffer[destination] = spare if source == SPARE else buffer[source]
         assert buffer[: len(index)] == [f"row{j}" for j in index], index
     assert copy_plan([0, 1, 2]) == []  # rows that keep their place cost nothing
+
+
+def test_new_tokens_count_up_to_and_including_the_first_eos():
+    eos, pad = 1, 2
+    new = torch.tensor([[5, pad, 7, eos, pad, pad], [eos, pad, pad, pad, pad, pad], [5, 6, 7, 8, 9, 9]])
+    assert count_new_tokens(new, eos) == 4 + 1 + 6  # a pad token sampled before EOS was written
+    assert count_new_tokens(new, None) == 18

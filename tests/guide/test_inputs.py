@@ -6,6 +6,7 @@ import pytest
 
 from w2s.guide import Guide, GuideConfig
 from w2s.guide.cli import generate, load_prompts
+from w2s.guide.engine import encode_prompts
 from w2s.guide.models import load_tokenizer
 from w2s.guide.pair import GuidePair
 from w2s.guide.scorers import GuideScorer
@@ -25,6 +26,19 @@ def test_prompt_longer_than_the_context_is_named():
     long = "the film was good . " * 60  # far beyond the strong base's 128 positions
     with pytest.raises(ValueError, match=r"prompt 0 is \d+ tokens .* context is 128 tokens"):
         Guide(GuideConfig(decoder="sample")).generate([long], progress=False)
+
+
+def test_chat_messages_encode_in_the_template_and_are_checked_like_text():
+    tok = load_tokenizer("tiny:strong")
+    text = "the film was good ."
+    user = [{"role": "user", "content": text}]
+    assert encode_prompts(tok, [user], 128) == encode_prompts(tok, [text], 128)
+    conversation = [*user, {"role": "assistant", "content": "it was ."}, {"role": "user", "content": "why ?"}]
+    assert len(encode_prompts(tok, [conversation], 128)[0]) > len(encode_prompts(tok, ["why ?"], 128)[0]) + 5
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        encode_prompts(tok, [user, [{"role": "user", "content": "  "}]], 128)
+    with pytest.raises(ValueError, match=r"prompt 0 is \d+ tokens .* context is 128 tokens"):
+        encode_prompts(tok, [[{"role": "user", "content": text * 60}]], 128)
 
 
 def test_guide_without_chat_template_is_named():

@@ -54,3 +54,12 @@ def test_keyed_gumbel_max_draws_from_the_distribution():
     assert sampler(wide, [(keys[0], 1, 2)] * 3).tolist() == sampler(wide, [(keys[0], 1, 2)] * 3).tolist()
     assert sampler(wide, [(keys[0], s, 2) for s in range(3)]).tolist() != sampler(wide, [(keys[0], 1, 2)] * 3).tolist()
     assert len(set(item_keys(["a", "b", "a"]))) == 3  # the second "a" is another item
+
+
+def test_a_prompt_keys_its_stream_by_its_content_as_text_or_messages():
+    user = [{"role": "user", "content": "a"}]
+    conversation = [{"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}, *user]
+    keys = item_keys([user, conversation, "a"])
+    assert keys[0] == item_keys(["a"])[0]  # one user message is the same prompt as its text
+    assert len(set(keys)) == 3  # the earlier turns count; the repeated "a" is another item
+    assert item_keys([conversation]) == [keys[1]]
