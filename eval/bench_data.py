@@ -14,7 +14,7 @@ responses run long (the printed mean length says how long). The tiny world's tra
 (`--models tiny:weak tiny:strong`) end their reviews with EOS after about 25 tokens whatever the limit
 (their context is 128 positions): they measure short responses, not the limit.
 
-    w2s bench data                       # random:6x256, 32 prompts x 4 samples, 256 new tokens at most
+    w2s bench data                       # random:6x256, 64 prompts x 4 samples (256 rows), 256 new tokens at most
     w2s bench data --max_new_tokens 1024 --rounds 1
     w2s bench data --models tiny:weak tiny:strong --max_new_tokens 48
 """

@@ -1,13 +1,16 @@
 """`w2s bench eval`: `w2s eval` over n processes (`accelerate launch`) against one process, items per second.
 
-Both sides are the real command, each in fresh output folders, on the tiny world (sampling from the strong
-base as the reference, weak-to-strong search as the system, the gold judge): start-up, model loads, judging
-and the report count on both sides. Every process runs one torch thread. Rounds alternate which side goes
-first; the figure is the median of the rounds' ratios. Each round also checks that both sides wrote the same
-outputs and annotations.
+Both sides are the real command on the tiny world's evaluation recipe (recipes/tiny/eval.yaml: 14 systems,
+sampling, best-of-16, CBS, EFT, fusion, WSD, guides alone, the gold judge) over 240 instructions (the recipe's
+60 x 4), each in a fresh output folder: start-up, every system's model loads (in each process), judging and the
+report (its LC bootstrap over the n processes of the merge) count on both sides. At 60 instructions a
+process's fixed costs (about 12 s) weigh as much as its share of the decoding. Every process runs
+one torch thread. A warm-up run first builds any tiny-world model the recipe names. Rounds alternate which
+side goes first; the figure is the median of the rounds' ratios. Each round also checks that both sides
+wrote the same outputs and annotations.
 
-    w2s bench eval                          # 48 instructions, 2 processes, 2 rounds
-    w2s bench eval --num_instructions 96 --processes 2 --rounds 3
+    w2s bench eval                          # recipes/tiny/eval.yaml on 240 instructions, 2 processes, 2 rounds
+    w2s bench eval --num_instructions 60 --rounds 3
 """
 
 from __future__ import annotations
@@ -25,27 +28,16 @@ import yaml
 
 from w2s.train.world import ensure_world
 
-SYSTEM = {"strong_model": "tiny:strong", "max_new_tokens": 48, "temperature": 1.0, "top_k": 0}
-CBS = {"tuned": "tiny:guide", "untuned": "tiny:weak", "decoder": "cbs", "width": 2, "successors": 4, "chunk_len": 8}
-COMPARED = ["base/model_outputs.json", "cbs/model_outputs.json", "cbs/annotations.json"]
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "eval.yaml"
 
 
-def recipe(folder: Path, num_instructions: int, batch_size: int) -> Path:
-    path = folder / "eval.yaml"
-    settings = {
-        "instructions": "tiny:test",
-        "num_instructions": num_instructions,
-        "reference": "base",
-        "judge": "gold",
-        "batch_size": batch_size,
-        "systems": [{"name": "base", "guide": SYSTEM}, {"name": "cbs", "guide": {**SYSTEM, **CBS}}],
-    }
-    path.write_text(yaml.safe_dump(settings))
-    return path
+def systems() -> list[str]:
+    return [s["name"] for s in yaml.safe_load(RECIPE.read_text())["systems"]]
 
 
-def command(config: Path, out: Path, processes: int) -> list[str]:
-    w2s = ["-m", "w2s.cli", "eval", "--config", str(config), "--output_dir", str(out), "--quiet"]
+def command(out: Path, processes: int, num_instructions: int, lc_bootstrap: int) -> list[str]:
+    w2s = ["-m", "w2s.cli", "eval", "--config", str(RECIPE), "--output_dir", str(out), "--quiet",
+           "--num_instructions", str(num_instructions), "--lc_bootstrap_samples", str(lc_bootstrap)]  # fmt: skip
     if processes == 1:
         return [sys.executable, *w2s]
     launch = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)]
@@ -66,31 +58,29 @@ def timed(cmd: list[str]) -> float:
 
 def main(args: argparse.Namespace) -> int:
     """`w2s bench eval`, its flags parsed by eval/cli.py."""
-    ensure_world()  # build (or find) the models before timing
+    ensure_world()
     n, sides = args.num_instructions, {1: "1 process", args.processes: f"{args.processes} processes"}
+    compared = [f"{name}/{f}" for name in systems() for f in ("model_outputs.json", "annotations.json")]
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
-        config = recipe(Path(tmp), n, args.batch_size)
+        timed(command(Path(tmp) / "warm-up", 1, 2, 0))  # builds the guides the recipe names, before any timing
         for r in range(args.rounds):
-            rate, outs = {}, {}
+            rate, seconds, outs = {}, {}, {}
             for processes in list(sides)[:: 1 if r % 2 == 0 else -1]:
                 outs[processes] = Path(tmp) / f"round{r}-{processes}"
-                rate[processes] = n / timed(command(config, outs[processes], processes))
-            same = all(
-                (outs[1] / f).read_bytes() == (outs[args.processes] / f).read_bytes() for f in COMPARED
-            )  # fmt: skip
+                seconds[processes] = timed(command(outs[processes], processes, n, args.lc_bootstrap_samples))
+                rate[processes] = n / seconds[processes]
+            same = all((outs[1] / f).read_bytes() == (outs[args.processes] / f).read_bytes() for f in compared)
             ratios.append(rate[args.processes] / rate[1])
             print(
-                f"round {r + 1}: {sides[1]} {rate[1]:.2f} items/s, {sides[args.processes]} "
-                f"{rate[args.processes]:.2f} items/s, ratio {ratios[-1]:.2f}; same outputs: {'yes' if same else 'NO'}"
+                f"round {r + 1}: {sides[1]} {seconds[1]:.1f} s, {sides[args.processes]} {seconds[args.processes]:.1f} s "
+                f"for {n} instructions x {len(systems())} systems, ratio {ratios[-1]:.2f}; "
+                f"same outputs: {'yes' if same else 'NO'}"
             )
             if not same:
                 print("the two sides wrote different outputs: a bug to report", file=sys.stderr)
                 return 1
-    print(
-        f"w2s eval on {n} instructions (sampling and CBS W2 K4 L8 from tiny:strong, {SYSTEM['max_new_tokens']} new "
-        f"tokens, gold judge), one torch thread per process, {os.cpu_count()} CPUs"
-    )
+    print(f"w2s eval --config recipes/tiny/eval.yaml, one torch thread per process, {os.cpu_count()} CPUs")
     print(
         f"{sides[args.processes]} / 1 process, items per second (median of {args.rounds} rounds): "
         f"{statistics.median(ratios):.2f}"

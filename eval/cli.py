@@ -132,7 +132,7 @@ def bench(argv: list[str]) -> int:
             help="model names, or random:<layers>x<width> (a random-initialised Llama with a 2048-token context: "
             "long responses); the tiny world's models (tiny:weak tiny:strong) end theirs after about 25 tokens",
         )  # fmt: skip
-        parser.add_argument("--num_prompts", type=int, default=32)
+        parser.add_argument("--num_prompts", type=int, default=64, help="prompts (64 x 4 samples: one full batch)")
         parser.add_argument("--num_samples", type=int, default=4, help="responses per prompt")
         parser.add_argument("--max_new_tokens", type=int, default=256, help="new tokens per response at most")
         parser.add_argument("--batch_size", type=int, default=256, help="rows per generate call (both sides)")
@@ -145,12 +145,18 @@ def bench(argv: list[str]) -> int:
         parser = ArgumentParser(
             prog="w2s bench eval",
             description="`w2s eval` over several processes (accelerate launch) against one process on the tiny "
-            "world, items per second, side by side in one run, alternating which goes first; every process on "
-            "one torch thread (eval/bench_scale.py).",
+            "world's evaluation recipe (recipes/tiny/eval.yaml), items per second, side by side in one run, "
+            "alternating which goes first; every process on one torch thread (eval/bench_scale.py).",
         )
-        parser.add_argument("--num_instructions", type=int, default=48)
+        parser.add_argument(
+            "--num_instructions", type=int, default=240,
+            help="instructions of tiny:test (default 240, the recipe's 60 x 4: per-item work well above start-up)",
+        )  # fmt: skip
+        parser.add_argument(
+            "--lc_bootstrap_samples", type=int, default=200,
+            help="the LC win rate's bootstrap refits (the recipe's 200; serial in the report: 0 times the rest)",
+        )  # fmt: skip
         parser.add_argument("--processes", type=int, default=2, help="processes of the launched side")
-        parser.add_argument("--batch_size", type=int, default=8, help="instructions decoded together")
         parser.add_argument("--rounds", type=int, default=2)
         args = parser.parse_args(argv[1:])
         if args.processes < 2:

@@ -241,7 +241,7 @@ def _evaluate(
     result.judging = {"judged": counts.judged, "cached": counts.cached, "judge": judge.name}
 
     tables = lc_tables(systems, annotations, outputs, ref_name, references) if references is not None else {}
-    lc = _length_controlled(config, instructions, difficulty, tables, out)
+    lc = _length_controlled(config, instructions, difficulty, tables, out, workers=shard[1])
     result.rows = rows = leaderboard_rows(config, systems, records, annotations, ref_name, references, lc)
 
     write_tables(rows, out, reference=ref_name, judge=judge.name)
@@ -264,9 +264,12 @@ def _evaluate(
     return result
 
 
-def _length_controlled(config: EvalConfig, instructions, difficulty: list | None, tables: dict, out: Path) -> dict:
+def _length_controlled(
+    config: EvalConfig, instructions, difficulty: list | None, tables: dict, out: Path, *, workers: int = 1
+) -> dict:
     """Each compared system's LC win rate and SE under `lc_difficulty` (a file's `difficulty` was read up front);
-    a fitted difficulty is written to instruction_difficulty.csv, a file `lc_difficulty` reads back."""
+    a fitted difficulty is written to instruction_difficulty.csv, a file `lc_difficulty` reads back. The last
+    shard of n bootstraps the systems' SEs in n processes (the other shards' processes have ended)."""
     path = out / DIFFICULTY_FILE
     if config.lc_difficulty == "fitted" and tables:
         fitted = instruction_difficulty(tables)
@@ -279,6 +282,7 @@ def _length_controlled(config: EvalConfig, instructions, difficulty: list | None
         difficulty=None if difficulty is None else dict(enumerate(difficulty)),
         bootstrap_samples=config.lc_bootstrap_samples,
         seed=config.seed,
+        workers=workers,
     )
 
 

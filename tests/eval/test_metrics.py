@@ -263,3 +263,19 @@ def test_cost_sums_tokens_per_model():
     c = cost(recs)
     assert c["tokens"] == {"strong": 30, "tuned": 4}
     assert (c["tokens_per_item"], c["strong_tokens_per_item"], c["seconds_per_item"]) == (17, 15, 1.0)
+
+
+def test_lc_standard_errors_in_several_processes_are_the_ones_of_one():
+    rng = np.random.default_rng(3)
+    tables = {
+        name: {
+            "preferences": list(rng.choice([1.0, 1.5, 2.0], size=40)),
+            "len_system": list(rng.integers(20, 200, size=40)),
+            "len_reference": list(rng.integers(20, 200, size=40)),
+            "instruction_ids": list(range(40)),
+        }
+        for name in ("a", "b", "c")
+    }
+    one = length_controlled_win_rates(tables, bootstrap_samples=20)
+    assert length_controlled_win_rates(tables, bootstrap_samples=20, workers=2) == one
+    assert all(row["lc_standard_error"] > 0 for row in one.values())
