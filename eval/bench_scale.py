@@ -4,7 +4,7 @@ Both sides are the real command on the tiny world's evaluation recipe (recipes/t
 sampling, best-of-16, CBS, EFT, fusion, WSD, guides alone, the gold judge) over 240 instructions (the recipe's
 60 x 4), each in a fresh output folder: start-up, every system's model loads (in each process), judging and the
 report (its LC bootstrap over the n processes of the merge) count on both sides. At 60 instructions a
-process's fixed costs (about 12 s) weigh as much as its share of the decoding. Every process runs
+process's fixed costs weigh about as much as its share of the decoding. Every process runs
 one torch thread. A warm-up run first builds any tiny-world model the recipe names. Rounds alternate which
 side goes first; the figure is the median of the rounds' ratios. Each round also checks that both sides
 wrote the same outputs and annotations.

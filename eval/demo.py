@@ -358,12 +358,15 @@ def run_worlds(worlds: list[int], argv: list[str], *, strict: bool = False) -> i
     summaries = []
     for world in worlds:
         run_dir = default_run_dir(world)
+        if "--fresh" in argv and run_dir.exists():
+            shutil.rmtree(run_dir)  # here, not in the world's own run: it would delete the console log below
         run_dir.mkdir(parents=True, exist_ok=True)
         console = run_dir / "demo-console.log"
         _say(f"world {world}: w2s demo --world {world} {' '.join(argv)} (console: {console}) ...", end="")
         start = time.perf_counter()
+        child = [a for a in argv if a != "--fresh"]
         with open(console, "w") as f:
-            code = subprocess.run([sys.executable, "-m", "w2s.cli", "demo", "--world", str(world), *argv],
+            code = subprocess.run([sys.executable, "-m", "w2s.cli", "demo", "--world", str(world), *child],
                                   stdout=f, stderr=subprocess.STDOUT).returncode  # fmt: skip
         summary_file = run_dir / "summary.json"
         if not summary_file.is_file():
