@@ -76,9 +76,13 @@ def test_a_run_resumed_with_another_number_of_processes_reuses_every_finished_it
 def test_accelerate_launch_killed_and_resumed_writes_what_one_process_writes(tmp_path, one_process):
     out = tmp_path / "out.json"
     args = launch("generate", *FLAGS, "--batch_size", "1", "--output", str(out))
-    kill_when(args, ROOT, lambda: logged(out) >= 3, "3 items in the shards' logs", env=launcher_env())
+    logs = [out.with_name(f"{out.name}.partial.{i}-of-2.jsonl") for i in range(2)]  # each rank its own log
+
+    def ready() -> bool:  # an item of each rank, 3 in all (ranks start at different times)
+        return all(p.exists() and p.read_bytes().count(b"\n") >= 2 for p in logs) and logged(out) >= 3
+
+    kill_when(args, ROOT, ready, "3 items in the shards' logs, some of each rank", env=launcher_env())
     assert 3 <= logged(out) < N and not out.exists(), "killed too late"
-    assert len(list(tmp_path.glob("*.partial.*-of-2.jsonl"))) == 2  # each rank its own log
     kill_when(args, ROOT, lambda: logged(out) >= 6, "6 items in the shards' logs", env=launcher_env())
     done = subprocess.run([sys.executable, *args], cwd=ROOT, env=launcher_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
