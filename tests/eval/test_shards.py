@@ -84,12 +84,13 @@ def test_two_shards_write_what_one_process_writes(tmp_path, one_process):
 def test_accelerate_launch_killed_and_resumed_writes_what_one_process_writes(tmp_path, one_process):
     folder = tmp_path / "out"
     args = launch("eval", "--config", str(recipe(folder, batch_size=1)), "--quiet")
-    kill_when(args, ROOT, lambda: generated(folder) >= 4, "4 generated items", env=launcher_env())
+    logs = [folder / "base" / f"generations.{i}-of-2.jsonl" for i in range(2)]  # each rank its own log
+
+    def ready() -> bool:  # both ranks wrote, and 4 items in all (ranks start at different times)
+        return all(p.exists() and p.read_bytes().count(b"\n") for p in logs) and generated(folder) >= 4
+
+    kill_when(args, ROOT, ready, "4 generated items, some of each rank", env=launcher_env())
     assert 4 <= generated(folder) < 2 * N and not (folder / "leaderboard.csv").exists(), "killed too late"
-    assert {p.name for p in folder.glob("base/generations*")} == {
-        "generations.0-of-2.jsonl",
-        "generations.1-of-2.jsonl",
-    }
     done = subprocess.run([sys.executable, *args], cwd=ROOT, env=launcher_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same(folder, one_process)
