@@ -60,7 +60,8 @@ def main(args: argparse.Namespace) -> int:
     """`w2s bench eval`, its flags parsed by eval/cli.py."""
     ensure_world()
     n, sides = args.num_instructions, {1: "1 process", args.processes: f"{args.processes} processes"}
-    compared = [f"{name}/{f}" for name in systems() for f in ("model_outputs.json", "annotations.json")]
+    names = systems()
+    compared = [f"{name}/{f}" for name in names for f in ("model_outputs.json", "annotations.json")]
     ratios = []
     with tempfile.TemporaryDirectory() as tmp:
         timed(command(Path(tmp) / "warm-up", 1, 2, 0))  # builds the guides the recipe names, before any timing
@@ -74,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
             ratios.append(rate[args.processes] / rate[1])
             print(
                 f"round {r + 1}: {sides[1]} {seconds[1]:.1f} s, {sides[args.processes]} {seconds[args.processes]:.1f} s "
-                f"for {n} instructions x {len(systems())} systems, ratio {ratios[-1]:.2f}; "
+                f"for {n} instructions x {len(names)} systems, ratio {ratios[-1]:.2f}; "
                 f"same outputs: {'yes' if same else 'NO'}"
             )
             if not same:

@@ -111,7 +111,7 @@ def generate(argv: list[str]) -> int:
         print(f"resuming: {len(done)} outputs in {partial.name} and its shards' logs, {len(todo)} to generate")
     if todo:
         check_guide(config, prompts)  # every model, format, context and vocabulary, before any weights load
-        _decode(config, prompts, todo, shard_log(partial, shard))
+        _decode(config, recipe, prompts, todo, shard_log(partial, shard))
     out.parent.mkdir(parents=True, exist_ok=True)
     sharded = shard[1] > 1 or args.merge
     with FileLock(str(out.with_name(f".{out.name}.lock"))) if sharded else nullcontext():  # one shard writes
@@ -138,13 +138,14 @@ def generate(argv: list[str]) -> int:
     return 0
 
 
-def _decode(config: GuideConfig, prompts: list[str], todo: list[int], log_path: Path) -> None:
-    """Decodes the prompts `todo`, appending each batch's records to `log_path` (flushed, fsynced)."""
+def _decode(config: GuideConfig, recipe: dict, prompts: list[str], todo: list[int], log_path: Path) -> None:
+    """Decodes the prompts `todo`, appending each batch's records to `log_path` (flushed, fsynced), a new log
+    headed by the outputs' `recipe`."""
     guide, items = Guide(config), item_keys(prompts)  # an item's stream: its prompt, not its batch or shard
     log_path.parent.mkdir(parents=True, exist_ok=True)  # checked writable above; made once the inputs passed
     with log_path.open("a", encoding="utf-8") as log:
         if log.tell() == 0:
-            log.write(json.dumps({"recipe": outputs_recipe(asdict(config))}) + "\n")
+            log.write(json.dumps({"recipe": recipe}) + "\n")
         for start in tqdm(range(0, len(todo), config.batch_size), desc=f"generate ({config.decoder})"):
             index = todo[start : start + config.batch_size]
             for i, g in zip(index, guide.decode([prompts[i] for i in index], [items[i] for i in index]), strict=True):

@@ -23,9 +23,6 @@ class GuideScorer:
         for s in self.scorers:
             s.select(index)
 
-    def tokens_run(self) -> dict[str, int]:
-        return {key: sum(counts) for key, counts in self.item_tokens().items()}
-
     def item_tokens(self) -> dict[str, list[int]]:
         """Per model (`tuned`, `untuned`; `tuned_0`, ... with several pairs), the tokens run for each prompt."""
         out: dict[str, list[int]] = {}
@@ -59,9 +56,6 @@ class RewardModelScorer:
     def select(self, index: list[int]) -> None:
         self.row_prompts = [self.row_prompts[i] for i in index]
         self.values = [self.values[i] for i in index]
-
-    def tokens_run(self) -> dict[str, int]:
-        return {"reward_model": sum(self.counts)}
 
     def item_tokens(self) -> dict[str, list[int]]:
         return {"reward_model": list(self.counts)}
