@@ -50,11 +50,11 @@ from w2s.data.prompts import Messages, PromptError, load_prompts, prompt_text
 from w2s.data.recipe import DataRecipe, RecipeError, recipe_to_dict
 from w2s.guide import GuideConfig
 from w2s.guide.commands import UserError
-from w2s.guide.engine import STREAMS
 from w2s.guide.files import check_writable, remove_stale_temps, temp_dir, write_atomic
 from w2s.guide.models import resolve_model_path
 from w2s.guide.preflight import ModelSpec, check_guide, check_models, check_weights
 from w2s.guide.shards import parse_shard
+from w2s.guide.streams import STREAMS
 
 logger = logging.getLogger(__name__)
 

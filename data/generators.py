@@ -17,9 +17,11 @@ import torch
 from w2s.data.prompts import Messages
 from w2s.data.recipe import GeneratorConfig
 from w2s.guide import Guide, GuideConfig
-from w2s.guide.engine import Engine, Row, SamplingParams, StopRule, item_keys
+from w2s.guide.engine import Engine
 from w2s.guide.files import RecipeError
 from w2s.guide.models import default_device, load_model_and_tokenizer
+from w2s.guide.stopping import StopReason, StopRule
+from w2s.guide.streams import SamplingParams, item_keys
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +68,11 @@ class HFGenerator:
         out: list[list[str]] = []
         for start in range(0, len(prompts), per_batch):
             batch = prompts[start : start + per_batch]
-            rows = [Row(p) for p in range(len(batch)) for _ in range(n)]  # slots 0..n-1 of each prompt
-            state = engine.start(batch, [r.prompt for r in rows], items[start : start + per_batch])
-            engine.advance(state, list(rows), engine.stop.max_new_tokens)
-            self.tokens += sum(len(r.ids) + (r.stop == "eos") for r in rows)  # each row up to and including its EOS
-            texts = [engine.text(r).strip() for r in rows]
+            rows = engine.start(batch, items[start : start + per_batch], copies=n)  # slots 0..n-1 of each prompt
+            rows.sample(engine.stop.max_new_tokens)
+            # each row up to and including its EOS
+            self.tokens += sum(len(r.ids) + (r.stop == StopReason.EOS) for r in rows.rows)
+            texts = [rows.text(r).strip() for r in rows.rows]
             out += [texts[i * n : (i + 1) * n] for i in range(len(batch))]
         return out
 

@@ -53,10 +53,10 @@ from w2s.data.prompts import Messages, prompt_text
 from w2s.data.recipe import JudgeConfig
 from w2s.data.world.reward import REWARDS
 from w2s.guide.commands import UserError
-from w2s.guide.engine import context_length
 from w2s.guide.models import chat_prompt, default_device, input_device, load_model_and_tokenizer, resolve_model_path
 from w2s.guide.reward import RewardModel
 from w2s.guide.scoring import response_logprobs
+from w2s.guide.state import context_length
 
 logger = logging.getLogger(__name__)
 

@@ -19,13 +19,16 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 from w2s.data.world import world_prompts
 from w2s.data.world.tokenizers import world_tokenizer_path
 from w2s.guide.draft import DraftSwitch
-from w2s.guide.engine import Engine, Row, SamplingParams, StopRule, track_states
+from w2s.guide.engine import Engine
 from w2s.guide.fusion import DynamicFusion, ProxyTuning
 from w2s.guide.models import chat_prompt, load_model, load_tokenizer
 from w2s.guide.pair import GuidePair
 from w2s.guide.run import Guide
 from w2s.guide.scoring import response_logprobs
 from w2s.guide.search import ChunkBeamSearch, Sampling
+from w2s.guide.state import track_states
+from w2s.guide.stopping import StopRule
+from w2s.guide.streams import SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +48,18 @@ def baseline_cbs(engine: Engine, pair: GuidePair, prompts: list[str], width: int
     """The public implementation's approach: one prompt at a time, full re-scoring at every chunk."""
     tok = pair.tokenizer
     for prompt in prompts:
-        rows = [Row(0) for _ in range(width * successors)]
-        state = engine.start([prompt], [0] * len(rows))
-        while any(not r.done for r in rows):
-            engine.advance(state, rows, chunk)
-            texts, finished = [engine.text(r) for r in rows], [r.finished for r in rows]
+        beams = engine.start([prompt], copies=width * successors)
+        while beams.growing():
+            beams.sample(chunk)
+            rows = beams.rows
+            texts, finished = [beams.text(r) for r in rows], [r.finished for r in rows]
             tuned = response_logprobs(pair.tuned, tok, [prompt] * len(rows), texts, finished, batch_size=len(rows))
             untuned = response_logprobs(pair.untuned, tok, [prompt] * len(rows), texts, finished, batch_size=len(rows))
             score = torch.tensor(tuned) - torch.tensor(untuned)
             top = score.topk(width).indices.tolist()
             if all(rows[i].done for i in top):
                 break
-            index = [i for i in top for _ in range(successors)]
-            state.select(index)
-            rows = [rows[i].copy() for i in index]
+            beams.select([i for i in top for _ in range(successors)])
 
 
 def timed(fn, repeats: int) -> float:
@@ -95,8 +96,8 @@ def run(lengths=(256, 1024), num_prompts: int = 8, repeats: int = 1, device: str
     sampling = SamplingParams(1.0, 0, 1.0, seed=0)
     print(f"\nlogit arithmetic and draft-switch decoding, {n} new tokens ({device})", flush=True)
     g = Guide.from_models(Engine(strong, tokenizer, sampling, stop), pairs=[pair])
-    t_eft = timed(lambda: ProxyTuning(1.0).run(g, prompts), repeats)
-    t_fusion = timed(lambda: DynamicFusion(2.0, 0.1).run(g, prompts), repeats)
+    t_eft = timed(lambda: g.decode(prompts, decoder=ProxyTuning(1.0)), repeats)
+    t_fusion = timed(lambda: g.decode(prompts, decoder=DynamicFusion(2.0, 0.1)), repeats)
     report(f"dynamic logit fusion / proxy tuning, {n} tok", t_fusion / t_eft)
     report("WSD / strong model alone (tiny world, see below)", wsd_ratio(n, repeats, device))
 
@@ -111,13 +112,11 @@ def memory_report(strong, tokenizer, pair: GuidePair, prompts: list[str], n: int
     stop = StopRule(eos_ids=set(), max_new_tokens=n)
     with track_states() as states:  # every state the decoder creates
         engine = Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop)
-        row_prompts = [p for p in range(len(prompts)) for _ in range(16)]
-        state = engine.start(prompts, row_prompts)
-        engine.advance(state, [Row(p) for p in row_prompts], n)
+        engine.start(prompts, copies=16).sample(n)
     sampling_peak = sum(s.peak_cache_bytes for s in states)
     with track_states() as states:
         engine = Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop)
-        ChunkBeamSearch(4, 4, 30).run(Guide.from_models(engine, pairs=[pair]), prompts)
+        Guide.from_models(engine, pairs=[pair]).decode(prompts, decoder=ChunkBeamSearch(4, 4, 30))
     cbs_peak = sum(s.peak_cache_bytes for s in states)
     params = sum(p.numel() * p.element_size() for m in (strong, pair.tuned, pair.untuned) for p in m.parameters())
     print(
@@ -135,7 +134,6 @@ def compare_at_length(n: int, strong, tokenizer, pair: GuidePair, prompts, repea
         return Engine(strong, tokenizer, SamplingParams(1.0, 0, 1.0, seed=0), stop, share_prefixes=share_prefixes)
 
     fanout = 16
-    row_prompts = [p for p in range(len(prompts)) for _ in range(fanout)]
 
     def hf_sampling():
         enc = tokenizer([encode_text(tokenizer, p) for p in prompts], return_tensors="pt", padding=True)
@@ -144,12 +142,10 @@ def compare_at_length(n: int, strong, tokenizer, pair: GuidePair, prompts, repea
                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
 
     def engine_sampling():
-        e = engine()
-        state = e.start(prompts, row_prompts)
-        e.advance(state, [Row(p) for p in row_prompts], n)
+        engine().start(prompts, copies=fanout).sample(n)
 
     def cbs(share_prefixes: bool = True):
-        ChunkBeamSearch(4, 4, 30).run(Guide.from_models(engine(share_prefixes), pairs=[pair]), prompts)
+        Guide.from_models(engine(share_prefixes), pairs=[pair]).decode(prompts, decoder=ChunkBeamSearch(4, 4, 30))
 
     def baseline():
         baseline_cbs(engine(), pair, prompts, 4, 4, 30)
@@ -189,11 +185,12 @@ def wsd_ratio(n: int, repeats: int, device: str) -> float:
     switches = []
 
     def wsd():
-        out = DraftSwitch(window=6, threshold=0.4, check_every=4).run(g, prompts)
+        out = g.decode(prompts, decoder=DraftSwitch(window=6, threshold=0.4, check_every=4))
         switches[:] = [o.switch_at for o in out]
 
     t_wsd = timed(wsd, repeats)
-    t_alone = timed(lambda: Sampling().run(Guide.from_models(Engine(strong, tok, sampling, stop)), prompts), repeats)
+    alone = Guide.from_models(Engine(strong, tok, sampling, stop))
+    t_alone = timed(lambda: alone.decode(prompts, decoder=Sampling()), repeats)
     kept = [s for s in switches if s is not None]
     print(
         f"  WSD(w=6, tau=0.4): {len(kept)}/{len(prompts)} switched, median switch at base token "

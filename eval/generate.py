@@ -20,8 +20,8 @@ from w2s.eval.store import JsonlLog, write_json
 from w2s.guide import Guide, GuideConfig
 from w2s.guide.commands import UserError
 from w2s.guide.config import outputs_recipe
-from w2s.guide.engine import STREAMS
 from w2s.guide.shards import Shard
+from w2s.guide.streams import STREAMS
 
 logger = logging.getLogger(__name__)
 

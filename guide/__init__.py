@@ -3,7 +3,8 @@
 from w2s.guide import generate
 gens = generate({"decoder": "cbs", "tuned": "tiny:guide", "untuned": "tiny:weak"}, prompts)
 
-A new decoder is a `Decoder` dataclass registered by name (`register_decoder`, see guide/decoders.py).
+A new decoder is a `Decoder` dataclass registered by name (`register_decoder`) or by an entry point of the group
+`w2s.decoders`; it decodes through a `DecodeContext` over the engine boundary (guide/decoders.py, guide/engine.py).
 
 The names below load with their modules on first use (PEP 562), so that importing a light module of
 this package (`w2s.guide.commands`, `w2s.guide.files`) does not import torch: `w2s <command> --help`
@@ -15,7 +16,9 @@ import importlib
 _EXPORTS = {
     "Decoder": "w2s.guide.decoders",
     "register_decoder": "w2s.guide.decoders",
-    "Generation": "w2s.guide.engine",
+    "DecodeContext": "w2s.guide.context",
+    "Generation": "w2s.guide.types",
+    "Output": "w2s.guide.types",
     "GuideConfig": "w2s.guide.config",
     "Guide": "w2s.guide.run",
     "generate": "w2s.guide.run",

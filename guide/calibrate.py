@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 from w2s.guide.commands import GuideError
 from w2s.guide.config import GuideConfig
-from w2s.guide.draft import switch_index
+from w2s.guide.draft import DraftSwitch, switch_index
+from w2s.guide.models import render_prompts
 from w2s.guide.run import Guide
-from w2s.guide.scoring import render, response_ids, token_logprobs
+from w2s.guide.scoring import response_ids, token_logprobs
 
 GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05 .. 0.95
 
@@ -59,25 +60,27 @@ def first_sentence_end(tokenizer, context: str, context_ids: list[int], draft: s
     return len(row.ids) - row.start - 1
 
 
-def check_calibration(config: GuideConfig) -> None:
-    """A clear error unless `config` is a WSD recipe."""
-    if config.decoder != "wsd":
+def check_calibration(config: GuideConfig) -> DraftSwitch:
+    """The recipe's decoder; a clear error unless it is draft-switch decoding (WSD, or a decoder built on it)."""
+    decoder = config.make_decoder()
+    if not isinstance(decoder, DraftSwitch):
         raise GuideError(
             f"calibration is for the wsd decoder, but the recipe's decoder is {config.decoder!r}: add --decoder wsd"
         )
+    return decoder
 
 
 def calibrate_wsd(config: GuideConfig, prompts: list[str], *, sentence_end: str = ".") -> Calibration:
     """The rule above on `prompts` (held out from the evaluation), for the WSD recipe `config`."""
-    check_calibration(config)
+    decoder = check_calibration(config)
     if not prompts:
         raise GuideError("no prompts to calibrate on")
     # the pilot's full drafts: a window longer than any draft never hands over
-    drafting = dataclasses.replace(config, window=config.max_new_tokens + 1, threshold=1.0)
-    guide = Guide(drafting)
+    drafting = dataclasses.replace(decoder, window=config.max_new_tokens + 1, threshold=1.0)
+    guide = Guide(config, drafting)
     drafts = guide.generate(prompts)
     tokenizer = guide.engine.tokenizer
-    contexts, context_ids = render(tokenizer, prompts)
+    contexts, context_ids = render_prompts(tokenizer, prompts)
     rows = [
         response_ids(tokenizer, c, ids, g.text, g.stop == "eos")
         for c, ids, g in zip(contexts, context_ids, drafts, strict=True)
@@ -87,8 +90,8 @@ def calibrate_wsd(config: GuideConfig, prompts: list[str], *, sentence_end: str 
         first_sentence_end(tokenizer, c, ids, g.text, sentence_end)
         for c, ids, g in zip(contexts, context_ids, drafts, strict=True)
     ]
-    threshold, grid, switches = choose_threshold(logprobs, ends, config.window)
-    return Calibration(threshold, config.window, sentence_end, len(prompts), grid, switches)
+    threshold, grid, switches = choose_threshold(logprobs, ends, decoder.window)
+    return Calibration(threshold, decoder.window, sentence_end, len(prompts), grid, switches)
 
 
 def choose_threshold(

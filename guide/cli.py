@@ -19,7 +19,7 @@ from w2s.guide.shards import parse_shard, shard_items, shard_log, shard_logs
 from w2s.guide.sources import resolve_prompts
 
 Guide = lazy("w2s.guide.run:Guide")
-item_keys = lazy("w2s.guide.engine:item_keys")
+item_keys = lazy("w2s.guide.streams:item_keys")
 check_guide = lazy("w2s.guide.preflight:check_guide")
 calibrate_wsd = lazy("w2s.guide.calibrate:calibrate_wsd")
 check_calibration = lazy("w2s.guide.calibrate:check_calibration")

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from w2s.guide.commands import GuideError
-from w2s.guide.decoders import decoder_class, option_keys
+from w2s.guide.decoders import Decoder, decoder_class, option_keys, reserve_keys
 from w2s.guide.files import did_you_mean, read_recipe
 from w2s.guide.formats import check_prompt_format
 
@@ -47,19 +47,9 @@ class GuideConfig:
     offload_folder: str | None = None
     trust_remote_code: bool = False
 
-    # decoder: sample, bon, cbs, wsd, eft, fusion, or one registered (guide/decoders.py); its keys follow
+    # decoder: sample, bon, cbs, wsd, eft, fusion, or one registered (guide/decoders.py); its own keys (width,
+    # num_samples, threshold, ...) are its dataclass fields, flat in the recipe beside these
     decoder: str = "sample"
-    num_samples: int = 16  # bon: N
-    width: int = 4  # cbs: W beams kept
-    successors: int = 4  # cbs: K samples per beam
-    chunk_len: int = 5  # cbs: L tokens per chunk
-    window: int = 6  # wsd: w
-    threshold: float = 0.8  # wsd: tau
-    check_every: int = 4  # wsd: pilot tokens drafted between two checks by the base
-    continuation: str = "sample"  # wsd: sample or greedy after the switch
-    beta: float = 1.0  # eft
-    alpha_max: float = 2.0  # fusion: alpha grid 0..alpha_max
-    alpha_step: float = 0.1
 
     # sampling
     max_new_tokens: int = 64
@@ -77,15 +67,19 @@ class GuideConfig:
     output: str | None = None  # AlpacaEval-format JSON written here
     generator: str | None = None  # the `generator` name in the output (default: the decoder)
 
-    # hyper-parameters of registered decoders that are not fields above (flat in the recipe, collected here)
+    # the registered decoders' own keys the recipe sets (flat in the recipe, collected here)
     options: dict = field(default_factory=dict)
 
     def __post_init__(self):
         for key in ("strong_prompt_format", "guide_prompt_format", "pilot_prompt_format", "reward_model_prompt_format"):
             check_prompt_format(getattr(self, key), key)
-        decoder = decoder_class(self.decoder)  # an unknown name: the error lists the registered ones
+        self.make_decoder()  # an unknown name lists the registered ones; the decoder checks its own settings
+
+    def make_decoder(self) -> Decoder:
+        """The recipe's decoder with its hyper-parameters (its defaults where the recipe is silent)."""
+        cls = decoder_class(self.decoder)
         try:
-            decoder.from_config(self)  # the decoder checks its own settings
+            return cls.from_options(self.options)
         except ValueError as e:
             raise GuideError(f"decoder {self.decoder}: {e}") from None
 
@@ -93,7 +87,7 @@ class GuideConfig:
     def from_dict(cls, values: dict, source: str = "config") -> GuideConfig:
         """A config from a mapping; unknown keys, wrong types and bad settings are errors naming `source`."""
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
-        options = option_keys(set(fields))  # registered decoders' own keys
+        options = option_keys()  # registered decoders' own keys
         kwargs, collected = {}, {}
         for key, value in values.items():
             if key in fields:
@@ -121,6 +115,9 @@ class GuideConfig:
         return cls.from_dict(values, source=str(path))
 
 
+reserve_keys({f.name for f in dataclasses.fields(GuideConfig)})  # no decoder field may shadow one
+
+
 # keys that do not change an output (each item samples from its own stream, whatever batch it is in):
 # a killed run may resume with other values
 NOT_IN_OUTPUTS = frozenset(
@@ -137,7 +134,7 @@ def outputs_recipe(config: dict) -> dict:
 def recipe_keys() -> dict[str, typing.Any]:
     """Every key a guide recipe may hold, with its type: `GuideConfig`'s fields and registered decoders' own keys."""
     fields = {f.name: f.type for f in dataclasses.fields(GuideConfig)}
-    return {**fields, **option_keys(set(fields))}
+    return {**fields, **option_keys()}
 
 
 def _parse_flags(argv: list[str]) -> dict:

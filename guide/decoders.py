@@ -1,46 +1,55 @@
-"""Decoders by name: a recipe's `decoder` is looked up here, and a new decoder registers itself.
+"""The decoder contract: a decoder is one small dataclass, registered by name, found by entry point.
 
-A decoder is a small dataclass whose fields are its hyper-parameters, each read from the recipe key
-of the same name (the recipe stays flat). It checks its own settings, says which models beyond the
-strong one it needs, and decodes a batch of prompts on a loaded `guide.run.Guide`:
+A decoder's dataclass fields are its hyper-parameters and its recipe keys, nowhere else (the recipe stays
+flat). It declares the models it needs beyond the strong one by role (`needs`, from guide/roles.py), and
+whether it needs one vocabulary with the strong model (`shared_vocabulary`: logit arithmetic). Loading
+and the checks before any work derive from those declarations. `run` decodes one batch through the
+decode context (guide/context.py) and returns what only the decoder knows, an `Output` per prompt; the
+context times the batch, fills each item's tokens per model and builds the `Generation`s:
 
     @register_decoder("shortest")
     @dataclass
     class Shortest(Decoder):
-        num_samples: int = 4  # a recipe key
-        needs = ("pairs",)  # of "pairs", "pilot", "scorer" (the reward model if the recipe names one, else pairs)
+        num_draws: int = 4  # a recipe key
+        needs = ("pairs",)  # roles: pairs, pilot, scorer (the reward model if the recipe names one, else pairs)
 
         def check(self):
-            if self.num_samples < 1:
-                raise ValueError(f"num_samples must be >= 1, got {self.num_samples}")
+            if self.num_draws < 1:
+                raise ValueError(f"num_draws must be >= 1, got {self.num_draws}")
 
-        def run(self, guide, prompts):  # guide.engine, .pairs, .pilot, .reward_model, .scorer(...)
+        def run(self, ctx):  # ctx.start(...), ctx.scorer(...), ctx.lockstep(), ctx.prompts (guide/context.py)
             ...
 
-A field that is not a `GuideConfig` key (a new decoder's own knob) is accepted in recipes and flags
-once the decoder is registered. The built-in decoders live in `guide/search.py`, `guide/draft.py` and
-`guide/fusion.py`, imported on the first look-up.
+A package adds decoders without editing w2s through the entry-point group `w2s.decoders`: each entry
+point names a module that registers its decoders when imported, or a `Decoder` class (registered under
+the entry point's name). The built-in decoders live in guide/search.py, guide/draft.py and guide/fusion.py.
+A field named like a key every decoder shares (`GuideConfig`'s, guide/config.py) is an error at
+registration, and so is a key two decoders declare with different types.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
+import logging
 from collections.abc import Callable
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from w2s.guide.commands import GuideError
 
 if TYPE_CHECKING:
-    from w2s.guide.config import GuideConfig
-    from w2s.guide.engine import Generation
-    from w2s.guide.run import Guide
+    from w2s.guide.context import DecodeContext
+    from w2s.guide.types import Output
+
+logger = logging.getLogger(__name__)
 
 BUILTIN_MODULES = ("w2s.guide.search", "w2s.guide.draft", "w2s.guide.fusion")
-NEEDS = ("pairs", "pilot", "scorer")
+GROUP = "w2s.decoders"
 
 DECODERS: dict[str, type[Decoder]] = {}  # decoder name -> class, in registration order
-_builtins_loaded = False
+SHARED_KEYS: set[str] = set()  # the keys every decoder shares (`GuideConfig`'s fields: `reserve_keys`)
+_loaded = False
 
 
 @dataclasses.dataclass
@@ -48,7 +57,8 @@ class Decoder:
     """Base of every decoder: subclasses are dataclasses of hyper-parameters with `check` and `run`."""
 
     name: ClassVar[str] = ""  # set by `register_decoder`
-    needs: ClassVar[tuple[str, ...]] = ()  # models beyond the strong one, from NEEDS
+    needs: ClassVar[tuple[str, ...]] = ()  # models beyond the strong one, by role (guide/roles.py)
+    shared_vocabulary: ClassVar[bool] = False  # needs one vocabulary with the strong model (logit arithmetic)
 
     def __post_init__(self):
         self.check()
@@ -59,24 +69,35 @@ class Decoder:
         return {f.name: f.type for f in dataclasses.fields(cls)}
 
     @classmethod
-    def from_config(cls, config: GuideConfig) -> Decoder:
-        """The decoder with its hyper-parameters from the recipe (defaults where the recipe is silent)."""
-        known = {f.name for f in dataclasses.fields(config)}
-        values = {}
-        for key in cls.recipe_keys():
-            if key in known:
-                values[key] = getattr(config, key)
-            elif key in config.options:
-                values[key] = config.options[key]
-        return cls(**values)
+    def from_options(cls, options: dict) -> Decoder:
+        """The decoder with its hyper-parameters from a recipe's decoder keys (defaults where it is silent)."""
+        return cls(**{key: options[key] for key in cls.recipe_keys() if key in options})
 
     def check(self) -> None:
         """Raises ValueError naming the key of any bad setting."""
 
-    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
-        """One `Generation` per prompt, decoded together; its `tokens` are the prompt's own, per model (each
-        `LMState.item_tokens[p]`), and its wall time the batch's (`batch_seconds`) and its share (`seconds`)."""
+    def run(self, ctx: DecodeContext) -> list[Output]:
+        """One `Output` per prompt of `ctx.prompts`, decoded together."""
         raise NotImplementedError
+
+
+def _check_keys(name: str, cls: type[Decoder]) -> None:
+    shadowed = sorted(set(cls.recipe_keys()) & SHARED_KEYS)
+    if shadowed:
+        raise GuideError(
+            f"decoder {name!r}: field(s) {', '.join(shadowed)} shadow recipe keys every decoder shares "
+            "(guide/config.py GuideConfig): rename them"
+        )
+    for other in DECODERS.values():
+        if other is cls:
+            continue
+        theirs = other.recipe_keys()
+        for key, annotation in cls.recipe_keys().items():
+            if key in theirs and str(theirs[key]) != str(annotation):
+                raise GuideError(
+                    f"decoder {name!r}: key {key!r} is {annotation} here but {theirs[key]} in decoder "
+                    f"{other.name!r}: a recipe key has one type"
+                )
 
 
 def register_decoder(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
@@ -85,11 +106,9 @@ def register_decoder(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
     def register(cls: type[Decoder]) -> type[Decoder]:
         if not (isinstance(cls, type) and issubclass(cls, Decoder) and dataclasses.is_dataclass(cls)):
             raise TypeError(f"decoder {name!r}: {cls!r} must be a dataclass subclass of guide.decoders.Decoder")
-        unknown = set(cls.needs) - set(NEEDS)
-        if unknown:
-            raise GuideError(f"decoder {name!r}: unknown needs {sorted(unknown)}; choose from {', '.join(NEEDS)}")
         if DECODERS.get(name, cls) is not cls:
             raise GuideError(f"decoder {name!r} is already registered (by {DECODERS[name].__qualname__})")
+        _check_keys(name, cls)
         cls.name = name
         DECODERS[name] = cls
         return cls
@@ -97,13 +116,27 @@ def register_decoder(name: str) -> Callable[[type[Decoder]], type[Decoder]]:
     return register
 
 
+def reserve_keys(keys: set[str]) -> None:
+    """Declares keys every decoder shares (guide/config.py): no decoder field may take one of their names."""
+    SHARED_KEYS.update(keys)
+    for name, cls in DECODERS.items():
+        _check_keys(name, cls)
+
+
 def registered() -> dict[str, type[Decoder]]:
-    """Every registered decoder, the built-in ones included."""
-    global _builtins_loaded
-    if not _builtins_loaded:
-        _builtins_loaded = True
+    """Every registered decoder: the built-in ones, then those of the `w2s.decoders` entry points."""
+    global _loaded
+    if not _loaded:
+        _loaded = True
         for module in BUILTIN_MODULES:
             importlib.import_module(module)
+        for point in entry_points(group=GROUP):
+            try:
+                target = point.load()
+            except Exception as e:  # a user's package: say which entry point failed, whatever it raised
+                raise GuideError(f"entry point {point.name} = {point.value} ({GROUP}) failed to load: {e}") from e
+            if isinstance(target, type) and point.name not in DECODERS:
+                register_decoder(point.name)(target)
     return DECODERS
 
 
@@ -111,15 +144,17 @@ def decoder_class(name: str) -> type[Decoder]:
     """The class registered as `name`; the error lists every registered name."""
     decoders = registered()
     if name not in decoders:
-        raise GuideError(f"decoder {name!r}: choose one of {', '.join(decoders)} (or register one: guide/decoders.py)")
+        raise GuideError(
+            f"decoder {name!r}: choose one of {', '.join(decoders)} (or register one: guide/decoders.py, "
+            f"or an entry point of the group {GROUP})"
+        )
     return decoders[name]
 
 
-def option_keys(config_keys: set[str]) -> dict[str, Any]:
-    """Keys registered decoders read that are not among `config_keys`, with their types."""
+def option_keys() -> dict[str, Any]:
+    """The keys registered decoders read, with their types."""
     out: dict[str, Any] = {}
     for cls in registered().values():
         for key, annotation in cls.recipe_keys().items():
-            if key not in config_keys:
-                out.setdefault(key, annotation)
+            out.setdefault(key, annotation)
     return out

@@ -17,17 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from w2s.guide.commands import GuideError
+from w2s.guide.context import DecodeContext
 from w2s.guide.decoders import Decoder, register_decoder
-from w2s.guide.engine import Engine, Generation, Row, StopRule
-from w2s.guide.scoring import IncrementalScores, render
-
-if TYPE_CHECKING:
-    from w2s.guide.run import Guide
+from w2s.guide.types import Output
 
 
 def switch_index(logprobs: list[float], window: int, threshold: float, stable: int | None = None) -> int | None:
@@ -68,90 +63,35 @@ class DraftSwitch(Decoder):
         if self.continuation not in ("sample", "greedy"):
             raise GuideError(f"continuation {self.continuation!r}: choose sample or greedy")
 
-    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
-        start = time.perf_counter()
-        pilot_model, pilot_tok = guide.pilot
-        base: Engine = guide.engine
-        max_new_tokens = base.stop.max_new_tokens
-        pilot_stop = StopRule.for_model(pilot_model, pilot_tok, max_new_tokens)
-        pilot = Engine(pilot_model, pilot_tok, base.sampling, pilot_stop, "pilot", base.share_prefixes)
-        n = len(prompts)
-        drafts = [Row(p) for p in range(n)]
-        pilot_state = pilot.start(prompts, list(range(n)), guide.items)
-        base_state = base.start(prompts, list(range(n)), guide.items)
-        contexts, context_ids = render(base.tokenizer, prompts)
-        prompt_len = [len(ids) for ids in context_ids]
-        # the base's log-prob of each of its tokens of the draft, joint with the prompt (guide/scoring.py)
-        scores = IncrementalScores(base_state, base.tokenizer, contexts, context_ids, list(range(n)), "strong model")
-        lp: list[list[float]] = [[] for _ in range(n)]
-        begin = list(prompt_len)  # where each draft's tokens begin in the base's row
-        switch: dict[int, int] = {}
+    def run(self, ctx: DecodeContext) -> list[Output]:
+        n = len(ctx.prompts)
+        drafts = ctx.start("pilot")
+        base = ctx.start()  # the base reads each draft as it is written (its own tokens, joint with the prompt)
+        switch: dict[int, int] = {}  # prompt -> the base's draft tokens kept
         settled: set[int] = set()  # switched, or drafted to the end and checked
-        drafting = list(drafts)
         while len(settled) < n:
-            drafting = pilot.advance(pilot_state, drafting, self.check_every)
-            texts = [None if p in settled else pilot.text(drafts[p]) for p in range(n)]
-            rows = scores.tokens(texts, [False] * n)
-            new = scores.update(rows)
-            for p in range(n):
-                if p in settled:
+            drafts.sample(self.check_every)
+            texts = [None if p in settled else drafts.text(drafts.rows[p]) for p in range(n)]
+            readings = base.read(texts, [r.done for r in drafts.rows])
+            for p, reading in enumerate(readings):
+                if reading is None:
                     continue
-                lp[p], begin[p] = new[p], rows[p].start
-                done = drafts[p].done
-                stable = len(lp[p]) if done else self._stable(base.tokenizer, contexts[p], texts[p], begin[p])
-                i = switch_index(lp[p], self.window, self.threshold, stable)
+                i = switch_index(reading.logprobs, self.window, self.threshold, reading.stable)
                 if i is not None:
-                    switch[p] = i
-                if i is not None or done:
+                    switch[p] = i + 1
+                if i is not None or drafts.rows[p].done:
                     settled.add(p)
-            growing = [k for k, r in enumerate(drafting) if r.prompt not in switch]
-            if len(growing) < len(drafting):
-                pilot_state.select(growing)  # the pilot stops drafting at the switch
-                drafting = [drafting[k] for k in growing]
+            drafts.halt(sorted(switch))  # the pilot stops drafting at the switch
 
-        texts = {p: pilot.text(drafts[p]) for p in range(n) if p not in switch}
-        stops = {p: drafts[p].stop for p in range(n)}
-        switched = sorted(switch)
-        if switched:  # the base continues from the kept draft: roll back past the switch, refresh the logits
-            refeed = [[] for _ in range(n)]
-            for p in switched:
-                keep = begin[p] + switch[p] + 1
-                refeed[p] = [base_state.ids[p][keep - 1]]
-                base_state.rollback(p, len(base_state.ids[p]) - keep + 1)
-            base_state.append(refeed)
-            base_state.select(switched)
-            # the response's tokens; where re-tokenising merged the prompt's tail into the draft's first token,
-            # from that token on (its prompt characters are cut from the text below)
-            rows = [Row(p, ids=base_state.ids[k][begin[p] :]) for k, p in enumerate(switched)]
-            temperature = 0.0 if self.continuation == "greedy" else base.sampling.temperature
-            params = dataclasses.replace(base.sampling, temperature=temperature, seed=base.sampling.seed + 1)
-            cont = Engine(base.model, base.tokenizer, params, base.stop, base.name, base.share_prefixes)
-            cont.advance(base_state, [r for r in rows if len(r.ids) < max_new_tokens], max_new_tokens)
-            for r in rows:
-                text, p = cont.text(r), r.prompt
-                if begin[p] < prompt_len[p]:  # cut the prompt's characters its first token carries
-                    text = text.removeprefix(
-                        base.tokenizer.decode(context_ids[p][begin[p] :], skip_special_tokens=True)
-                    )
-                texts[p], stops[p] = text, r.stop or "max_new_tokens"
-        elapsed = time.perf_counter() - start
-        return [
-            Generation(
-                texts[p],
-                switch_at=switch[p] + 1 if p in switch else None,
-                tokens={"strong": base_state.item_tokens[p], "pilot": pilot_state.item_tokens[p]},
-                seconds=elapsed / n,
-                stop=stops[p],
-                batch_seconds=elapsed,
+        out = [Output(drafts.text(r), r.stop) for r in drafts.rows]
+        if switch:  # the base continues from the kept draft, and never hands back
+            base.hand_over(switch)
+            temperature = 0.0 if self.continuation == "greedy" else ctx.sampling.temperature
+            base.sample(
+                ctx.max_new_tokens,
+                sampling=dataclasses.replace(ctx.sampling, temperature=temperature, seed=ctx.sampling.seed + 1),
             )
-            for p in range(n)
-        ]
-
-    @staticmethod
-    def _stable(tokenizer, context: str, text: str, start: int) -> int:
-        """The base's tokens of the draft that can no longer change: those ending before its last space."""
-        cut = text.rfind(" ")
-        if cut <= 0:
-            return 0
-        offsets = tokenizer(context + text, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
-        return sum(1 for _, end in offsets[start:] if end <= len(context) + cut)
+            for p in switch:
+                row = base.rows[p]
+                out[p] = Output(base.text(row), row.stop, switch_at=switch[p])
+        return out

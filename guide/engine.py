@@ -1,408 +1,96 @@
-"""The shared engine: batched incremental decoding state for one model, sampling and stopping rules.
+"""The engine boundary: the operations every decoder uses on a model that writes text (the strong model,
+a WSD pilot), and w2s's in-process implementation of them over transformers.
 
-Every decoder (sampling, best-of-N, chunk-level beam search, draft-switch
-decoding, logit arithmetic) drives one `LMState` per model. An `LMState` holds
-a batch of growing token sequences ("rows") with their KV cache. Rows may grow
-by different numbers of tokens in one forward (blocks are left-padded, holes
-masked) and may *roll back* their last tokens (masked out, never recomputed),
-which is how the small models re-score re-tokenised text exactly: only the
-tokens after the longest unchanged prefix go through the model again.
+A decoder never touches a model's state (guide/state.py): it opens `Rows` and drives them.
 
-**Cost per item.** Every row belongs to an item (the index of its prompt in the batch), and every real
-token fed is charged to the item of the row it was fed for (`LMState.item_tokens`, summing exactly to
-`tokens_run`). A prompt's prefill is charged once: rows copied from it (`select`) share that prefix and
-cost nothing until they grow. Rows a search drops keep what they cost, re-fed tokens (after a rollback)
-count again, padding never counts. An item's cost is then a function of the item alone, not of the batch
-it was decoded in or its size.
+* `Engine.start(prompts, items, copies)`: prefill each prompt once (in the model's own prompt format) and
+  give it `copies` rows; an item's rows draw from its own random stream (guide/streams.py).
+* `Rows.sample(steps, sampling=None)`: grow every row that is still growing by up to `steps` sampled
+  tokens; rows stop at an end token, a stop string, the token limit or a full context (`StopReason`).
+* `Rows.select(index)`: keep rows `index` in that order; a repeated row is forked (the copy gets a new id),
+  a dropped one is gone; applied to the model's state and to every scorer attached to the rows together.
+* `Rows.halt(index)`: stop rows growing (a WSD draft handed over).
+* `Rows.read(texts)`: extend each row to a given response text (re-tokenised with the prompt, guide/scoring.py)
+  and return the model's log-probabilities of its tokens: how a base checks a pilot's draft.
+* `Rows.hand_over(keep)`: keep the first `keep[i]` read tokens of row i, roll back the rest and let the model
+  continue from there (`sample`); the other rows stop.
+* `Rows.text(row)`: a row's response text.
+* `Engine.lockstep(prompts, items, followers)` and `Rows.sample(steps, combine=...)`: step several models
+  over the same rows and sample from a combination of their next-token logits. This is the only
+  operation that needs the full next-token distribution at every step (logit arithmetic: EFT, fusion);
+  everything else needs only sampled tokens and the log-probabilities of given tokens, which a served
+  engine (an OpenAI-compatible `/v1/completions` with token-id prompts, `n`, `seed` and `prompt_logprobs`)
+  also provides.
+
+Rows keep their order: `Rows.rows` holds every row, finished ones included, and the model's state holds
+the growing ones in that same order. Each row is charged the tokens fed for it (guide/state.py), which the
+decode context reads (`item_tokens`) to fill each item's cost.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from w2s.guide import kv
 from w2s.guide.commands import GuideError
-from w2s.guide.models import chat_prompt, input_device
+from w2s.guide.models import render_prompts
+from w2s.guide.scoring import IncrementalScores
+from w2s.guide.state import LMState, context_length
+from w2s.guide.stopping import StopReason, StopRule
+from w2s.guide.streams import Prompt, Sampler, SamplingParams, item_keys
+from w2s.guide.types import Row
 
-_trackers: list[list[LMState]] = []  # open `track_states` blocks
-
-
-class LMState:
-    """A batch of rows for one causal LM: KV cache, attention mask, positions, token ids, next-token logits."""
-
-    def __init__(
-        self, model: PreTrainedModel, rows: int, *, pad_id: int = 0, adapter: bool | None = None, shared: bool = True
-    ):
-        self.model = model
-        self.pad_id = pad_id
-        self.adapter = adapter  # PEFT model: True runs with the adapter, False without it
-        # rows copied from one row keep their common prefix once (guide/kv.py); needs SDPA attention
-        self.cache = kv.make_cache(model, shared=shared)
-        self.shared = kv.shares_prefixes(self.cache)  # the cache may decline (e.g. sliding-window layers)
-        device = input_device(model)
-        self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (rows, physical length)
-        self.length = torch.zeros(rows, dtype=torch.long, device=device)  # valid tokens per row
-        self.ids: list[list[int]] = [[] for _ in range(rows)]
-        self.items: list[int] = list(range(rows))  # per prompt: the identity of its random stream (Engine.start)
-        self.row_item: list[int] = list(range(rows))  # per row: its item (the index of its prompt in the batch)
-        self.last_logits: torch.Tensor | None = None  # (rows, vocab): predicts each row's next token
-        self.tokens_run = 0  # real (non-padding) tokens that went through the model
-        self.item_tokens = [0] * rows  # per item: the real tokens fed for its rows (they sum to tokens_run)
-        self.peak_cache_bytes = 0  # largest the KV cache has been
-        for states in _trackers:
-            states.append(self)
-
-    @property
-    def rows(self) -> int:
-        return len(self.ids)
-
-    @torch.no_grad()
-    def append(self, blocks: list[list[int]], *, logprobs: bool = False) -> list[list[float]] | None:
-        """Feeds each row its block of new tokens (blocks may differ in length, or be empty).
-
-        With `logprobs`, returns each new token's log-probability given everything before it
-        (the first token's comes from the row's previous `last_logits`).
-        """
-        n = max(map(len, blocks), default=0)
-        if n == 0:
-            return [[] for _ in blocks] if logprobs else None
-        device = self.mask.device
-        sizes = torch.tensor([len(b) for b in blocks], device=device)
-        input_ids = torch.full((self.rows, n), self.pad_id, dtype=torch.long, device=device)
-        new_mask = torch.zeros(self.rows, n, dtype=torch.long, device=device)
-        for i, block in enumerate(blocks):
-            if block:
-                input_ids[i, n - len(block) :] = torch.tensor(block, device=device)
-                new_mask[i, n - len(block) :] = 1
-        offsets = torch.arange(n, device=device) - (n - sizes)[:, None]  # 0.. for real tokens, <0 for padding
-        positions = (self.length[:, None] + offsets).clamp(min=0)
-        self.mask = torch.cat([self.mask, new_mask], dim=1)
-        logits = self._forward(input_ids, positions).to(device)  # (rows, n, vocab); a device map's last layer
-
-        out = None
-        if logprobs:
-            # logits predicting each new token: the row's previous ones for its first (blocks are left-padded),
-            # this block's for the rest
-            prev = torch.cat([torch.zeros_like(logits[:, :1]), logits[:, :-1]], dim=1)
-            grown = (sizes > 0).nonzero()[:, 0]
-            prev[grown, (n - sizes)[grown]] = self._last_or_zeros(logits)[grown]
-            lp = torch.log_softmax(prev.float(), dim=-1).gather(-1, input_ids[..., None])[..., 0]
-            out = [lp[i, n - len(b) :].tolist() if b else [] for i, b in enumerate(blocks)]
-        grew = sizes > 0
-        last = logits[:, -1]
-        self.last_logits = last if self.last_logits is None else torch.where(grew[:, None], last, self.last_logits)
-        self.length += sizes
-        for i, block in enumerate(blocks):
-            self.ids[i].extend(block)
-            self.item_tokens[self.row_item[i]] += len(block)
-        self.tokens_run += int(sizes.sum())
-        self.peak_cache_bytes = max(self.peak_cache_bytes, self.cache_bytes())
-        return out
-
-    def cache_bytes(self) -> int:
-        """Bytes the KV cache holds now, head-room included."""
-        return kv.cache_nbytes(self.cache)
-
-    def _last_or_zeros(self, logits: torch.Tensor) -> torch.Tensor:
-        if self.last_logits is None:
-            return torch.zeros_like(logits[:, 0])
-        return self.last_logits.to(logits.dtype)
-
-    def _forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        inputs = dict(input_ids=input_ids, attention_mask=self.mask, position_ids=positions)
-        if self.adapter is False:
-            with self.model.disable_adapter():
-                return kv.forward(self.model, self.cache, **inputs)
-        return kv.forward(self.model, self.cache, **inputs)
-
-    def rollback(self, row: int, k: int) -> None:
-        """Forgets the last `k` tokens of `row` (masked out of the cache). Re-feed at least one token after."""
-        if k <= 0:
-            return
-        if k > len(self.ids[row]):
-            raise ValueError(f"cannot roll back {k} tokens of a row holding {len(self.ids[row])}")
-        valid = self.mask[row].nonzero()[:, 0]
-        self.mask[row, valid[-k:]] = 0
-        self.length[row] -= k
-        del self.ids[row][-k:]
-
-    def select(self, index: list[int] | torch.Tensor) -> None:
-        """Keeps rows `index` in that order; a row may be repeated (beam copies) or dropped (finished).
-
-        Copies belong to their row's item and cost nothing here; dropped rows leave their item's count as it is.
-        """
-        index = torch.as_tensor(index, dtype=torch.long, device=self.mask.device)
-        self.cache.reorder_cache(index)
-        self.mask = self.mask[index]
-        self.length = self.length[index]
-        self.ids = [list(self.ids[i]) for i in index.tolist()]
-        self.row_item = [self.row_item[i] for i in index.tolist()]
-        if self.last_logits is not None:
-            self.last_logits = self.last_logits[index]
-
-
-@contextmanager
-def track_states() -> Iterator[list[LMState]]:
-    """Collects every `LMState` made inside the block (e.g. to sum their `peak_cache_bytes`)."""
-    states: list[LMState] = []
-    _trackers.append(states)
-    try:
-        yield states
-    finally:
-        _trackers[:] = [t for t in _trackers if t is not states]
-
-
-def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the longest common prefix of two token lists."""
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
-
-
-def sync_tokens(state: LMState, row: int, target: list[int]) -> tuple[list[int], int]:
-    """Rolls `row` back to its longest prefix shared with `target`; returns (tokens to feed, how many are re-fed).
-
-    A row that `target` extends just gets the new tokens. A row rolled back has stale next-token logits,
-    so the last shared token is fed again; its log-prob, computed from the stale logits, must be dropped
-    by the caller. A row already equal to `target` needs nothing.
-    """
-    ids = state.ids[row]
-    if ids == target:
-        return [], 0
-    keep = min(common_prefix(ids, target), len(target))
-    if keep == len(ids) and state.last_logits is not None:
-        return target[keep:], 0
-    if keep == 0:
-        state.rollback(row, len(ids))
-        return list(target), 0
-    state.rollback(row, len(ids) - keep + 1)
-    return target[keep - 1 :], 1
-
-
-@dataclass
-class SamplingParams:
-    """Every knob of next-token sampling (temperature 0 is greedy)."""
-
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.temperature < 0:
-            raise GuideError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise GuideError(f"top_p must be in (0, 1], got {self.top_p}")
-
-
-MASK64 = (1 << 64) - 1
-# what an item's samples are a function of; a resumed run refuses outputs drawn another way
-STREAMS = "gumbel-max keyed by seed, item, slot, position (1)"
-
-
-def _mix(x: int) -> int:
-    """splitmix64's finaliser: a 64-bit integer to a well-mixed one."""
-    x = (x + 0x9E3779B97F4A7C15) & MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & MASK64
-    return x ^ (x >> 31)
-
-
-Prompt = str | list[dict]  # a prompt's text (one user message), or chat messages
-
-
-def prompt_identity(prompt: Prompt) -> str:
-    """What a prompt's random stream is keyed by: its text; chat messages by their JSON, except one user
-    message, which is the same prompt as its text (both render alike, `chat_prompt`)."""
-    if isinstance(prompt, str):
-        return prompt
-    if len(prompt) == 1 and prompt[0].get("role") == "user":
-        return prompt[0]["content"]
-    return "messages:" + json.dumps(prompt, ensure_ascii=False, sort_keys=True)
-
-
-def item_keys(prompts: list[Prompt]) -> list[int]:
-    """Each item's identity for its random stream: a 64-bit hash of its prompt's content (`prompt_identity`)
-    and of how many times the same content came before it in `prompts` (so that repeated prompts draw
-    different samples)."""
-    seen: dict[str, int] = {}
-    out = []
-    for text in map(prompt_identity, prompts):
-        seen[text] = seen.get(text, -1) + 1
-        digest = hashlib.blake2b(f"{seen[text]}:{text}".encode(), digest_size=8).digest()
-        out.append(int.from_bytes(digest, "little"))
-    return out
-
-
-def stream_key(seed: int, item: int, slot: int, position: int) -> int:
-    """The 64-bit key of the draw that row `slot` of `item` makes at `position`."""
-    x = _mix(seed & MASK64)
-    for part in (item, slot, position):
-        x = _mix(x ^ (part & MASK64))
-    return x
-
-
-def _signed(x: int) -> int:
-    return x - (1 << 64) if x >= 1 << 63 else x
-
-
-def _shift(x: torch.Tensor, bits: int) -> torch.Tensor:
-    """Logical right shift of int64 tensors holding 64-bit patterns."""
-    return (x >> bits) & ((1 << (64 - bits)) - 1)
-
-
-def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
-    """(rows, vocab) standard Gumbel noise, entry (i, v) a pure function of `keys[i]` and v: splitmix64 of
-    the pair in int64 arithmetic (wrapping), its top 53 bits a uniform number u in (0, 1), -log(-log u)."""
-    ids = torch.arange(vocab, dtype=torch.int64, device=keys.device)
-    x = keys[:, None] ^ (ids[None, :] * _signed(0x9E3779B97F4A7C15))
-    x = x + _signed(0x9E3779B97F4A7C15)
-    x = (x ^ _shift(x, 30)) * _signed(0xBF58476D1CE4E5B9)
-    x = (x ^ _shift(x, 27)) * _signed(0x94D049BB133111EB)
-    x = x ^ _shift(x, 31)
-    u = (_shift(x, 11).double() + 0.5) * 2.0**-53
-    return -torch.log(-torch.log(u))
-
-
-class Sampler:
-    """Draws next tokens by the Gumbel-max trick with noise keyed per row.
-
-    A row's noise is a pure function of the seed, its item (a hash of its prompt), its slot among its item's
-    rows and its position (`stream_key`): an item's output does not depend on the batch it was decoded in,
-    the batch size, the other items, or the point a killed run resumed from. Gumbel-max (the argmax of
-    log-probability + noise) draws exactly from the warped distribution, and float noise of a batch's
-    numerics moves a draw only when the two best entries are within it (inverse-CDF sampling would move
-    it whenever the uniform number fell near a boundary between two of the thousands of unlikely tokens).
-    """
-
-    def __init__(self, params: SamplingParams):
-        self.params = params
-
-    def warp(self, logits: torch.Tensor) -> torch.Tensor:
-        """Temperature, top-k and top-p applied to (rows, vocab) logits, as log-probabilities."""
-        p = self.params
-        logits = logits.float() / max(p.temperature, 1e-6)
-        if p.top_k > 0 and p.top_k < logits.shape[-1]:
-            kth = logits.topk(p.top_k, dim=-1).values[:, -1:]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        if p.top_p < 1.0:
-            sorted_logits, order = logits.sort(dim=-1, descending=True)
-            cumulative = sorted_logits.softmax(-1).cumsum(-1)
-            drop = cumulative - sorted_logits.softmax(-1) >= p.top_p  # keep the smallest set reaching top_p
-            logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-        return torch.log_softmax(logits, dim=-1)
-
-    def __call__(self, logits: torch.Tensor, keys: list[tuple[int, int, int]]) -> torch.Tensor:
-        """One token id per row; `keys[i]` is row i's (item, slot, position)."""
-        if self.params.temperature == 0:
-            return logits.argmax(-1)
-        logp = self.warp(logits)
-        rows = [_signed(stream_key(self.params.seed, *k)) for k in keys]
-        noise = gumbel_noise(torch.tensor(rows, dtype=torch.int64, device=logp.device), logp.shape[-1])
-        return (logp.double() + noise).argmax(-1)
-
-
-@dataclass
-class StopRule:
-    """When a response ends: an end-of-turn token, a stop string, or the token limit."""
-
-    eos_ids: set[int]
-    max_new_tokens: int
-    stop_strings: tuple[str, ...] = ()
-
-    @classmethod
-    def for_model(
-        cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, max_new_tokens: int, stop=()
-    ) -> StopRule:
-        """The model family's end tokens: the tokenizer's EOS and every EOS its generation config names."""
-        eos = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-        config_eos = getattr(model.generation_config, "eos_token_id", None)
-        eos |= set(config_eos if isinstance(config_eos, list) else [config_eos] if config_eos is not None else [])
-        return cls(eos_ids=eos, max_new_tokens=max_new_tokens, stop_strings=tuple(stop))
-
-    def cut(self, text: str) -> tuple[str, bool]:
-        """Text up to the first stop string, and whether one was found."""
-        hits = [text.find(s) for s in self.stop_strings if s in text]
-        return (text[: min(hits)], True) if hits else (text, False)
-
-
-@dataclass
-class Row:
-    """One candidate response being written by the strong model."""
-
-    prompt: int  # index of its prompt
-    ids: list[int] = field(default_factory=list)  # the strong model's response tokens
-    text: str = ""
-    finished: bool = False  # ended by EOS or a stop string (not by the token limit)
-    done: bool = False  # will not grow any more (finished or out of tokens)
-    score: float = 0.0
-    stop: str = ""  # why it ended: eos, stop_string, max_new_tokens, or context (a model's context was full)
-
-    def copy(self) -> Row:
-        return Row(self.prompt, list(self.ids), self.text, self.finished, self.done, self.score, self.stop)
+__all__ = ["Engine", "Follower", "Reading", "Rows", "encode_prompts"]
 
 
 def encode_prompts(
     tokenizer: PreTrainedTokenizerBase, prompts: list[Prompt], max_length: int | None
 ) -> list[list[int]]:
-    """Token ids of each prompt (a string or chat messages) in the tokenizer's chat template; a clear error if
-    one is empty or too long."""
-
-    out = []
+    """Token ids of each prompt (a string or chat messages) in the model's prompt format (`render_prompts`);
+    a clear error if one is empty or too long."""
     for i, prompt in enumerate(prompts):
         text = prompt if isinstance(prompt, str) else "".join(str(m.get("content") or "") for m in prompt)
         if not text or not text.strip():
             raise GuideError(f"prompt {i} is empty")
-        ids = tokenizer(chat_prompt(tokenizer, prompt), add_special_tokens=False).input_ids
+    _, out = render_prompts(tokenizer, prompts)
+    for i, ids in enumerate(out):
         if max_length is not None and len(ids) >= max_length:
             raise GuideError(
                 f"prompt {i} is {len(ids)} tokens in {tokenizer.name_or_path!r}'s template, but the model's context "
                 f"is {max_length} tokens: shorten it or use a model with a longer context"
             )
-        out.append(ids)
     return out
 
 
-def context_length(model: PreTrainedModel) -> int | None:
-    """The longest sequence the model's positions allow, if it says."""
-    for name in ("max_position_embeddings", "n_positions"):
-        value = getattr(model.config, name, None)
-        if value:
-            return int(value)
-    return None
+@dataclass(frozen=True)
+class Follower:
+    """A model stepped in lockstep with an engine's own (logit arithmetic), named for its cost."""
+
+    name: str
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    adapter: bool | None = None  # a PEFT model: True runs with the adapter, False without it
 
 
-@dataclass
-class Generation:
-    """One response and what it cost.
+@dataclass(frozen=True)
+class Reading:
+    """A row's response text read by the model: the log-probs of its tokens (from `start` in the row's
+    prompt + response tokens), and how many of them can no longer change as the text grows (`stable`)."""
 
-    `tokens` is exact and the item's own: per model, the real tokens fed for this item's rows (its prompt's
-    prefill once, every row it searched over including those dropped, tokens re-fed after rollbacks; never
-    padding), so it does not depend on the batch; over a batch they sum to the models' totals. Wall time
-    cannot be split so: `seconds` is the batch's time over its items, `batch_seconds` the whole batch's.
-    """
-
-    text: str
-    score: float | None = None  # the guide's (or reward model's) score of the chosen response
-    switch_at: int | None = None  # draft-switch decoding: the base's tokens of the draft that were kept
-    tokens: dict[str, int] = field(default_factory=dict)  # tokens run through each model for this item
-    seconds: float = 0.0  # this item's share of the batch's wall time
-    stop: str = ""  # why the response ended: eos, stop_string, max_new_tokens, or context (cut: a context was full)
-    batch_seconds: float = 0.0  # wall time of the whole batch this item was decoded in
+    logprobs: list[float]
+    start: int
+    stable: int
 
 
 class Engine:
-    """The strong model's side: prompts in, rows advanced token by token, finished rows dropped."""
+    """A model that writes: w2s's in-process implementation of the boundary (transformers, guide/kv.py)."""
+
+    full_logits = True  # next-token logits of every step are at hand: `lockstep` works
 
     def __init__(
         self,
@@ -422,66 +110,167 @@ class Engine:
         self.sampling = dataclasses.replace(self.sampling, seed=seed)
         self.sampler = Sampler(self.sampling)
 
-    def start(self, prompts: list[Prompt], row_prompts: list[int], items: list[int] | None = None) -> LMState:
-        """Prefills each prompt (a string or chat messages) once and copies its cache to its rows; `items` are
-        the prompts' random streams (default: `item_keys(prompts)`)."""
+    def start(self, prompts: list[Prompt], items: list[int] | None = None, copies: int = 1) -> Rows:
+        """Prefills each prompt (a string or chat messages) once and gives it `copies` rows; `items` are the
+        prompts' random streams (default: `item_keys(prompts)`)."""
         pad = self.tokenizer.pad_token_id or 0
         state = LMState(self.model, len(prompts), pad_id=pad, shared=self.share_prefixes)
         state.append(encode_prompts(self.tokenizer, prompts, context_length(self.model)))
+        row_prompts = [p for p in range(len(prompts)) for _ in range(copies)]
         state.select(row_prompts)
-        state.items = list(items) if items is not None else item_keys(prompts)  # each prompt's random stream
-        return state
+        return Rows(self, prompts, state, items, [Row(p) for p in row_prompts])
 
-    def advance(
+    def lockstep(self, prompts: list[Prompt], items: list[int] | None, followers: list[Follower]) -> Rows:
+        """One row per prompt, in this model and in each follower (each reading the prompt in its own format),
+        fed the same tokens: `Rows.sample(steps, combine=...)` samples from their combined logits."""
+        pad = self.tokenizer.pad_token_id or 0
+        states = [LMState(self.model, len(prompts), pad_id=pad, shared=self.share_prefixes)]
+        states += [
+            LMState(f.model, len(prompts), pad_id=pad, adapter=f.adapter, shared=self.share_prefixes) for f in followers
+        ]
+        for state, tokenizer in zip(states, [self.tokenizer, *(f.tokenizer for f in followers)], strict=True):
+            state.append(encode_prompts(tokenizer, prompts, None))
+        rows = [Row(p) for p in range(len(prompts))]
+        named = {f.name: state for f, state in zip(followers, states[1:], strict=True)}
+        return Rows(self, prompts, states[0], items, rows, followers=named)
+
+    def text(self, row: Row) -> str:
+        """A row's response text: its tokens decoded (cut at a stop string; without prompt characters a
+        re-tokenised first token carried)."""
+        if row.finished and self.stop.stop_strings and row.text:
+            text = row.text
+        else:
+            text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
+        return text.removeprefix(row.cut) if row.cut else text
+
+
+class Rows:
+    """The rows an engine writes for one batch of prompts (see the module docstring for the operations)."""
+
+    def __init__(
         self,
+        engine: Engine,
+        prompts: list[Prompt],
         state: LMState,
+        items: list[int] | None,
         rows: list[Row],
+        followers: dict[str, LMState] | None = None,
+    ):
+        self.engine, self.prompts, self._state = engine, prompts, state
+        self._followers = followers or {}
+        self.items = list(items) if items is not None else item_keys(prompts)  # each prompt's random stream
+        self._ids = itertools.count()
+        for row in rows:
+            row.id = next(self._ids)
+        self.rows = rows  # every row, finished ones included; the state holds the growing ones in this order
+        self._scorers: list = []  # scorers kept row-aligned by `select`
+        self._scores: IncrementalScores | None = None  # `read`'s, made on first use
+        self._begin: dict[int, int] = {}  # row id -> where its read response's tokens begin in its tokens
+
+    # -- accounting (read by the decode context)
+    def item_tokens(self) -> dict[str, list[int]]:
+        """Per model, the tokens fed for each item's rows (guide/state.py says how they are charged)."""
+        return {self.engine.name: list(self._state.item_tokens)} | {
+            name: list(s.item_tokens) for name, s in self._followers.items()
+        }
+
+    def tokens_run(self) -> dict[str, int]:
+        return {self.engine.name: self._state.tokens_run} | {n: s.tokens_run for n, s in self._followers.items()}
+
+    # -- rows
+    def growing(self) -> list[Row]:
+        """The rows that may still grow, in order (the state's rows)."""
+        return [r for r in self.rows if not r.done]
+
+    def attach(self, scorer) -> None:
+        """Keeps `scorer` (a `select(index)` over these rows) aligned with the rows from now on."""
+        self._scorers.append(scorer)
+
+    def text(self, row: Row) -> str:
+        return self.engine.text(row)
+
+    def _states(self) -> list[LMState]:
+        return [self._state, *self._followers.values()]
+
+    def _keep_growing(self, rows: list[Row]) -> None:
+        """Drops the state's rows that stopped (`rows` are the state's rows before they did)."""
+        growing = [i for i, row in enumerate(rows) if not row.done]
+        if len(growing) < len(rows):
+            for s in self._states():
+                s.select(growing)  # stopped rows stop costing compute
+
+    def select(self, index: list[int]) -> None:
+        """Keeps rows `index` in that order: a repeat is a fork (a copy with its own id), a row left out is gone."""
+        position = {r.id: k for k, r in enumerate(self.growing())}
+        state_rows = [position[self.rows[i].id] for i in index if not self.rows[i].done]
+        new, seen = [], set()
+        for i in index:
+            new.append(self.rows[i] if i not in seen else self.rows[i].copy(next(self._ids)))
+            seen.add(i)
+        for scorer in self._scorers:
+            scorer.select(index)
+        for s in self._states():
+            s.select(state_rows)
+        self.rows = new
+
+    def halt(self, index: list[int]) -> None:
+        """Stops rows `index` growing (they keep what they wrote)."""
+        before = self.growing()
+        for i in index:
+            if not self.rows[i].done:
+                self.rows[i].stop = StopReason.HALTED
+        self._keep_growing(before)
+
+    def sample(
+        self,
         steps: int,
         *,
-        followers: tuple[LMState, ...] = (),
+        sampling: SamplingParams | None = None,
         combine: Callable[[list[torch.Tensor]], torch.Tensor] | None = None,
     ) -> list[Row]:
-        """Samples up to `steps` tokens for every row; returns the rows still growing (the states keep only them).
+        """Samples up to `steps` tokens for every growing row; returns the rows still growing.
 
-        `followers` are other models' states over the same rows, fed the same tokens; `combine` maps the
-        next-token logits of `state` and each follower, in that order, to the logits sampled from
-        (logit arithmetic). Without them, the strong model samples alone.
+        `sampling` replaces the engine's settings for these steps. `combine` (rows from `Engine.lockstep`)
+        maps the next-token logits of the model and each follower, in that order and cut to the model's
+        vocabulary, to the logits sampled from.
         """
-        states = (state, *followers)
+        engine = self.engine
+        sampler = engine.sampler if sampling is None else Sampler(sampling)
+        stop = engine.stop
+        states = self._states()
         limits = [context_length(s.model) for s in states]
+        vocab = len(engine.tokenizer)
+        rows = self.growing()
         for _ in range(steps):
             if not rows:
                 break
-            logits = state.last_logits if combine is None else combine([s.last_logits for s in states])
+            # with followers, the logits each model predicts, cut where lm heads are padded past the vocabulary
+            logits = self._state.last_logits if combine is None else combine([s.last_logits[:, :vocab] for s in states])
             slots: dict[int, int] = {}
             keys = []
             for row in rows:  # a row's slot: its place among its item's rows, decided by that item's search alone
                 slot = slots[row.prompt] = slots.get(row.prompt, -1) + 1
-                keys.append((state.items[row.prompt], slot, len(row.ids)))
-            tokens = self.sampler(logits, keys).tolist()
+                keys.append((self.items[row.prompt], slot, len(row.ids)))
+            tokens = sampler(logits, keys).tolist()
             for row, token in zip(rows, tokens, strict=True):
-                if token in self.stop.eos_ids:
-                    row.finished = row.done = True
-                    row.stop = "eos"
+                if token in stop.eos_ids:
+                    row.stop = StopReason.EOS
                     continue
                 row.ids.append(token)
-                if self.stop.stop_strings:
-                    text, hit = self.stop.cut(self.tokenizer.decode(row.ids, skip_special_tokens=True))
+                if stop.stop_strings:
+                    text, hit = stop.cut(engine.tokenizer.decode(row.ids, skip_special_tokens=True))
                     if hit:
-                        row.text, row.finished, row.done, row.stop = text, True, True, "stop_string"
+                        row.text, row.stop = text, StopReason.STOP_STRING
                         continue
-                if len(row.ids) >= self.stop.max_new_tokens:
-                    row.done, row.stop = True, "max_new_tokens"
+                if len(row.ids) >= stop.max_new_tokens:
+                    row.stop = StopReason.MAX_NEW_TOKENS
             for i, row in enumerate(rows):  # a row whose context is full in any model ends here, the others go on
                 if not row.done and any(
                     limit is not None and int(s.length[i]) + 1 >= limit for s, limit in zip(states, limits, strict=True)
                 ):
-                    row.done, row.stop = True, "context"
-            growing = [i for i, row in enumerate(rows) if not row.done]
-            if len(growing) < len(rows):
-                for s in states:
-                    s.select(growing)  # finished rows stop costing compute
-                rows = [rows[i] for i in growing]
+                    row.stop = StopReason.CONTEXT
+            self._keep_growing(rows)
+            rows = [row for row in rows if not row.done]
             if not rows:
                 break
             block = [[row.ids[-1]] for row in rows]
@@ -489,7 +278,69 @@ class Engine:
                 s.append(block)
         return rows
 
-    def text(self, row: Row) -> str:
-        if row.finished and self.stop.stop_strings and row.text:
-            return row.text
-        return self.tokenizer.decode(row.ids, skip_special_tokens=True)
+    # -- reading given text, and handing over (draft-switch decoding)
+    def read(self, texts: list[str | None], final: list[bool]) -> list[Reading | None]:
+        """Brings each growing row (all of them must be) to the response text `texts[i]` (None: leave it) and
+        returns the log-probs of its tokens; where `final[i]` is false the text may still grow, and `stable`
+        counts the tokens that end before its last space (re-tokenising a longer text cannot change them)."""
+        tokenizer = self.engine.tokenizer
+        if self._scores is None:
+            if len(self.growing()) != len(self.rows):
+                raise GuideError("Rows.read: every row must still be growing")
+            contexts, context_ids = render_prompts(tokenizer, self.prompts)
+            self._contexts, self._context_ids = contexts, context_ids
+            row_prompts = [r.prompt for r in self.rows]
+            what = f"{self.engine.name} model"
+            self._scores = IncrementalScores(self._state, tokenizer, contexts, context_ids, row_prompts, what)
+        targets = self._scores.tokens(texts, [False] * len(texts))
+        new = self._scores.update(targets)
+        out: list[Reading | None] = []
+        for i, (text, target) in enumerate(zip(texts, targets, strict=True)):
+            if text is None:
+                out.append(None)
+                continue
+            self._begin[self.rows[i].id] = target.start
+            prompt = self.rows[i].prompt
+            stable = len(new[i]) if final[i] else _stable(tokenizer, self._contexts[prompt], text, target.start)
+            out.append(Reading(new[i], target.start, stable))
+        return out
+
+    def hand_over(self, keep: dict[int, int]) -> None:
+        """Rows i of `keep` keep the first `keep[i]` tokens `read` gave them and continue from there (`sample`);
+        every other row stops. A kept row at the token limit stops there."""
+        state, tokenizer = self._state, self.engine.tokenizer
+        if len(self.growing()) != len(self.rows):
+            raise GuideError("Rows.hand_over: every row must still be growing")
+        switched = sorted(keep)
+        refeed: list[list[int]] = [[] for _ in self.rows]
+        for i in switched:  # roll back past the switch and re-feed its last token: its logits are fresh
+            end = self._begin[self.rows[i].id] + keep[i]
+            refeed[i] = [state.ids[i][end - 1]]
+            state.rollback(i, len(state.ids[i]) - end + 1)
+        state.append(refeed)
+        state.select(switched)
+        for k, i in enumerate(switched):
+            row, begin = self.rows[i], self._begin[self.rows[i].id]
+            # the response's tokens; where re-tokenising merged the prompt's tail into the draft's first token, from
+            # that token on, and the prompt characters it carries are cut from the text
+            row.ids = state.ids[k][begin:]
+            prompt_ids = self._context_ids[row.prompt]
+            if begin < len(prompt_ids):
+                row.cut = tokenizer.decode(prompt_ids[begin:], skip_special_tokens=True)
+        kept = [self.rows[i] for i in switched]
+        for i, row in enumerate(self.rows):
+            if i not in keep:
+                row.stop = StopReason.HALTED
+        for row in kept:
+            if len(row.ids) >= self.engine.stop.max_new_tokens:
+                row.stop = StopReason.MAX_NEW_TOKENS
+        self._keep_growing(kept)
+
+
+def _stable(tokenizer: PreTrainedTokenizerBase, context: str, text: str, start: int) -> int:
+    """The model's tokens of a growing response that can no longer change: those ending before its last space."""
+    cut = text.rfind(" ")
+    if cut <= 0:
+        return 0
+    offsets = tokenizer(context + text, add_special_tokens=False, return_offsets_mapping=True).offset_mapping
+    return sum(1 for _, end in offsets[start:] if end <= len(context) + cut)

@@ -14,31 +14,14 @@ Every model reads each item's prompt and response tokens once, charged to that i
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 
 from w2s.guide.commands import GuideError
+from w2s.guide.context import DecodeContext
 from w2s.guide.decoders import Decoder, register_decoder
-from w2s.guide.engine import Generation, LMState, Row, encode_prompts, item_keys
-
-if TYPE_CHECKING:
-    from w2s.guide.run import Guide
-
-
-def check_shared_vocabulary(tokenizers: dict[str, object]) -> None:
-    """Raises a clear error unless every tokenizer has the same vocabulary."""
-    names = list(tokenizers)
-    first = tokenizers[names[0]].get_vocab()
-    for name in names[1:]:
-        if tokenizers[name].get_vocab() != first:
-            raise GuideError(
-                f"logit arithmetic needs one shared vocabulary, but {names[0]!r} and {name!r} have different "
-                "vocabularies: use chunk-level beam search (decoder: cbs) or draft-switch decoding (decoder: wsd), "
-                "which pass text between models"
-            )
+from w2s.guide.types import Output
 
 
 def proxy_tuning_logits(base: torch.Tensor, tuned: torch.Tensor, untuned: torch.Tensor, beta: float) -> torch.Tensor:
@@ -85,12 +68,13 @@ class ProxyTuning(Decoder):
     beta: float = 1.0
 
     needs = ("pairs",)
+    shared_vocabulary = True
 
     def combine(self, base, experts, untuned):
         return proxy_tuning_logits(base, experts[0], untuned, self.beta), None
 
-    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
-        return _lockstep(guide, prompts, self.combine)
+    def run(self, ctx: DecodeContext) -> list[Output]:
+        return _lockstep(ctx, self.combine)
 
 
 @register_decoder("fusion")
@@ -102,6 +86,7 @@ class DynamicFusion(Decoder):
     alpha_step: float = 0.1
 
     needs = ("pairs",)
+    shared_vocabulary = True
 
     def check(self) -> None:
         if self.alpha_step <= 0:
@@ -113,49 +98,12 @@ class DynamicFusion(Decoder):
         alphas = torch.arange(0, round(self.alpha_max / self.alpha_step) + 1) * self.alpha_step
         return fuse(base, torch.stack(experts), untuned, alphas)
 
-    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
-        return _lockstep(guide, prompts, self.combine)
+    def run(self, ctx: DecodeContext) -> list[Output]:
+        return _lockstep(ctx, self.combine)
 
 
-def _lockstep(guide: Guide, prompts: list[str], combine) -> list[Generation]:
+def _lockstep(ctx: DecodeContext, combine) -> list[Output]:
     """Steps the base, every expert and the untuned model together, sampling from the combined logits."""
-    start = time.perf_counter()
-    engine = guide.engine
-    pairs = guide.pairs
-    if not pairs:
-        raise GuideError("logit arithmetic needs a guide pair: set tuned and untuned (or adapter)")
-    if any(p.is_adapter for p in pairs) and len(pairs) > 1:
-        raise GuideError("dynamic fusion over several adapters is not supported: give experts as model folders")
-    untuned_model = pairs[0].untuned
-    if any(p.untuned is not untuned_model and p.untuned.name_or_path != untuned_model.name_or_path for p in pairs):
-        raise GuideError("logit fusion needs every expert to share one untuned model")
-    check_shared_vocabulary({"strong": engine.tokenizer, **{f"guide {i}": p.tokenizer for i, p in enumerate(pairs)}})
-    vocab = len(engine.tokenizer)
-    n = len(prompts)
-    pad = engine.tokenizer.pad_token_id or 0
-    states = [LMState(engine.model, n, pad_id=pad)]
-    states += [LMState(p.tuned, n, pad_id=pad, adapter=True if p.is_adapter else None) for p in pairs]
-    states.append(LMState(untuned_model, n, pad_id=pad, adapter=False if pairs[0].is_adapter else None))
-    tokenizers = [engine.tokenizer] + [p.tokenizer for p in pairs] + [pairs[0].tokenizer]
-    for state, tok in zip(states, tokenizers, strict=True):
-        state.append(encode_prompts(tok, prompts, None))  # each model sees the prompt in its own template
-    states[0].items = guide.items or item_keys(prompts)  # the prompts' random streams (Engine.start)
-    rows = [Row(p) for p in range(n)]
-
-    def combined(logits: list[torch.Tensor]) -> torch.Tensor:
-        logits = [x[:, :vocab] for x in logits]  # lm heads may be padded past the vocabulary
-        return combine(logits[0], logits[1:-1], logits[-1])[0]
-
-    engine.advance(states[0], list(rows), engine.stop.max_new_tokens, followers=tuple(states[1:]), combine=combined)
-    elapsed = time.perf_counter() - start
-    names = ["strong", *[f"tuned_{i}" if len(pairs) > 1 else "tuned" for i in range(len(pairs))], "untuned"]
-    return [
-        Generation(
-            engine.text(r),
-            tokens={name: s.item_tokens[r.prompt] for name, s in zip(names, states, strict=True)},
-            seconds=elapsed / n,
-            stop=r.stop,
-            batch_seconds=elapsed,
-        )
-        for r in rows
-    ]
+    rows = ctx.lockstep()
+    rows.sample(ctx.max_new_tokens, combine=lambda logits: combine(logits[0], logits[1:-1], logits[-1])[0])
+    return [Output(rows.text(r), r.stop) for r in rows.rows]

@@ -182,3 +182,10 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | list[dict]) ->
         )
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def render_prompts(tokenizer: PreTrainedTokenizerBase, prompts: list) -> tuple[list[str], list[list[int]]]:
+    """Each prompt in the model's prompt format (`chat_prompt`), as text and as tokens: the one encoding of a
+    prompt, shared by the engine's prefill and every score of a response (guide/scoring.py)."""
+    texts = [chat_prompt(tokenizer, p) for p in prompts]
+    return texts, [tokenizer(t, add_special_tokens=False).input_ids for t in texts]

@@ -17,9 +17,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from w2s.guide.commands import GuideError
-from w2s.guide.engine import LMState, context_length
-from w2s.guide.models import load_model, load_tokenizer, resolve_model_path
-from w2s.guide.scoring import IncrementalScores, render, response_logprobs
+from w2s.guide.models import load_model, load_tokenizer, render_prompts, resolve_model_path
+from w2s.guide.scoring import IncrementalScores, response_logprobs
+from w2s.guide.state import LMState, context_length
 
 
 @dataclass
@@ -91,7 +91,7 @@ class PairScorer:
 
     def __init__(self, pair: GuidePair, prompts: list[str], row_prompts: list[int]):
         self.pair = pair
-        texts, context_ids = render(pair.tokenizer, prompts)
+        texts, context_ids = render_prompts(pair.tokenizer, prompts)
         limit = context_length(pair.tuned)
         for i, ids in enumerate(context_ids):
             if limit is not None and len(ids) >= limit:

@@ -9,7 +9,6 @@ before they load, train or generate anything, so a mistake costs seconds, not a 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import AutoConfig
@@ -17,21 +16,11 @@ from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from w2s.guide.commands import GuideError
 from w2s.guide.config import GuideConfig
-from w2s.guide.decoders import decoder_class
-from w2s.guide.fusion import check_shared_vocabulary
+from w2s.guide.context import check_shared_vocabulary
 from w2s.guide.models import ModelNotFoundError, chat_prompt, load_tokenizer, resolve_model_path
+from w2s.guide.roles import ROLES, ModelSpec, resolve
 
 logger = logging.getLogger(__name__)
-
-LOGIT_ARITHMETIC = ("eft", "fusion")
-
-
-@dataclass
-class ModelSpec:
-    name: str  # as the recipe gives it
-    role: str  # e.g. "strong_model", "tuned"
-    prompt_format: str = "chat"
-    format_key: str = "prompt_format"
 
 
 def check_weights(path: str, role: str) -> None:
@@ -105,23 +94,12 @@ def check_models(specs: list[ModelSpec], prompts: list[str], *, trust_remote_cod
 
 
 def check_guide(config: GuideConfig, prompts: list[str]) -> None:
-    """Every model a guide recipe's decoder will load, checked against `prompts` (see `check_models`)."""
+    """Every model a guide recipe's decoder will load (the roles it declares), checked against `prompts`
+    (see `check_models`); one vocabulary across them where the decoder needs it."""
     c = config
-    needs = set(decoder_class(c.decoder).needs)
+    decoder = c.make_decoder()
     specs = [ModelSpec(c.strong_model, "strong_model", c.strong_prompt_format, "strong_prompt_format")]
-    guides = needs & {"pairs"} or (needs & {"scorer"} and not c.reward_model)
-    if guides:
-        for role in ("tuned", "untuned", "adapter"):
-            if getattr(c, role):
-                specs.append(ModelSpec(getattr(c, role), role, c.guide_prompt_format, "guide_prompt_format"))
-        for i, extra in enumerate(c.extra_guides):
-            for role in ("tuned", "untuned", "adapter"):
-                if extra.get(role):
-                    fmt = extra.get("prompt_format", c.guide_prompt_format)
-                    specs.append(
-                        ModelSpec(extra[role], f"extra_guides[{i}].{role}", fmt, f"extra_guides[{i}].prompt_format")
-                    )
-    if "pilot" in needs and c.pilot:
-        specs.append(ModelSpec(c.pilot, "pilot", c.pilot_prompt_format, "pilot_prompt_format"))
-    shared = [s.role for s in specs if s.role != "adapter"] if c.decoder in LOGIT_ARITHMETIC else ()
+    for role in resolve(decoder.needs, c, decoder.name):
+        specs += ROLES[role].specs(c)
+    shared = [s.role for s in specs if s.role != "adapter"] if decoder.shared_vocabulary else ()
     check_models(specs, prompts, trust_remote_code=c.trust_remote_code, shared_vocab=shared)

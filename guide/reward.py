@@ -15,8 +15,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from w2s.guide.commands import GuideError
-from w2s.guide.engine import context_length
 from w2s.guide.models import DTYPES, input_device, load_tokenizer, resolve_model_path
+from w2s.guide.state import context_length
 
 
 class RewardModel:

@@ -3,39 +3,34 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 
 from tqdm.auto import tqdm
 
 from w2s.guide.commands import GuideError
 from w2s.guide.config import GuideConfig
-from w2s.guide.decoders import decoder_class
-from w2s.guide.engine import Engine, Generation, SamplingParams, StopRule, item_keys
+from w2s.guide.context import DecodeContext
+from w2s.guide.decoders import Decoder
+from w2s.guide.engine import Engine
 from w2s.guide.models import default_device, load_model, load_tokenizer
 from w2s.guide.pair import GuidePair
-from w2s.guide.reward import RewardModel
-from w2s.guide.scorers import GuideScorer, RewardModelScorer
+from w2s.guide.roles import ROLES, resolve
+from w2s.guide.stopping import StopRule
+from w2s.guide.streams import Prompt, SamplingParams, item_keys
+from w2s.guide.types import Generation
 
 logger = logging.getLogger(__name__)
 
 
 class Guide:
-    """Everything a recipe names, loaded once; what every decoder's `run(guide, prompts)` decodes with.
+    """Everything a recipe names, loaded once: the strong model's `engine` and, by role, the models its
+    decoder needs (`models`: "pairs", "pilot", "reward_model"; guide/roles.py). `decode` runs a decoder on a
+    batch through a `DecodeContext` (guide/context.py), the only surface a decoder sees."""
 
-    A decoder may use only this surface:
-
-    * `engine`: the strong model's `Engine` (model, tokenizer, sampling, stop rule, shared prefixes);
-    * `pairs`: the guide pairs (`GuidePair`), loaded when the decoder needs "pairs" (or "scorer");
-    * `pilot`: (model, tokenizer) of a small drafter, loaded when it needs "pilot";
-    * `reward_model`: a sequence-classification `RewardModel` (guide/reward.py), loaded when it needs
-      "scorer" and the recipe names one;
-    * `scorer(prompts, row_prompts)`: a row scorer, the reward model if loaded, else the guide pairs.
-
-    Decoders read their settings from their own fields, never from `config` (the whole recipe).
-    """
-
-    def __init__(self, config: GuideConfig):
+    def __init__(self, config: GuideConfig, decoder: Decoder | None = None):
         self.config = c = config
+        self.decoder = decoder or c.make_decoder()
         self.load = dict(dtype=c.dtype, device=default_device(c.device), trust_remote_code=c.trust_remote_code)
         placement = dict(device_map=c.device_map, max_memory=c.max_memory, offload_folder=c.offload_folder)
         strong = load_model(c.strong_model, **self.load, **placement)
@@ -48,12 +43,8 @@ class Guide:
         sampling = SamplingParams(c.temperature, c.top_k, c.top_p, c.seed)
         stop = StopRule.for_model(strong, tokenizer, c.max_new_tokens, c.stop)
         self.engine = Engine(strong, tokenizer, sampling, stop, share_prefixes=c.share_prefixes)
-        self.pairs: list[GuidePair] = []
-        self.pilot = None  # (model, tokenizer) of WSD's drafter
-        self.reward_model = None  # a RewardModel ranking best-of-N instead of the guide pairs
-        self._loaded: set[str] = set()
-        self.items: list[int] | None = None  # the current batch's random streams (decode)
-        self.require(decoder_class(c.decoder).needs)
+        self.models: dict[str, object] = {}  # by role
+        self.require(self.decoder)
 
     @classmethod
     def from_models(
@@ -64,110 +55,66 @@ class Guide:
         pilot=None,
         reward_model=None,
         config: GuideConfig | None = None,
+        decoder: Decoder | None = None,
     ) -> Guide:
-        """A guide over models already in memory (benchmarks, notebooks); `config` sets `generate`'s decoder."""
+        """A guide over models already in memory (benchmarks, notebooks); `decoder` (else `config`'s) decodes."""
         guide = cls.__new__(cls)
         guide.config = config or GuideConfig()
+        guide.decoder = decoder or guide.config.make_decoder()
         guide.load = {}
-        guide.engine, guide.pairs, guide.pilot, guide.reward_model = engine, list(pairs), pilot, reward_model
-        guide.items = None
-        guide._loaded = {"pairs", "pilot", "scorer"}  # nothing more to load: a decoder uses what it was given
+        guide.engine = engine
+        given = {"pairs": list(pairs), "pilot": pilot, "reward_model": reward_model}
+        guide.models = {role: model for role, model in given.items() if model}  # nothing more to load
         return guide
 
-    def require(self, needs: Iterable[str]) -> None:
-        """Loads the models of `needs` ("pairs", "pilot", "scorer") the recipe names, once each."""
-        c = self.config
-        for need in needs:
-            if need in self._loaded:
-                continue
-            if need == "pilot":
-                if not c.pilot:
-                    raise GuideError(f"decoder {c.decoder} needs a `pilot` model (the small aligned drafter)")
-                self.pilot = (
-                    load_model(c.pilot, **self.load),
-                    load_tokenizer(
-                        c.pilot,
-                        trust_remote_code=c.trust_remote_code,
-                        prompt_format=c.pilot_prompt_format,
-                        format_key="pilot_prompt_format",
-                    ),
-                )
-            elif need == "scorer" and c.reward_model:
-                self.reward_model = self._reward_model()
-            elif "pairs" not in self._loaded:  # "pairs", or "scorer" without a reward model
-                self.pairs = self._pairs()
-                if not self.pairs:
-                    raise GuideError(f"decoder {c.decoder} needs a guide pair: set tuned and untuned (or adapter)")
-                self._loaded.add("pairs")
-            self._loaded.add(need)
+    def require(self, decoder: Decoder) -> None:
+        """Loads the models of the roles `decoder` needs, once each."""
+        for role in resolve(decoder.needs, self.config, decoder.name):
+            if role not in self.models:
+                if ROLES[role].load is None:
+                    raise GuideError(f"decoder {decoder.name}: model role {role!r} has nothing to load")
+                self.models[role] = ROLES[role].load(self.config, self.load)
 
-    def _reward_model(self) -> RewardModel:
-        c = self.config
-        try:
-            return RewardModel.load(
-                c.reward_model,
-                dtype=c.dtype,
-                device=self.load["device"],
-                trust_remote_code=c.trust_remote_code,
-                prompt_format=c.reward_model_prompt_format,
-                format_key="reward_model_prompt_format",
-            )
-        except OSError as e:
-            raise GuideError(f"reward_model {c.reward_model!r}: cannot load it ({e})") from e
+    @property
+    def pairs(self) -> list[GuidePair]:
+        return self.models.get("pairs") or []
 
-    def _pairs(self) -> list[GuidePair]:
-        c = self.config
-        specs = []
-        if c.adapter or c.tuned:
-            specs.append(
-                {"tuned": c.tuned, "untuned": c.untuned, "adapter": c.adapter, "weight": c.guide_weight}
-                | {"prompt_format": c.guide_prompt_format}
-            )
-        specs += c.extra_guides
-        pairs = []
-        for spec in specs:
-            unknown = set(spec) - {"tuned", "untuned", "adapter", "weight", "adapter_base", "prompt_format"}
-            if unknown:
-                raise GuideError(
-                    f"extra_guides: unknown key(s) {sorted(unknown)}; use tuned, untuned, adapter, weight, prompt_format"
-                )
-            weight = float(spec.get("weight", 1.0))
-            fmt = {"prompt_format": spec.get("prompt_format", c.guide_prompt_format)}
-            if spec.get("adapter"):
-                pairs.append(
-                    GuidePair.from_adapter(spec["adapter"], spec.get("adapter_base"), weight, **fmt, **self.load)
-                )
-            elif spec.get("tuned") and spec.get("untuned"):
-                pairs.append(GuidePair.from_folders(spec["tuned"], spec["untuned"], weight, **fmt, **self.load))
-            else:
-                raise GuideError("a guide pair needs both `tuned` and `untuned`, or an `adapter`")
-        return pairs
+    @property
+    def pilot(self):
+        """(model, tokenizer) of WSD's drafter, if loaded."""
+        return self.models.get("pilot")
 
-    def scorer(self, prompts: list[str], row_prompts: list[int]) -> GuideScorer | RewardModelScorer:
-        """What ranks the rows of `prompts` (`row_prompts[i]`: row i's prompt): the reward model, else the pairs."""
-        if self.reward_model is not None:
-            return RewardModelScorer(self.reward_model, prompts, row_prompts)
-        return GuideScorer(self.pairs, prompts, row_prompts)
+    @property
+    def reward_model(self):
+        return self.models.get("reward_model")
 
-    def decode(self, prompts: list[str], items: list[int] | None = None) -> list[Generation]:
-        """One batch of prompts through the configured decoder (built from the config as it is now).
+    def decode(
+        self, prompts: list[Prompt], items: list[int] | None = None, *, decoder: Decoder | None = None
+    ) -> list[Generation]:
+        """One batch of prompts through `decoder` (default: the recipe's), timed and costed by its context.
 
-        `items` are the prompts' random streams (`guide.engine.item_keys`): decoders pass `guide.items` to
-        `Engine.start`, so an item samples the same whatever batch it is decoded in."""
-        decoder = decoder_class(self.config.decoder).from_config(self.config)
-        self.require(decoder.needs)
-        self.items = list(items) if items is not None else item_keys(prompts)
-        return decoder.run(self, prompts)
+        `items` are the prompts' random streams (`guide.streams.item_keys`), so an item samples the same
+        whatever batch it is decoded in."""
+        decoder = decoder or self.decoder
+        self.require(decoder)
+        items = list(items) if items is not None else item_keys(prompts)
+        ctx = DecodeContext(self.engine, self.models, prompts, items, decoder.name)
+        start = time.perf_counter()
+        outputs = decoder.run(ctx)
+        return ctx.generations(outputs, time.perf_counter() - start)
 
-    def generate(self, prompts: list[str], *, progress: bool = True) -> list[Generation]:
+    def generate(
+        self, prompts: list[Prompt], *, progress: bool = True, decoder: Decoder | None = None
+    ) -> list[Generation]:
         """Every prompt, `batch_size` at a time; the outputs do not depend on `batch_size`."""
         if not prompts:
             raise GuideError("no prompts to generate from")
+        decoder = decoder or self.decoder
         items = item_keys(prompts)  # over the whole call: a prompt repeated in two batches draws two streams
         out: list[Generation] = []
         size = self.config.batch_size
-        for start in tqdm(range(0, len(prompts), size), desc=f"generate ({self.config.decoder})", disable=not progress):
-            out += self.decode(prompts[start : start + size], items[start : start + size])
+        for start in tqdm(range(0, len(prompts), size), desc=f"generate ({decoder.name})", disable=not progress):
+            out += self.decode(prompts[start : start + size], items[start : start + size], decoder=decoder)
         return out
 
 

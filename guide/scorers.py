@@ -31,6 +31,14 @@ class GuideScorer:
                 out[role if len(self.scorers) == 1 else f"{role}_{i}"] = counts
         return out
 
+    def tokens_run(self) -> dict[str, int]:
+        """Per model, the tokens it ran (what `item_tokens` sums to)."""
+        out: dict[str, int] = {}
+        for i, s in enumerate(self.scorers):
+            for role, total in s.tokens_run.items():
+                out[role if len(self.scorers) == 1 else f"{role}_{i}"] = total
+        return out
+
 
 class RewardModelScorer:
     """A sequence-classification reward model (guide/reward.py) scoring whole responses, a batch at a time
@@ -59,3 +67,6 @@ class RewardModelScorer:
 
     def item_tokens(self) -> dict[str, list[int]]:
         return {"reward_model": list(self.counts)}
+
+    def tokens_run(self) -> dict[str, int]:
+        return {"reward_model": sum(self.counts)}

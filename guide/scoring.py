@@ -30,8 +30,8 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from w2s.guide.commands import GuideError
-from w2s.guide.engine import LMState, common_prefix, context_length, sync_tokens
-from w2s.guide.models import chat_prompt, input_device
+from w2s.guide.models import input_device, render_prompts
+from w2s.guide.state import LMState, common_prefix, context_length, sync_tokens
 
 
 @dataclass(frozen=True)
@@ -59,12 +59,6 @@ def response_ids(
             raise GuideError(f"{tokenizer.name_or_path!r} has no EOS token to end a finished response with")
         ids = [*ids, tokenizer.eos_token_id]
     return Scored(ids, start)
-
-
-def render(tokenizer: PreTrainedTokenizerBase, prompts: list) -> tuple[list[str], list[list[int]]]:
-    """Each prompt in the model's prompt format, as text and as tokens."""
-    texts = [chat_prompt(tokenizer, p) for p in prompts]
-    return texts, [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
 
 
 def check_context(model: PreTrainedModel, rows: list[Scored | None], what: str = "model") -> None:
@@ -130,7 +124,7 @@ def response_logprobs(
     """log pi(response | prompt) of each pair under `model` (see the module docstring for the convention)."""
     if isinstance(finished, bool):
         finished = [finished] * len(responses)
-    texts, context_ids = render(tokenizer, prompts)
+    texts, context_ids = render_prompts(tokenizer, prompts)
     rows = [
         response_ids(tokenizer, t, c, r, f) for t, c, r, f in zip(texts, context_ids, responses, finished, strict=True)
     ]

@@ -12,16 +12,12 @@ searched over, the dropped ones included, and the guides' re-fed tokens.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from w2s.guide.commands import GuideError
+from w2s.guide.context import DecodeContext
 from w2s.guide.decoders import Decoder, register_decoder
-from w2s.guide.engine import Generation, Row
-
-if TYPE_CHECKING:
-    from w2s.guide.run import Guide
+from w2s.guide.types import Output
 
 
 @register_decoder("cbs")
@@ -41,56 +37,31 @@ class ChunkBeamSearch(Decoder):
             if value is not None and value < 1:
                 raise GuideError(f"{key} must be >= 1, got {value}")
 
-    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
-        """Searches every prompt at once on the strong engine, rows ranked by `guide.scorer`."""
-        start = time.perf_counter()
-        engine = guide.engine
-        fanout = self.width * self.successors
-        row_prompts = [p for p in range(len(prompts)) for _ in range(fanout)]
-        state = engine.start(prompts, row_prompts, guide.items)
-        scorer = guide.scorer(prompts, row_prompts)
-        beams = [Row(p) for p in row_prompts]  # every row, in scorer order
-        growing = list(beams)  # the rows the strong state holds, in state order
-        best: dict[int, Row] = {}
-        chunk = self.chunk_len or engine.stop.max_new_tokens
-        while growing:
-            before = {id(r) for r in growing}
-            engine.advance(state, growing, chunk)
-            texts = [engine.text(r) if id(r) in before else None for r in beams]
-            for row, score in zip(beams, scorer.update(texts, [r.finished for r in beams]), strict=True):
+    def run(self, ctx: DecodeContext) -> list[Output]:
+        """Searches every prompt at once on the strong model, rows ranked by the context's scorer."""
+        beams = ctx.start(copies=self.width * self.successors)
+        scorer = ctx.scorer(beams)
+        best = {}
+        while beams.growing():
+            grew = {r.id for r in beams.growing()}
+            beams.sample(self.chunk_len or ctx.max_new_tokens)
+            texts = [beams.text(r) if r.id in grew else None for r in beams.rows]
+            for row, score in zip(beams.rows, scorer.update(texts, [r.finished for r in beams.rows]), strict=True):
                 row.score = score
             # keep the top W rows of each prompt; copy each growing one K times
             by_prompt: dict[int, list[int]] = {}
-            for i, row in enumerate(beams):
+            for i, row in enumerate(beams.rows):
                 by_prompt.setdefault(row.prompt, []).append(i)
-            keep_index: list[int] = []
+            keep: list[int] = []
             for p, members in by_prompt.items():
-                top = sorted(members, key=lambda i: beams[i].score, reverse=True)[: self.width]
-                if all(beams[i].done for i in top):
-                    best[p] = beams[top[0]]
+                top = sorted(members, key=lambda i: beams.rows[i].score, reverse=True)[: self.width]
+                if all(beams.rows[i].done for i in top):
+                    best[p] = beams.rows[top[0]]
                     continue
                 for i in top:
-                    keep_index += [i] if beams[i].done else [i] * self.successors
-            scorer.select(keep_index)
-            new_beams = [beams[i].copy() for i in keep_index]
-            state_rows = [i for i in keep_index if not beams[i].done]
-            position = {id(r): k for k, r in enumerate(r for r in beams if not r.done)}
-            state.select([position[id(beams[i])] for i in state_rows])
-            beams = new_beams
-            growing = [r for r in beams if not r.done]
-        elapsed = time.perf_counter() - start
-        tokens = {engine.name: state.item_tokens, **scorer.item_tokens()}
-        return [
-            Generation(
-                engine.text(best[p]),
-                best[p].score,
-                tokens={k: v[p] for k, v in tokens.items()},
-                seconds=elapsed / len(prompts),
-                stop=best[p].stop,
-                batch_seconds=elapsed,
-            )
-            for p in range(len(prompts))
-        ]
+                    keep += [i] if beams.rows[i].done else [i] * self.successors
+            beams.select(keep)
+        return [Output(beams.text(best[p]), best[p].stop, best[p].score) for p in range(len(ctx.prompts))]
 
 
 @register_decoder("bon")
@@ -107,8 +78,8 @@ class BestOfN(Decoder):
         if self.num_samples < 1:
             raise GuideError(f"num_samples must be >= 1, got {self.num_samples}")
 
-    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
-        return ChunkBeamSearch(width=1, successors=self.num_samples, chunk_len=None).run(guide, prompts)
+    def run(self, ctx: DecodeContext) -> list[Output]:
+        return ChunkBeamSearch(width=1, successors=self.num_samples, chunk_len=None).run(ctx)
 
 
 @register_decoder("sample")
@@ -116,20 +87,7 @@ class BestOfN(Decoder):
 class Sampling(Decoder):
     """Plain sampling from the strong model, one response per prompt."""
 
-    def run(self, guide: Guide, prompts: list[str]) -> list[Generation]:
-        start = time.perf_counter()
-        engine = guide.engine
-        rows = [Row(p) for p in range(len(prompts))]
-        state = engine.start(prompts, list(range(len(prompts))), guide.items)
-        engine.advance(state, list(rows), engine.stop.max_new_tokens)
-        elapsed = time.perf_counter() - start
-        return [
-            Generation(
-                engine.text(r),
-                tokens={engine.name: state.item_tokens[r.prompt]},
-                seconds=elapsed / len(prompts),
-                stop=r.stop,
-                batch_seconds=elapsed,
-            )
-            for r in rows
-        ]
+    def run(self, ctx: DecodeContext) -> list[Output]:
+        rows = ctx.start()
+        rows.sample(ctx.max_new_tokens)
+        return [Output(rows.text(r), r.stop) for r in rows.rows]

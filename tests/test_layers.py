@@ -95,3 +95,151 @@ def test_the_checks_see_an_upward_and_a_hidden_import():
     assert imported(call, "w2s.guide.cli", False) == ["w2s.eval.run"]  # a lazy load counts as an import
     stages = ast.parse('lazy(f"w2s.train.{stage}:cli")').body[0].value
     assert imported(stages, "w2s.train.cli", False) == ["w2s.train"]
+
+
+# -- the decoding contract (guide/decoders.py, guide/engine.py)
+
+# what a decoder module may import from w2s: the contract, the decode context, the engine's public names and
+# the public types; never a model's state, the KV cache or the scorers' internals
+DECODER_MAY_IMPORT = {
+    "w2s.guide.commands", "w2s.guide.context", "w2s.guide.decoders", "w2s.guide.engine", "w2s.guide.stopping",
+    "w2s.guide.streams", "w2s.guide.types",
+}  # fmt: skip
+GUIDE_INTERNALS = {"LMState", "sync_tokens", "IncrementalScores", "kv"}
+
+
+def registers_a_decoder(tree: ast.AST) -> bool:
+    return any(
+        isinstance(d, ast.Call) and getattr(d.func, "id", None) == "register_decoder"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ClassDef)
+        for d in node.decorator_list
+    )
+
+
+def decoder_violations(module: str, tree: ast.AST, is_package: bool, decoder_modules: set[str]) -> list[str]:
+    """Imports of a decoder module that reach past the engine boundary, and private attributes it reads off
+    anything but itself."""
+    out = []
+    for node in ast.walk(tree):
+        for target in imported(node, module, is_package):
+            if target not in DECODER_MAY_IMPORT | decoder_modules:
+                out.append(f"{node.lineno}: imports {target}")
+        if isinstance(node, ast.ImportFrom):
+            out += [f"{node.lineno}: imports {a.name}" for a in node.names if a.name in GUIDE_INTERNALS]
+        private = isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__")
+        if private and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            out.append(f"{node.lineno}: reads {ast.unparse(node)}")
+    return out
+
+
+def test_decoders_use_only_the_engine_boundary():
+    found = [(m, p, t) for _, m, p, t in modules() if registers_a_decoder(t)]
+    assert {m for m, _, _ in found} >= {"w2s.guide.search", "w2s.guide.draft", "w2s.guide.fusion"}
+    decoder_modules = {m for m, _, _ in found}
+    bad = [
+        f"{path.relative_to(ROOT)}:{v}"
+        for module, path, tree in found
+        for v in decoder_violations(module, tree, path.name == "__init__.py", decoder_modules)
+    ]
+    assert not bad, "decoders reaching past the engine boundary (guide/engine.py lists its operations):\n" + "\n".join(
+        bad
+    )
+
+
+def test_the_boundary_check_sees_a_decoder_that_reaches_inside():
+    source = (
+        "from w2s.guide.state import LMState\nfrom w2s.guide.decoders import register_decoder\n"
+        "@register_decoder('x')\nclass X:\n    def run(self, ctx):\n        return ctx.start()._state.rollback(0, 1)\n"
+    )
+    tree = ast.parse(source)
+    assert registers_a_decoder(tree)
+    found = decoder_violations("w2s.guide.x", tree, False, set())
+    assert any("imports w2s.guide.state" in v for v in found) and any("_state" in v for v in found), found
+
+
+def import_graph(stage: str = "guide") -> dict[str, set[str]]:
+    """Module -> the modules of `stage` it imports anywhere: at the top, in functions, under TYPE_CHECKING, lazily."""
+    graph: dict[str, set[str]] = {}
+    for s, module, path, tree in modules():
+        if s != stage:
+            continue
+        targets = graph.setdefault(module, set())
+        for node in ast.walk(tree):
+            for target in imported(node, module, path.name == "__init__.py"):
+                if stage_of(target) == stage and target != module and target != f"w2s.{stage}":
+                    targets.add(target)
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle of `graph`, as the list of its modules, or None."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_guide_holds_no_import_cycle():
+    cycle = find_cycle(import_graph("guide"))
+    assert cycle is None, "an import cycle in guide/ (TYPE_CHECKING imports count): " + " -> ".join(cycle)
+
+
+def test_the_cycle_check_sees_a_cycle_hidden_behind_type_checking():
+    tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from w2s.guide.run import Guide\n")
+    assert imported(tree.body[1].body[0], "w2s.guide.decoders", False) == ["w2s.guide.run"]
+    graph = {"w2s.guide.run": {"w2s.guide.config"}, "w2s.guide.config": {"w2s.guide.decoders"},
+             "w2s.guide.decoders": {"w2s.guide.run"}}  # fmt: skip
+    assert find_cycle(graph) == ["w2s.guide.config", "w2s.guide.decoders", "w2s.guide.run", "w2s.guide.config"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_decoder_field_shadows_a_shared_recipe_key():
+    import dataclasses
+
+    from w2s.guide.config import GuideConfig
+    from w2s.guide.decoders import registered
+
+    shared = {f.name for f in dataclasses.fields(GuideConfig)}
+    shadowing = {name: sorted(set(cls.recipe_keys()) & shared) for name, cls in registered().items()}
+    assert not any(shadowing.values()), shadowing
+
+
+def test_a_decoder_field_shadowing_a_shared_key_is_refused_at_registration():
+    import dataclasses
+
+    import pytest
+
+    from w2s.guide.commands import GuideError
+    from w2s.guide.config import GuideConfig  # noqa: F401  (its keys are reserved when it is imported)
+    from w2s.guide.decoders import DECODERS, Decoder, register_decoder
+
+    @dataclasses.dataclass
+    class Shadowing(Decoder):
+        batch_size: int = 3
+
+    with pytest.raises(GuideError, match=r"decoder 'shadowing': field\(s\) batch_size shadow recipe keys"):
+        register_decoder("shadowing")(Shadowing)
+    assert "shadowing" not in DECODERS
+
+    @dataclasses.dataclass
+    class Retyped(Decoder):
+        width: str = "wide"  # cbs's `width` is an int
+
+    with pytest.raises(GuideError, match=r"key 'width' is str here but int in decoder 'cbs'"):
+        register_decoder("retyped")(Retyped)

@@ -15,9 +15,9 @@ import torch
 from datasets import Dataset
 
 from w2s.data.world import gold_reward, score_review, world_corpus, world_prompts
-from w2s.guide.models import load_model_and_tokenizer
+from w2s.guide.models import load_model_and_tokenizer, render_prompts
 from w2s.guide.sampling import sample
-from w2s.guide.scoring import pad_rows, render, response_ids, response_logprobs
+from w2s.guide.scoring import pad_rows, response_ids, response_logprobs
 
 
 def _text(turns) -> str:
@@ -126,7 +126,7 @@ def review_kls(
     t_model, tokenizer = load_model_and_tokenizer(str(teacher))
     s_model, _ = load_model_and_tokenizer(str(student))
     reviews = world_corpus("test", num_reviews)
-    contexts, context_ids = render(tokenizer, [r.prompt for r in reviews])
+    contexts, context_ids = render_prompts(tokenizer, [r.prompt for r in reviews])
     rows = [
         response_ids(tokenizer, c, ids, r.response, True)
         for c, ids, r in zip(contexts, context_ids, reviews, strict=True)

@@ -43,7 +43,7 @@ def test_calibrated_switches_are_wsds(tmp_path):
     result = calibrate_wsd(config, prompts)
     assert result.threshold is not None
     # WSD at the chosen tau hands over exactly where calibration said: the same pilot streams, the same scores
-    config.threshold = result.threshold
+    config.options["threshold"] = result.threshold
     outputs = Guide(config).generate(prompts, progress=False)
     assert [g.switch_at for g in outputs] == result.switches
     shares = [row["after_sentence"] for row in result.grid]

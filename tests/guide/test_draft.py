@@ -1,5 +1,6 @@
 """Draft-switch decoding: the switch point is the rule's, applied by brute force to the whole draft."""
 
+import dataclasses
 import itertools
 import math
 
@@ -28,12 +29,12 @@ def test_switch_index_by_hand():
 @pytest.mark.parametrize("pilot", ["tiny:weak", "tiny:weak_b"])
 def test_switch_point_equals_brute_force(pilot):
     window, max_new = 4, 48
-    config = GuideConfig(
-        decoder="wsd", pilot=pilot, window=window, temperature=0.0, max_new_tokens=max_new, batch_size=12
+    config = GuideConfig.from_dict(
+        dict(decoder="wsd", pilot=pilot, window=window, temperature=0.0, max_new_tokens=max_new, batch_size=12)
     )
     guide = Guide(config)
     # brute force: the pilot's whole greedy draft, scored by the base in one forward
-    drafts = Guide(GuideConfig(strong_model=pilot, temperature=0.0, max_new_tokens=max_new)).generate(
+    drafts = Guide(GuideConfig.from_dict(dict(strong_model=pilot, temperature=0.0, max_new_tokens=max_new))).generate(
         PROMPTS, progress=False
     )
     base, tok = guide.engine.model, guide.engine.tokenizer
@@ -58,8 +59,8 @@ def test_switch_point_equals_brute_force(pilot):
     assert len(values) >= 2, f"every draft's best window scores the same ({best}): no tau splits them"
     lo, hi = max(itertools.pairwise(values), key=lambda g: g[1] - g[0])
     assert hi - lo > 1e-3, (lo, hi)  # far wider than the incremental forward's float error (~1e-5)
-    guide.config.threshold = threshold = math.exp((lo + hi) / 2)
-    out = guide.generate(PROMPTS, progress=False)
+    threshold = math.exp((lo + hi) / 2)
+    out = guide.generate(PROMPTS, progress=False, decoder=dataclasses.replace(guide.decoder, threshold=threshold))
 
     switched = whole = 0
     for got, draft, draft_ids, lp in zip(out, drafts, kept, logprobs, strict=True):
@@ -76,4 +77,4 @@ def test_switch_point_equals_brute_force(pilot):
 
 def test_wsd_needs_a_pilot():
     with pytest.raises(ValueError, match="needs a `pilot`"):
-        Guide(GuideConfig(decoder="wsd")).generate(PROMPTS[:1], progress=False)
+        Guide(GuideConfig.from_dict(dict(decoder="wsd"))).generate(PROMPTS[:1], progress=False)

@@ -18,10 +18,12 @@ COMMON = dict(strong_model="tiny:strong", temperature=1.0, top_k=0, max_new_toke
 @pytest.mark.slow
 @pytest.mark.trained
 def test_cbs_with_a_dpo_guide_beats_plain_sampling(tiny_guide):
-    plain = generate(GuideConfig(decoder="sample", **COMMON), PROMPTS, progress=False)
+    plain = generate(GuideConfig.from_dict(dict(decoder="sample", **COMMON)), PROMPTS, progress=False)
     pair = dict(tuned=str(tiny_guide["tuned"]), untuned=str(tiny_guide["untuned"]))
     cbs = generate(
-        GuideConfig(decoder="cbs", width=4, successors=4, chunk_len=5, **pair, **COMMON), PROMPTS, progress=False
+        GuideConfig.from_dict(dict(decoder="cbs", width=4, successors=4, chunk_len=5, **pair, **COMMON)),
+        PROMPTS,
+        progress=False,
     )
     r_plain = gold_reward(PROMPTS, [g.text for g in plain])
     r_cbs = gold_reward(PROMPTS, [g.text for g in cbs])

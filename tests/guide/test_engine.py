@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from w2s.guide.engine import LMState
 from w2s.guide.kv import SPARE, GrowingLayer, copy_plan
 from w2s.guide.sampling import count_new_tokens
+from w2s.guide.state import LMState
 
 VOCAB = 64
 

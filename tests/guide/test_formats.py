@@ -14,10 +14,12 @@ from w2s.data.judges import JudgeError, make_judge
 from w2s.data.recipe import JudgeConfig
 from w2s.data.world import world_prompts
 from w2s.guide import Guide, GuideConfig
-from w2s.guide.engine import Engine, Row, SamplingParams, StopRule
+from w2s.guide.engine import Engine
 from w2s.guide.models import chat_prompt, load_tokenizer, resolve_model_path
 from w2s.guide.pair import GuidePair, PairScorer
 from w2s.guide.search import Sampling
+from w2s.guide.stopping import StopRule
+from w2s.guide.streams import SamplingParams
 
 PROMPTS = world_prompts("test", 3)
 
@@ -40,11 +42,11 @@ def raw_models(world_paths, tmp_path_factory):
 
 
 def raw_config(raw_models, **kw) -> GuideConfig:
-    return GuideConfig(
+    return GuideConfig.from_dict(dict(
         strong_model=raw_models["strong"], tuned=raw_models["guide"], untuned=raw_models["weak"],
         pilot=raw_models["guide"], max_new_tokens=12, temperature=1.0, top_k=0, width=2, successors=2,
         chunk_len=4, threshold=0.3, batch_size=3, **kw,
-    )  # fmt: skip
+    ))  # fmt: skip
 
 
 def test_a_model_without_a_template_names_the_key_that_fixes_it(raw_models):
@@ -58,7 +60,7 @@ def test_raw_text_renders_the_prompt_as_it_is(raw_models):
     tok = load_tokenizer(raw_models["strong"], prompt_format="Review: {prompt}\n")
     assert chat_prompt(tok, PROMPTS[0]) == f"Review: {PROMPTS[0]}\n"
     with pytest.raises(ValueError, match="guide_prompt_format"):
-        GuideConfig(guide_prompt_format="plain")
+        GuideConfig.from_dict(dict(guide_prompt_format="plain"))
 
 
 @pytest.mark.parametrize("decoder", ["cbs", "wsd", "eft"])
@@ -99,13 +101,16 @@ def test_the_strong_model_stops_each_row_at_its_own_context(world_paths):
     context = max(lengths) + 10
     model = small_context_model(tok, context)
     engine = Engine(model, tok, SamplingParams(seed=0), StopRule(set(), max_new_tokens=200))  # no EOS: only limits
-    rows = [Row(p) for p in range(len(PROMPTS))]
-    engine.advance(engine.start(PROMPTS, [0, 1, 2]), list(rows), 200)
+    started = engine.start(PROMPTS)
+    started.sample(200)
+    rows = started.rows
     assert len(set(lengths)) > 1  # prompts of different lengths
     for length, row in zip(lengths, rows, strict=True):
         assert row.stop == "context" and not row.finished
         assert len(row.ids) == context - length  # each row used its own room, not the longest row's
-    assert all(g.stop == "context" for g in Sampling().run(Guide.from_models(engine), PROMPTS))  # in the output
+    assert all(
+        g.stop == "context" for g in Guide.from_models(engine).decode(PROMPTS, decoder=Sampling())
+    )  # in the output
 
 
 def test_a_guide_past_its_context_is_a_clear_error(world_paths):

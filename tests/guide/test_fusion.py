@@ -60,10 +60,10 @@ def greedy_by_brute_force(models, tokenizer, prompt, combine, steps):
 
 @pytest.mark.parametrize("decoder", ["eft", "fusion"])
 def test_greedy_logit_arithmetic_equals_brute_force(decoder):
-    config = GuideConfig(
+    config = GuideConfig.from_dict(dict(
         decoder=decoder, tuned="tiny:strong", untuned="tiny:weak", strong_model="tiny:strong", beta=0.7,
         temperature=0.0, max_new_tokens=24, batch_size=4,
-    )  # fmt: skip
+    ))  # fmt: skip
     guide = Guide(config)
     models = [guide.engine.model, guide.pairs[0].tuned, guide.pairs[0].untuned]
     if decoder == "eft":
@@ -82,7 +82,7 @@ def test_greedy_logit_arithmetic_equals_brute_force(decoder):
 
 
 def test_different_vocabularies_point_to_cbs_or_wsd():
-    config = GuideConfig(decoder="eft", tuned="tiny:weak_b", untuned="tiny:weak_b")
+    config = GuideConfig.from_dict(dict(decoder="eft", tuned="tiny:weak_b", untuned="tiny:weak_b"))
     with pytest.raises(ValueError, match=r"decoder: cbs.*decoder: wsd"):
         Guide(config).generate(PROMPTS, progress=False)
 
@@ -90,13 +90,13 @@ def test_different_vocabularies_point_to_cbs_or_wsd():
 @pytest.mark.parametrize("decoder", ["eft", "fusion"])
 def test_logit_arithmetic_honours_stop_strings(decoder):
     common = dict(tuned="tiny:strong", untuned="tiny:weak", beta=0.5, temperature=0.0, max_new_tokens=40, batch_size=4)
-    full = Guide(GuideConfig(decoder=decoder, **common)).generate(PROMPTS, progress=False)
+    full = Guide(GuideConfig.from_dict(dict(decoder=decoder, **common))).generate(PROMPTS, progress=False)
     # the stop string comes from the texts in hand (a greedy decoder may loop on one word and never end a
     # sentence on some build): the end of a sentence if one is written, else a word written after the first
     words = [" " + w for g in full for w in g.text.split()[1:]]
     assert words, [g.text for g in full]
     stop = " ." if " ." in words else words[0]
-    cut = Guide(GuideConfig(decoder=decoder, stop=[stop], **common)).generate(PROMPTS, progress=False)
+    cut = Guide(GuideConfig.from_dict(dict(decoder=decoder, stop=[stop], **common))).generate(PROMPTS, progress=False)
     stopped = 0
     for whole, first in zip(full, cut, strict=True):
         if stop in whole.text:  # the unstopped text goes on past the stop string; the stopped one ends before it

@@ -14,18 +14,18 @@ from w2s.guide.scorers import GuideScorer
 
 def test_empty_prompt_is_named():
     with pytest.raises(ValueError, match="prompt 1 is empty"):
-        Guide(GuideConfig(decoder="sample")).generate(["the film was good .", "  "], progress=False)
+        Guide(GuideConfig.from_dict(dict(decoder="sample"))).generate(["the film was good .", "  "], progress=False)
 
 
 def test_no_prompts():
     with pytest.raises(ValueError, match="no prompts"):
-        Guide(GuideConfig(decoder="sample")).generate([], progress=False)
+        Guide(GuideConfig.from_dict(dict(decoder="sample"))).generate([], progress=False)
 
 
 def test_prompt_longer_than_the_context_is_named():
     long = "the film was good . " * 60  # far beyond the strong base's 128 positions
     with pytest.raises(ValueError, match=r"prompt 0 is \d+ tokens .* context is 128 tokens"):
-        Guide(GuideConfig(decoder="sample")).generate([long], progress=False)
+        Guide(GuideConfig.from_dict(dict(decoder="sample"))).generate([long], progress=False)
 
 
 def test_chat_messages_encode_in_the_template_and_are_checked_like_text():

@@ -8,8 +8,8 @@ import torch
 
 from w2s.data.world import world_prompts
 from w2s.guide import Guide, GuideConfig
-from w2s.guide.engine import LMState, track_states
 from w2s.guide.models import chat_prompt
+from w2s.guide.state import LMState, track_states
 
 PROMPTS = world_prompts("test", 6)
 COMMON = dict(
@@ -66,7 +66,7 @@ def test_item_tokens_are_exact_and_do_not_depend_on_the_batch(world_paths, decod
     extra = {}
     if decoder == "bon-rm":
         decoder, extra = "bon", {"reward_model": request.getfixturevalue("reward_model")}
-    guide = Guide(GuideConfig(decoder=decoder, batch_size=len(PROMPTS), **COMMON, **extra))
+    guide = Guide(GuideConfig.from_dict(dict(decoder=decoder, batch_size=len(PROMPTS), **COMMON, **extra)))
     before = guide.reward_model.tokens_run if extra else 0
     with track_states() as states:
         batch = guide.decode(PROMPTS)
@@ -90,7 +90,7 @@ def test_item_tokens_are_exact_and_do_not_depend_on_the_batch(world_paths, decod
     for name in expected:
         assert len({g.tokens[name] for g in batch}) > 1, name
     # (c) each item alone costs what it cost in the batch (and the same batch in another order, the same)
-    guide.config.batch_size = 1
+    guide.config.batch_size = 1  # the batch size is read by each call
     alone = guide.generate(PROMPTS, progress=False)
     assert [g.text for g in alone] == [g.text for g in batch]
     assert [g.tokens for g in alone] == [g.tokens for g in batch]
@@ -120,7 +120,9 @@ def test_plain_decoding_costs_its_prompt_and_every_sampled_token_but_the_last(st
     """The engine feeds the prompt once, then each sampled token that does not end the response: not the end
     token, not the token that reaches the limit. So tokens = prompt + sampled - 1, by a brute-force greedy."""
     model, tokenizer = strong
-    guide = Guide(GuideConfig(decoder="sample", strong_model="tiny:strong", temperature=0.0, max_new_tokens=40))
+    guide = Guide(
+        GuideConfig.from_dict(dict(decoder="sample", strong_model="tiny:strong", temperature=0.0, max_new_tokens=40))
+    )
     eos = guide.engine.stop.eos_ids
     stops = set()
     for limit in (40, 5):

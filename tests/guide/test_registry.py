@@ -12,8 +12,9 @@ from w2s.cli import main
 from w2s.data.world import world_prompts
 from w2s.guide import GuideConfig
 from w2s.guide.decoders import Decoder, register_decoder, registered
-from w2s.guide.engine import Engine, Generation, Row, SamplingParams, StopRule
 from w2s.guide.models import chat_prompt, load_model_and_tokenizer
+from w2s.guide.streams import SamplingParams
+from w2s.guide.types import Output
 
 PROMPTS = world_prompts("test", 5)
 
@@ -29,14 +30,10 @@ class GreedyThenStop(Decoder):
         if self.stop_after < 1:
             raise ValueError(f"stop_after must be >= 1, got {self.stop_after}")
 
-    def run(self, guide, prompts: list[str]) -> list[Generation]:
-        e = guide.engine
-        stop = StopRule(e.stop.eos_ids, self.stop_after, e.stop.stop_strings)
-        greedy = Engine(e.model, e.tokenizer, SamplingParams(temperature=0.0), stop)
-        rows = [Row(p) for p in range(len(prompts))]
-        state = greedy.start(prompts, list(range(len(prompts))))
-        greedy.advance(state, list(rows), self.stop_after)
-        return [Generation(greedy.text(r), float(len(r.ids)), tokens={"strong": state.tokens_run}) for r in rows]
+    def run(self, ctx) -> list[Output]:
+        rows = ctx.start()
+        rows.sample(self.stop_after, sampling=SamplingParams(temperature=0.0))
+        return [Output(rows.text(r), r.stop, score=float(len(r.ids))) for r in rows.rows]
 
 
 def greedy_by_brute_force(model, tokenizer, prompt: str, steps: int) -> list[int]:
@@ -78,14 +75,14 @@ def test_a_registered_decoder_runs_through_w2s_generate(tmp_path, capsys):
 def test_registry_lists_registered_decoders_and_checks_their_keys(tmp_path):
     assert {"sample", "bon", "cbs", "wsd", "eft", "fusion", "toy"} <= set(registered())
     with pytest.raises(ValueError, match=r"decoder 'beam': choose one of (?=.*\bcbs\b)(?=.*\btoy\b)"):
-        GuideConfig(decoder="beam")
+        GuideConfig.from_dict(dict(decoder="beam"))
     recipe = tmp_path / "guide.yaml"
     recipe.write_text("decoder: toy\nstop_aftr: 2\n")
     with pytest.raises(ValueError, match=r"unknown key 'stop_aftr' \(did you mean 'stop_after'\?\)"):
         GuideConfig.from_yaml(recipe)
     recipe.write_text("decoder: toy\nstop_after: 2\n")
     assert GuideConfig.from_yaml(recipe).options == {"stop_after": 2}
-    assert GreedyThenStop.from_config(GuideConfig.from_yaml(recipe)).stop_after == 2
+    assert GuideConfig.from_yaml(recipe).make_decoder().stop_after == 2
     with pytest.raises(ValueError, match="already registered"):
         register_decoder("cbs")(GreedyThenStop)
 
@@ -114,3 +111,18 @@ def test_w2s_generate_reports_a_bad_decoder_setting(tmp_path, capsys):
     recipe.write_text("decoder: cbs\ntuned: tiny:strong\nuntuned: tiny:weak\n")
     assert main(["generate", "--config", str(recipe), "--width", "0"]) == 2
     assert "guide.yaml: decoder cbs: width must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_a_decoders_keys_are_its_fields_alone(tmp_path):
+    """One declaration per knob: the decoder's dataclass field. `chunk_len: null` (unbounded chunks) is written in a
+    recipe as CBS declares it; a key of another decoder is kept for it, not given to this one."""
+    recipe = tmp_path / "guide.yaml"
+    recipe.write_text("decoder: cbs\nwidth: 2\nchunk_len: null\nthreshold: 0.5\n")
+    config = GuideConfig.from_yaml(recipe)
+    cbs = config.make_decoder()
+    assert (cbs.width, cbs.successors, cbs.chunk_len) == (2, 4, None)
+    assert not hasattr(config, "width") and config.options == {"width": 2, "chunk_len": None, "threshold": 0.5}
+    assert GuideConfig.from_yaml(recipe, ["--decoder", "wsd"]).make_decoder().threshold == 0.5
+    recipe.write_text("decoder: cbs\nchunk_len: many\n")
+    with pytest.raises(ValueError, match=r"key 'chunk_len': expected int \| None, got 'many'"):
+        GuideConfig.from_yaml(recipe)

@@ -4,8 +4,8 @@ import pytest
 
 from w2s.data.world import world_prompts
 from w2s.guide import Guide, GuideConfig
-from w2s.guide.engine import Row
 from w2s.guide.pair import GuidePair
+from w2s.guide.search import BestOfN, ChunkBeamSearch
 
 PROMPTS = world_prompts("test", 6)
 COMMON = dict(temperature=1.0, top_k=0, max_new_tokens=40, seed=3, batch_size=6)
@@ -32,13 +32,12 @@ def record_finished(guide: Guide, monkeypatch) -> dict[str, bool]:
 
 @pytest.fixture(scope="module")
 def guided():
-    return Guide(GuideConfig(decoder="cbs", tuned="tiny:strong", untuned="tiny:weak", **COMMON))
+    return Guide(GuideConfig.from_dict(dict(decoder="cbs", tuned="tiny:strong", untuned="tiny:weak", **COMMON)))
 
 
 def test_cbs_with_one_beam_and_one_successor_is_sampling(guided):
-    sampled = Guide(GuideConfig(decoder="sample", **COMMON)).generate(PROMPTS, progress=False)
-    guided.config.width = guided.config.successors = 1
-    searched = guided.generate(PROMPTS, progress=False)
+    sampled = Guide(GuideConfig.from_dict(dict(decoder="sample", **COMMON))).generate(PROMPTS, progress=False)
+    searched = guided.generate(PROMPTS, progress=False, decoder=ChunkBeamSearch(width=1, successors=1))
     assert [g.text for g in searched] == [g.text for g in sampled]
 
 
@@ -47,7 +46,7 @@ def test_shared_prefixes_change_no_output():
     config = dict(decoder="cbs", tuned="tiny:strong", untuned="tiny:weak", width=2, successors=3, chunk_len=4)
     outputs = []
     for share in (True, False):
-        guide = Guide(GuideConfig(**config, share_prefixes=share, **COMMON))
+        guide = Guide(GuideConfig.from_dict(dict(**config, share_prefixes=share, **COMMON)))
         outputs.append([(g.text, round(g.score, 3)) for g in guide.generate(PROMPTS, progress=False)])
     assert outputs[0] == outputs[1]
     assert len({text for text, _ in outputs[0]}) > 1
@@ -57,9 +56,9 @@ def test_best_of_n_equals_scoring_every_sample(guided):
     n = 5
     engine = guided.engine
     engine.sampler = type(engine.sampler)(engine.sampling)  # fresh seeded stream
-    rows = [Row(p) for p in range(len(PROMPTS)) for _ in range(n)]
-    state = engine.start(PROMPTS, [r.prompt for r in rows])
-    engine.advance(state, list(rows), engine.stop.max_new_tokens)
+    samples = engine.start(PROMPTS, copies=n)
+    samples.sample(engine.stop.max_new_tokens)
+    rows = samples.rows
     texts = [engine.text(r) for r in rows]
     pair: GuidePair = guided.pairs[0]
     scores = pair.score([PROMPTS[r.prompt] for r in rows], texts, [r.finished for r in rows])
@@ -68,23 +67,20 @@ def test_best_of_n_equals_scoring_every_sample(guided):
         candidates = [(scores[i], texts[i]) for i, r in enumerate(rows) if r.prompt == p]
         expected.append(max(candidates, key=lambda c: c[0]))
 
-    guided.config.decoder, guided.config.num_samples = "bon", n
     engine.sampler = type(engine.sampler)(engine.sampling)
-    bon = guided.generate(PROMPTS, progress=False)
+    bon = guided.generate(PROMPTS, progress=False, decoder=BestOfN(n))
     assert [g.text for g in bon] == [t for _, t in expected]
     assert [g.score for g in bon] == pytest.approx([s for s, _ in expected], abs=1e-4)
 
     # ... and best-of-N is CBS(1, N, ∞)
-    guided.config.decoder, guided.config.width, guided.config.successors = "cbs", 1, n
-    guided.config.chunk_len = 10_000
     engine.sampler = type(engine.sampler)(engine.sampling)
-    assert [g.text for g in guided.generate(PROMPTS, progress=False)] == [g.text for g in bon]
+    cbs = guided.generate(PROMPTS, progress=False, decoder=ChunkBeamSearch(1, n, 10_000))
+    assert [g.text for g in cbs] == [g.text for g in bon]
 
 
 def test_cbs_reports_the_true_score_of_its_choice(guided, monkeypatch):
-    guided.config.decoder, guided.config.width, guided.config.successors, guided.config.chunk_len = "cbs", 2, 3, 4
     ended = record_finished(guided, monkeypatch)
-    out = guided.generate(PROMPTS, progress=False)
+    out = guided.generate(PROMPTS, progress=False, decoder=ChunkBeamSearch(2, 3, 4))
     finished = [ended[g.text] for g in out]  # the score counts the end-of-turn token of a finished row
     assert [g.score for g in out] == pytest.approx(
         guided.pairs[0].score(PROMPTS, [g.text for g in out], finished), abs=1e-3
@@ -93,11 +89,13 @@ def test_cbs_reports_the_true_score_of_its_choice(guided, monkeypatch):
 
 
 def test_cbs_with_family_b_guides_steers_a_family_a_model(lora_guide_b, monkeypatch):
-    config = GuideConfig(decoder="cbs", tuned="tiny:weak_b", untuned="tiny:weak", width=2, successors=2, chunk_len=5)
+    config = GuideConfig.from_dict(
+        dict(decoder="cbs", tuned="tiny:weak_b", untuned="tiny:weak", width=2, successors=2, chunk_len=5)
+    )
     with pytest.raises(ValueError, match="share one tokenizer"):
         Guide(config)
-    config = GuideConfig(
-        decoder="cbs", adapter=str(lora_guide_b["adapter"]), width=2, successors=2, chunk_len=5, **COMMON
+    config = GuideConfig.from_dict(
+        dict(decoder="cbs", adapter=str(lora_guide_b["adapter"]), width=2, successors=2, chunk_len=5, **COMMON)
     )
     guide = Guide(config)
     assert guide.pairs[0].tokenizer.get_vocab() != guide.engine.tokenizer.get_vocab()
@@ -124,11 +122,13 @@ def test_best_of_n_by_a_reward_model_equals_scoring_every_sample(tmp_path):
     tokenizer.save_pretrained(tmp_path / "rm")
 
     n = 4
-    guide = Guide(GuideConfig(decoder="bon", num_samples=n, reward_model=str(tmp_path / "rm"), **COMMON))
+    guide = Guide(
+        GuideConfig.from_dict(dict(decoder="bon", num_samples=n, reward_model=str(tmp_path / "rm"), **COMMON))
+    )
     engine = guide.engine
-    rows = [Row(p) for p in range(len(PROMPTS)) for _ in range(n)]
-    state = engine.start(PROMPTS, [r.prompt for r in rows])
-    engine.advance(state, list(rows), engine.stop.max_new_tokens)
+    samples = engine.start(PROMPTS, copies=n)
+    samples.sample(engine.stop.max_new_tokens)
+    rows = samples.rows
     texts = [engine.text(r) for r in rows]
 
     def reward(prompt, text):  # the reward model over the conversation in its chat template

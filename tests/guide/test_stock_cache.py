@@ -9,8 +9,8 @@ from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from w2s.data.world import world_prompts
 from w2s.guide import Guide, GuideConfig, kv
-from w2s.guide.engine import LMState, track_states
 from w2s.guide.kv import GrowingCache
+from w2s.guide.state import LMState, track_states
 
 PROMPTS = world_prompts("test", 6)
 COMMON = dict(temperature=1.0, top_k=0, max_new_tokens=40, seed=3, batch_size=6)
@@ -45,7 +45,7 @@ def test_the_installed_transformers_passes_the_self_check(rechecked):
 
 def decode(name: str):
     with track_states() as states:
-        out = Guide(GuideConfig(**CONFIGS[name], **COMMON)).generate(PROMPTS, progress=False)
+        out = Guide(GuideConfig.from_dict(dict(**CONFIGS[name], **COMMON))).generate(PROMPTS, progress=False)
     return out, states
 
 

@@ -8,7 +8,7 @@ import torch
 
 from w2s.data.world import world_prompts
 from w2s.guide import Guide, GuideConfig
-from w2s.guide.engine import Sampler, SamplingParams, item_keys
+from w2s.guide.streams import Sampler, SamplingParams, item_keys
 
 PROMPTS = world_prompts("test", 8)
 COMMON = dict(
@@ -21,22 +21,27 @@ COMMON = dict(
 def test_outputs_do_not_depend_on_the_batch_size(world_paths, decoder):
     texts = {}
     for size in (1, 3, 8):
-        guide = Guide(GuideConfig(decoder=decoder, batch_size=size, **COMMON))
+        guide = Guide(GuideConfig.from_dict(dict(decoder=decoder, batch_size=size, **COMMON)))
         texts[size] = [g.text for g in guide.generate(PROMPTS, progress=False)]
     assert texts[1] == texts[3] == texts[8]
     assert len(set(texts[8])) > 1  # real samples, not one fixed string
     # an item alone, or among other prompts, in another order: the same text
-    alone = Guide(GuideConfig(decoder=decoder, batch_size=8, **COMMON)).generate(PROMPTS[5:6], progress=False)
+    alone = Guide(GuideConfig.from_dict(dict(decoder=decoder, batch_size=8, **COMMON))).generate(
+        PROMPTS[5:6], progress=False
+    )
     assert alone[0].text == texts[8][5]
 
 
 def test_a_repeated_prompt_draws_new_samples_and_the_seed_matters(world_paths):
-    guide = Guide(GuideConfig(decoder="sample", batch_size=2, **COMMON))
+    guide = Guide(GuideConfig.from_dict(dict(decoder="sample", batch_size=2, **COMMON)))
     outs = [g.text for g in guide.generate([PROMPTS[0]] * 4, progress=False)]
     assert len(set(outs)) > 1  # four samples of one prompt, not one sample four times (batches of 2)
-    other = Guide(GuideConfig(decoder="sample", batch_size=8, **{**COMMON, "seed": 4}))
+    other = Guide(GuideConfig.from_dict(dict(decoder="sample", batch_size=8, **{**COMMON, "seed": 4})))
     assert [g.text for g in other.generate(PROMPTS, progress=False)] != [
-        g.text for g in Guide(GuideConfig(decoder="sample", batch_size=8, **COMMON)).generate(PROMPTS, progress=False)
+        g.text
+        for g in Guide(GuideConfig.from_dict(dict(decoder="sample", batch_size=8, **COMMON))).generate(
+            PROMPTS, progress=False
+        )
     ]
 
 
