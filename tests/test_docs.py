@@ -254,6 +254,21 @@ def test_the_readme_is_a_landing_page():
         assert f"docs/{doc.name}" in readme, f"the README does not link {doc.name}"
 
 
+def _anchors(text: str) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces as dashes."""
+    headings = re.findall(r"^#+ (.+)$", text, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
+def test_links_between_the_pages_resolve(doc):
+    for target, anchor in re.findall(r"\]\(((?:docs/)?[\w.-]+\.md)?(?:#([\w-]+))?\)", doc.read_text()):
+        page = (doc.parent / target) if target else doc
+        assert page.is_file(), f"{doc.name}: no page {target}"
+        if anchor:
+            assert anchor in _anchors(page.read_text()), f"{doc.name}: {target} has no heading #{anchor}"
+
+
 def test_the_readme_tables_match_the_docs():
     """A row of figures in the README's headline tables is the same row in a docs page (figures move only once)."""
     docs = "\n".join(doc.read_text() for doc in DOCS[1:])
