@@ -87,6 +87,11 @@ class GuideConfig:
     def from_dict(cls, values: dict, source: str = "config") -> GuideConfig:
         """A config from a mapping; unknown keys, wrong types and bad settings are errors naming `source`."""
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        if isinstance(values.get("decoder"), str):  # an unknown decoder first: its keys would be unknown too
+            try:
+                decoder_class(values["decoder"])
+            except ValueError as e:
+                raise GuideError(f"{source}: {e}") from None
         options = option_keys()  # registered decoders' own keys
         kwargs, collected = {}, {}
         for key, value in values.items():

@@ -30,7 +30,8 @@ def world(argv: list[str]) -> int:
     build = sub.add_parser("build", help="build (or find in the cache) every base model and print its folder")
     samples = sub.add_parser("samples", help="print samples of each base model with their gold reward")
     report = sub.add_parser(
-        "report", help="the README's tables: how each base writes the world's language (--guides: and each guide)"
+        "report",
+        help="the tables of docs/tiny-world.md and docs/train.md: how each base writes the world's language (--guides: and each guide)",
     )
     for p in (build, samples):
         p.add_argument("--only", nargs="+", choices=sorted(BASES), default=list(BASES), help="which bases")

@@ -90,7 +90,7 @@ def ensure_tiny(name: str) -> Path:
 
 
 def guides_table(num_prompts: int = 300, seed: int = 0) -> str:
-    """The guides table of the README (`w2s world report --guides`): each tiny-world guide's held-out reward
+    """The guides table of docs/train.md (`w2s world report --guides`): each tiny-world guide's held-out reward
     accuracy against its untuned twin, and the gold reward of its samples before and after training."""
     rows = ["| guide | training | reward accuracy (held-out pairs) | gold reward untuned → tuned "
             "| well-formed samples untuned → tuned |", "| --- | --- | --- | --- | --- |"]  # fmt: skip

@@ -185,7 +185,7 @@ def show_samples(paths: dict[str, Path], *, num_prompts: int = 4, seed: int = 0,
 
 
 def bases_table(num_prompts: int = 300, seed: int = 0) -> str:
-    """The base-model table of the README (`w2s world report`): how each base writes the world's language."""
+    """The base-model table of docs/tiny-world.md (`w2s world report`): how each base writes the world's language."""
     rows = ["| base | architecture | parameters | well-formed samples | well-formed sentences | gold reward (± sd) "
             "| perplexity / word |", "| --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -155,4 +154,4 @@ def test_without_the_package_the_name_is_unknown(tmp_path):
     )
     assert run.returncode == 2
     assert "decoder 'longer': choose one of" in run.stderr and "w2s.decoders" in run.stderr
-    assert textwrap.dedent(run.stderr).count("\n") == 1
+    assert run.stderr.count("\n") == 1  # the decoder's name is the error, not the keys it would have read
