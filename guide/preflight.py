@@ -94,19 +94,35 @@ def check_models(specs: list[ModelSpec], prompts: list[str], *, trust_remote_cod
     return tokenizers
 
 
-def check_served(config: GuideConfig, decoder, prompts: list[str]) -> None:
-    """A served strong model (strong_backend openai): the decoder needs no logit arithmetic, the server is up,
-    serves the model and takes token ids, and every prompt fits its context in `strong_tokenizer`'s format."""
+def check_served(config: GuideConfig, decoder, prompts: list) -> None:
+    """A served strong model (strong_backend openai): the decoder needs no logit arithmetic, and the server
+    passes `check_server`."""
     check_backend(config, decoder)
-    server = connect(
-        config.strong_base_url_env, config.strong_api_key_env, config.strong_model, config.strong_concurrency
-    )
-    source = config.strong_tokenizer or config.strong_model
+    c = config
+    check_server(
+        c.strong_model, c.strong_tokenizer or c.strong_model, prompts, base_url_env=c.strong_base_url_env,
+        api_key_env=c.strong_api_key_env, prompt_format=c.strong_prompt_format, format_key="strong_prompt_format",
+        what="strong_tokenizer", trust_remote_code=c.trust_remote_code,
+    )  # fmt: skip
+
+
+def check_server(
+    model: str,
+    tokenizer: str,
+    prompts: list,
+    *,
+    base_url_env: str,
+    api_key_env: str,
+    prompt_format: str = "chat",
+    format_key: str = "prompt_format",
+    what: str = "tokenizer",
+    trust_remote_code: bool = False,
+) -> None:
+    """A served model: the server is up, serves `model` and takes token ids (`served.connect`), and every
+    prompt fits its context in `tokenizer`'s prompt format."""
+    server = connect(base_url_env, api_key_env, model)
     tok = load_tokenizer(
-        source,
-        trust_remote_code=config.trust_remote_code,
-        prompt_format=config.strong_prompt_format,
-        format_key="strong_prompt_format",
+        tokenizer, trust_remote_code=trust_remote_code, prompt_format=prompt_format, format_key=format_key
     )
     for number, prompt in enumerate(prompts, 1):
         if isinstance(prompt, str) and not prompt.strip():
@@ -114,7 +130,7 @@ def check_served(config: GuideConfig, decoder, prompts: list[str]) -> None:
         n = len(tok(chat_prompt(tok, prompt), add_special_tokens=False).input_ids)
         if server.context is not None and n >= server.context:
             raise GuideError(
-                f"prompt {number} is {n} tokens in strong_tokenizer {source!r}'s prompt format, past the served "
+                f"prompt {number} is {n} tokens in {what} {tokenizer!r}'s prompt format, past the served "
                 f"model's context of {server.context}: shorten it or serve the model with a longer context"
             )
 
