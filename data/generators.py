@@ -2,7 +2,8 @@
 
 `kind: hf` samples a transformers model through w2s's engine (`guide.engine.Engine`: each
 prompt prefilled once for its N samples, finished rows dropped, every sample keyed by the
-shard's seed, its prompt and its number); `kind: guide` hands the prompts to a `guide/`
+shard's seed, its prompt and its number); `kind: openai` samples a served model the same way over
+`/v1/completions` (guide/served.py); `kind: guide` hands the prompts to a `guide/`
 decoder (`guide.generate(config, prompts)`), so weak-to-strong search over a strong model
 can be a teacher. Every generator counts the tokens it wrote, for the benchmark and the card.
 """
@@ -19,7 +20,8 @@ from w2s.data.recipe import GeneratorConfig
 from w2s.guide import Guide, GuideConfig
 from w2s.guide.engine import Engine
 from w2s.guide.files import RecipeError
-from w2s.guide.models import default_device, load_model_and_tokenizer
+from w2s.guide.models import default_device, load_model_and_tokenizer, load_tokenizer
+from w2s.guide.served import ServedEngine, connect, served_stop
 from w2s.guide.stopping import StopReason, StopRule
 from w2s.guide.streams import SamplingParams, item_keys
 
@@ -105,6 +107,31 @@ class GuideGenerator:
         return [texts[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
+class OpenAIGenerator(HFGenerator):
+    """A served model sampling `num_samples` responses per prompt over `/v1/completions` (guide/served.py):
+    `model` is its served name, `tokenizer` renders prompts here and they travel as token ids; a prompt's
+    samples are one request with n, seeded from the shard's seed and the prompt (the same server build gives
+    the same samples, whatever the batch or shard)."""
+
+    def __init__(self, config: GeneratorConfig):
+        self.config = config
+        self.name = config.name
+        self.num_samples = config.num_samples
+        self.tokens = 0
+        source = config.tokenizer or config.model
+        self.tokenizer = load_tokenizer(
+            source,
+            trust_remote_code=config.trust_remote_code,
+            prompt_format=config.prompt_format,
+            format_key=f"generators ({config.name}).prompt_format",
+        )
+        server = connect(config.base_url_env, config.api_key_env, config.model)
+        sampling = SamplingParams(config.temperature, config.top_k, config.top_p)
+        stop = served_stop(self.tokenizer, source, config.max_new_tokens)
+        self.engine = ServedEngine(server, self.tokenizer, sampling, stop, name=config.name)
+
+
 def make_generator(config: GeneratorConfig) -> Generator:
-    """The generator a recipe entry describes (loads its model)."""
-    return GuideGenerator(config) if config.kind == "guide" else HFGenerator(config)
+    """The generator a recipe entry describes (loads its model, or connects to its server)."""
+    kinds = {"guide": GuideGenerator, "openai": OpenAIGenerator}
+    return kinds.get(config.kind, HFGenerator)(config)

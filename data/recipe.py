@@ -25,7 +25,10 @@ class GeneratorConfig:
 
     name: str
     model: str = ""  # folder, hub id or tiny:<name>; unused by kind guide
-    kind: str = "hf"  # hf: sampling through the engine (guide/engine.py); guide: a guide/ decoder (settings in `guide`)
+    kind: str = (
+        "hf"  # hf: sampling through the engine (guide/engine.py); guide: a guide/ decoder (settings in `guide`);
+    )
+    # openai: a served model (`model` is its served name) sampled over /v1/completions (guide/served.py)
     num_samples: int = 4  # responses per prompt
     temperature: float = 1.0
     top_k: int = 0
@@ -38,6 +41,9 @@ class GeneratorConfig:
     trust_remote_code: bool = False
     prompt_format: str = "chat"  # chat (its template), raw (the text as it is) or a template with {prompt}
     guide: dict = field(default_factory=dict)  # kind guide: the guide recipe passed to guide.generate
+    tokenizer: str | None = None  # kind openai: renders prompts here (a folder or hub id; default `model`)
+    base_url_env: str = "W2S_STRONG_BASE_URL"  # kind openai: the environment variable holding the server's base URL
+    api_key_env: str = "W2S_STRONG_API_KEY"  # kind openai: ... and its key (never logged or written)
 
 
 @dataclass
@@ -171,13 +177,13 @@ def check_recipe(recipe: DataRecipe, where: str = "recipe") -> None:
         if len(set(names)) != len(names):
             raise RecipeError(f"{where}: {key} names must be unique, got {names}")
     for i, g in enumerate(recipe.generators):
-        if g.kind not in ("hf", "guide"):
-            raise RecipeError(f"{where}: generators[{i}].kind {g.kind!r}: choose hf or guide")
-        if g.kind == "hf" and not g.model:
+        if g.kind not in ("hf", "guide", "openai"):
+            raise RecipeError(f"{where}: generators[{i}].kind {g.kind!r}: choose hf, guide or openai")
+        if g.kind in ("hf", "openai") and not g.model:
             raise RecipeError(f"{where}: generators[{i}] ({g.name}) needs a 'model'")
         if g.num_samples < 1:
             raise RecipeError(f"{where}: generators[{i}].num_samples must be at least 1")
-        if g.kind == "hf":  # the engine's SamplingParams would refuse them only once generation starts
+        if g.kind in ("hf", "openai"):  # the engine's SamplingParams would refuse them only once generation starts
             if g.temperature < 0:
                 raise RecipeError(f"{where}: generators[{i}].temperature must be >= 0 (0 is greedy)")
             if not 0 < g.top_p <= 1:

@@ -46,6 +46,15 @@ class GuideConfig:
     max_memory: dict | None = None
     offload_folder: str | None = None
     trust_remote_code: bool = False
+    # the strong model on a server (guide/served.py): strong_backend openai asks an OpenAI-compatible
+    # /v1/completions server (vLLM) for the model it serves as `strong_model`; `strong_tokenizer` (a folder or
+    # hub id, default strong_model) renders prompts here, which travel as token ids; the server's base URL and
+    # key come from the environment variables named here (the key is never logged or written)
+    strong_backend: str = "hf"  # hf (in-process, transformers) or openai
+    strong_tokenizer: str | None = None
+    strong_base_url_env: str = "W2S_STRONG_BASE_URL"
+    strong_api_key_env: str = "W2S_STRONG_API_KEY"
+    strong_concurrency: int = 32  # requests in flight at once (the server batches them)
 
     # decoder: sample, bon, cbs, wsd, eft, fusion, or one registered (guide/decoders.py); its own keys (width,
     # num_samples, threshold, ...) are its dataclass fields, flat in the recipe beside these
@@ -73,6 +82,8 @@ class GuideConfig:
     def __post_init__(self):
         for key in ("strong_prompt_format", "guide_prompt_format", "pilot_prompt_format", "reward_model_prompt_format"):
             check_prompt_format(getattr(self, key), key)
+        if self.strong_backend not in ("hf", "openai"):
+            raise ValueError(f"strong_backend {self.strong_backend!r}: choose hf or openai")
         self.make_decoder()  # an unknown name lists the registered ones; the decoder checks its own settings
 
     def make_decoder(self) -> Decoder:
@@ -127,7 +138,7 @@ reserve_keys({f.name for f in dataclasses.fields(GuideConfig)})  # no decoder fi
 # a killed run may resume with other values
 NOT_IN_OUTPUTS = frozenset(
     {"batch_size", "share_prefixes", "output", "generator", "prompts", "num_prompts", "device_map", "max_memory",
-     "offload_folder"}
+     "offload_folder", "strong_base_url_env", "strong_api_key_env", "strong_concurrency"}
 )  # fmt: skip
 
 

@@ -45,7 +45,17 @@ from w2s.guide.stopping import StopReason, StopRule
 from w2s.guide.streams import Prompt, Sampler, SamplingParams, item_keys
 from w2s.guide.types import Row
 
-__all__ = ["Engine", "Follower", "Reading", "Rows", "encode_prompts"]
+__all__ = ["Engine", "Follower", "Reading", "Rows", "encode_prompts", "row_text", "stable_tokens"]
+
+
+def row_text(tokenizer: PreTrainedTokenizerBase, stop: StopRule, row: Row) -> str:
+    """A row's response text: its tokens decoded (cut at a stop string; without prompt characters a
+    re-tokenised first token carried)."""
+    if row.finished and stop.stop_strings and row.text:
+        text = row.text
+    else:
+        text = tokenizer.decode(row.ids, skip_special_tokens=True)
+    return text.removeprefix(row.cut) if row.cut else text
 
 
 def encode_prompts(
@@ -135,13 +145,7 @@ class Engine:
         return Rows(self, prompts, states[0], items, rows, followers=named)
 
     def text(self, row: Row) -> str:
-        """A row's response text: its tokens decoded (cut at a stop string; without prompt characters a
-        re-tokenised first token carried)."""
-        if row.finished and self.stop.stop_strings and row.text:
-            text = row.text
-        else:
-            text = self.tokenizer.decode(row.ids, skip_special_tokens=True)
-        return text.removeprefix(row.cut) if row.cut else text
+        return row_text(self.tokenizer, self.stop, row)
 
 
 class Rows:
@@ -301,7 +305,7 @@ class Rows:
                 continue
             self._begin[self.rows[i].id] = target.start
             prompt = self.rows[i].prompt
-            stable = len(new[i]) if final[i] else _stable(tokenizer, self._contexts[prompt], text, target.start)
+            stable = len(new[i]) if final[i] else stable_tokens(tokenizer, self._contexts[prompt], text, target.start)
             out.append(Reading(new[i], target.start, stable))
         return out
 
@@ -337,7 +341,7 @@ class Rows:
         self._keep_growing(kept)
 
 
-def _stable(tokenizer: PreTrainedTokenizerBase, context: str, text: str, start: int) -> int:
+def stable_tokens(tokenizer: PreTrainedTokenizerBase, context: str, text: str, start: int) -> int:
     """The model's tokens of a growing response that can no longer change: those ending before its last space."""
     cut = text.rfind(" ")
     if cut <= 0:

@@ -19,6 +19,7 @@ from w2s.guide.config import GuideConfig
 from w2s.guide.context import check_shared_vocabulary
 from w2s.guide.models import ModelNotFoundError, chat_prompt, load_tokenizer, resolve_model_path
 from w2s.guide.roles import ROLES, ModelSpec, resolve
+from w2s.guide.served import check_backend, connect
 
 logger = logging.getLogger(__name__)
 
@@ -93,12 +94,57 @@ def check_models(specs: list[ModelSpec], prompts: list[str], *, trust_remote_cod
     return tokenizers
 
 
+def check_served(config: GuideConfig, decoder, prompts: list) -> None:
+    """A served strong model (strong_backend openai): the decoder needs no logit arithmetic, and the server
+    passes `check_server`."""
+    check_backend(config, decoder)
+    c = config
+    check_server(
+        c.strong_model, c.strong_tokenizer or c.strong_model, prompts, base_url_env=c.strong_base_url_env,
+        api_key_env=c.strong_api_key_env, prompt_format=c.strong_prompt_format, format_key="strong_prompt_format",
+        what="strong_tokenizer", trust_remote_code=c.trust_remote_code,
+    )  # fmt: skip
+
+
+def check_server(
+    model: str,
+    tokenizer: str,
+    prompts: list,
+    *,
+    base_url_env: str,
+    api_key_env: str,
+    prompt_format: str = "chat",
+    format_key: str = "prompt_format",
+    what: str = "tokenizer",
+    trust_remote_code: bool = False,
+) -> None:
+    """A served model: the server is up, serves `model` and takes token ids (`served.connect`), and every
+    prompt fits its context in `tokenizer`'s prompt format."""
+    server = connect(base_url_env, api_key_env, model)
+    tok = load_tokenizer(
+        tokenizer, trust_remote_code=trust_remote_code, prompt_format=prompt_format, format_key=format_key
+    )
+    for number, prompt in enumerate(prompts, 1):
+        if isinstance(prompt, str) and not prompt.strip():
+            raise GuideError(f"prompt {number} is empty")
+        n = len(tok(chat_prompt(tok, prompt), add_special_tokens=False).input_ids)
+        if server.context is not None and n >= server.context:
+            raise GuideError(
+                f"prompt {number} is {n} tokens in {what} {tokenizer!r}'s prompt format, past the served "
+                f"model's context of {server.context}: shorten it or serve the model with a longer context"
+            )
+
+
 def check_guide(config: GuideConfig, prompts: list[str]) -> None:
     """Every model a guide recipe's decoder will load (the roles it declares), checked against `prompts`
     (see `check_models`); one vocabulary across them where the decoder needs it."""
     c = config
     decoder = c.make_decoder()
-    specs = [ModelSpec(c.strong_model, "strong_model", c.strong_prompt_format, "strong_prompt_format")]
+    if c.strong_backend == "openai":  # the server is asked, once; its tokenizer is read here
+        check_served(c, decoder, prompts)
+        specs = []
+    else:
+        specs = [ModelSpec(c.strong_model, "strong_model", c.strong_prompt_format, "strong_prompt_format")]
     for role in resolve(decoder.needs, c, decoder.name):
         specs += ROLES[role].specs(c)
     shared = [s.role for s in specs if s.role != "adapter"] if decoder.shared_vocabulary else ()

