@@ -25,6 +25,7 @@ from trl import ScriptArguments
 from w2s.data.prompts import to_messages
 from w2s.data.world.preferences import world_preferences
 from w2s.guide.files import RecipeError
+from w2s.guide.ranges import at_least, between
 from w2s.train.recipes import DatasetConfig
 from w2s.train.world import ensure_base, ensure_prompts, ensure_teacher_outputs
 
@@ -56,10 +57,16 @@ class TrainScriptArguments(ScriptArguments):
         metadata={"help": "mixture: list of {path, name, data_files, split, columns, fraction} (fractions are shares)"},
     )
     test_split_size: float | None = field(
-        default=None, metadata={"help": "hold out this share of a mixture (or of a source with no test split)"}
+        default=None,
+        metadata={"help": "hold out this share of a mixture (or of a source with no test split)",
+                  **between(0, 1, low_open=True, high_open=True)},
+    )  # fmt: skip
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "keep only the first N training rows", **at_least(1)}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "keep only the first N training rows"})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "keep only the first N evaluation rows"})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "keep only the first N evaluation rows", **at_least(1)}
+    )
     prompt_column: str | None = field(
         default=None,
         metadata={"help": "read this column as the prompt (a string is the user's message); default: prompt, "
@@ -289,8 +296,6 @@ def _mix(args: TrainScriptArguments, accepted: tuple[tuple[str, ...], ...]) -> D
     if any(f is not None for f in fractions):
         if any(f is None for f in fractions):
             raise DataError("datasets: set 'fraction' on every source of the mixture or on none")
-        if any(f <= 0 for f in fractions):
-            raise DataError(f"datasets: fractions must be positive, got {fractions}")
         weights = [f / sum(fractions) for f in fractions]
         # the largest mixture in which no source has to repeat rows
         total = min(len(p) / w for p, w in zip(parts, weights, strict=True))
