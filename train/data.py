@@ -366,7 +366,20 @@ def load_checked_data(
             columns = check_columns(data, accepted, f"{what} {split} data ({source})")
             data = check_rows(data, columns, f"{what} {split} data ({source})", args.bad_rows)
         checked.append(data)
+    if not len(checked[0]):  # TRL would stop deep inside its data loader (StopIteration)
+        dropped = " (bad_rows: drop dropped every row)" if args.bad_rows == "drop" else ""
+        raise DataError(f"{what} train data ({source}): no row left to train on{dropped}")
     return checked[0], checked[1]
+
+
+def check_pairs(data: Dataset, what: str) -> None:
+    """Preference rows whose chosen equals their rejected teach nothing (DPO's loss is log 2 whatever the
+    weights): a DataError when every row is one, a warning with their count when some are."""
+    same = sum(row["chosen"] == row["rejected"] for row in data.select_columns(["chosen", "rejected"]))
+    if same == len(data):
+        raise DataError(f"{what}: chosen equals rejected in all {same} rows: nothing to learn from these pairs")
+    if same:
+        logger.warning("%s: chosen equals rejected in %d of %d rows (they teach nothing)", what, same, len(data))
 
 
 def check_chat_template(model: str, data: Dataset, key: str = "model_name_or_path", trust_remote_code: bool = False):
