@@ -79,7 +79,8 @@ sys.exit(run_command("w2s", lambda argv: write_atomic(sys.argv[1], "x" * 100_000
 
 def test_a_write_that_runs_out_of_space_names_its_file(tmp_path):
     out = tmp_path / "out.json"
-    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(out)], capture_output=True, text=True)
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}  # a .pyc cut at the limit would break later imports
+    result = subprocess.run([sys.executable, "-c", FULL_DISK, str(out)], capture_output=True, text=True, env=env)
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert f"File too large: {out}" in result.stderr
     assert list(tmp_path.iterdir()) == []  # no temporary left, no half file

@@ -18,8 +18,9 @@ from trl import SFTConfig, SFTTrainer
 
 from w2s.data.world import world_corpus
 from w2s.data.world.tokenizers import world_tokenizer_path
+from w2s.guide.commands import run_command
 from w2s.guide.ranges import at_least
-from w2s.train.recipes import RecipeError, parse_recipe
+from w2s.train.recipes import parse_recipe
 
 
 @dataclass
@@ -95,10 +96,5 @@ def parse(args: list[str] | None = None) -> tuple[PretrainArguments, SFTConfig]:
     return parse_recipe((PretrainArguments, SFTConfig), args)
 
 
-if __name__ == "__main__":
-    try:
-        parsed = parse()
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    main(*parsed)
+if __name__ == "__main__":  # a mistake in the recipe or a flag: one line, exit 2 (guide/commands.py)
+    sys.exit(run_command("pretrain.py", lambda argv: main(*parse(argv)), sys.argv[1:]))
