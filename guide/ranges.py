@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -101,11 +102,12 @@ def check_ranges(obj: Any, error: Callable[[str], Exception] = ValueError, prefi
 
 def range_rows(cls: type) -> list[tuple[str, str, str, str]]:
     """(key, type, default, range) of each field of dataclass `cls` that declares a range."""
-    rows = []
+    rows, hints = [], typing.get_type_hints(cls)  # the annotations (HF's parser rewrites a field's `type`)
     for f in dataclasses.fields(cls):
         allowed = field_range(f)
         if allowed is None:
             continue
         default = f.default if f.default is not dataclasses.MISSING else "(required)"
-        rows.append((f.name, str(f.type), repr(default), str(allowed)))
+        hint = hints[f.name]
+        rows.append((f.name, hint.__name__ if isinstance(hint, type) else str(hint), repr(default), str(allowed)))
     return rows
