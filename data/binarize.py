@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from w2s.data.prompts import PromptError, read_dataset_rows, read_json_rows, to_messages
-from w2s.guide.files import remove_stale_temps, temp_dir
+from w2s.guide.files import RecipeError, remove_stale_temps, temp_dir
+from w2s.guide.ranges import any_number, between, check_ranges
 
 logger = logging.getLogger(__name__)
 
@@ -41,8 +42,11 @@ class BinarizeConfig:
             "annotations.truthfulness.Rating",
         ]
     )
-    test_fraction: float = 0.05
-    seed: int = 0
+    test_fraction: float = field(default=0.05, metadata=between(0, 1, high_open=True))
+    seed: int = field(default=0, metadata=any_number())
+
+    def __post_init__(self):
+        check_ranges(self, RecipeError)
 
 
 def _dig(obj: Any, dotted: str) -> Any:

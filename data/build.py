@@ -50,7 +50,7 @@ from w2s.data.prompts import Messages, PromptError, load_prompts, prompt_text
 from w2s.data.recipe import DataRecipe, RecipeError, recipe_to_dict
 from w2s.guide import GuideConfig
 from w2s.guide.commands import UserError
-from w2s.guide.files import check_writable, remove_stale_temps, temp_dir, write_atomic
+from w2s.guide.files import check_writable, naming, remove_stale_temps, temp_dir, write_atomic
 from w2s.guide.models import resolve_model_path
 from w2s.guide.preflight import ModelSpec, check_guide, check_models, check_server, check_weights
 from w2s.guide.shards import parse_shard
@@ -424,7 +424,8 @@ def _save(out: Path, pair_rows: list, sft_rows: list, card: dict, jsonl: bool) -
             if jsonl:
                 for split, d in splits.items():
                     (tmp / "jsonl").mkdir(exist_ok=True)
-                    with (tmp / "jsonl" / f"{name}-{split}.jsonl").open("w") as f:
+                    path = tmp / "jsonl" / f"{name}-{split}.jsonl"
+                    with naming(path), path.open("w") as f:
                         for row in d:
                             f.write(json.dumps(row, ensure_ascii=False) + "\n")
         write_card(tmp, card, [row for _, row in pair_rows])

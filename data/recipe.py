@@ -17,6 +17,7 @@ from typing import Any
 
 from w2s.guide.files import RecipeError, did_you_mean, read_recipe
 from w2s.guide.formats import check_prompt_format
+from w2s.guide.ranges import above, any_number, at_least, between, check_ranges
 
 
 @dataclass
@@ -25,16 +26,17 @@ class GeneratorConfig:
 
     name: str
     model: str = ""  # folder, hub id or tiny:<name>; unused by kind guide
-    kind: str = (
-        "hf"  # hf: sampling through the engine (guide/engine.py); guide: a guide/ decoder (settings in `guide`);
-    )
+    # hf: sampling through the engine (guide/engine.py); guide: a guide/ decoder (settings in `guide`);
     # openai: a served model (`model` is its served name) sampled over /v1/completions (guide/served.py)
-    num_samples: int = 4  # responses per prompt
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    max_new_tokens: int = 64
-    batch_size: int = 64  # kind hf: rows decoded together (whole prompts: all num_samples of each)
+    kind: str = "hf"
+    num_samples: int = field(default=4, metadata=at_least(1))  # responses per prompt
+    temperature: float = field(default=1.0, metadata=at_least(0))  # 0: greedy
+    top_k: int = field(default=0, metadata=at_least(0))  # 0: the whole vocabulary
+    top_p: float = field(default=1.0, metadata=between(0, 1, low_open=True))
+    max_new_tokens: int = field(default=64, metadata=at_least(1))
+    batch_size: int = field(
+        default=64, metadata=at_least(1)
+    )  # kind hf: rows decoded together (whole prompts: all num_samples of each)
     dtype: str = "auto"
     device: str | None = None
     attn_implementation: str | None = None
@@ -52,15 +54,17 @@ class JudgeConfig:
 
     name: str
     kind: str  # rule | reward_model | pairwise | implicit
-    weight: float = 1.0
+    weight: float = field(default=1.0, metadata=any_number())
     rule: str = "tiny_gold"  # kind rule: a name in data.judges.RULES
     model: str = ""  # reward_model / pairwise: the judging model
     tuned: str = ""  # implicit: log pi_tuned(y|x) - log pi_untuned(y|x)
     untuned: str = ""
     labels: list[str] = field(default_factory=lambda: ["A", "B"])  # pairwise: answer tokens for first/second
     template: str = ""  # pairwise: judge prompt with {prompt}, {first}, {second}; empty: the default
-    batch_size: int = 32
-    max_length: int = 1024  # tokens fed to a judging model (longer inputs are cut on the left)
+    batch_size: int = field(default=32, metadata=at_least(1))
+    max_length: int = field(
+        default=1024, metadata=at_least(1)
+    )  # tokens fed to a judging model (longer inputs are cut on the left)
     dtype: str = "auto"
     device: str | None = None
     device_map: str | dict | None = None  # e.g. auto: a judging model too big for one device spans them all
@@ -74,32 +78,44 @@ class DataRecipe:
 
     output_dir: str = ""
     work_dir: str = ""  # generation and judge shards (default <output_dir>/work): builds sharing it reuse them
-    seed: int = 0
-    shard_size: int = 64  # prompts per shard: the unit that generation and judging commit atomically
-    num_threads: int | None = None  # torch CPU threads while building (None: torch's default); tiny models: 1
+    seed: int = field(default=0, metadata=any_number())
+    shard_size: int = field(
+        default=64, metadata=at_least(1)
+    )  # prompts per shard: the unit that generation and judging commit atomically
+    num_threads: int | None = field(
+        default=None, metadata=at_least(1)
+    )  # torch CPU threads while building (None: torch's default); tiny models: 1
     # prompts
     prompt_source: str = "tiny:train"  # hub id, save_to_disk folder, .json/.jsonl file, or tiny:<split>
     prompt_field: str = "prompt"  # field with a string or a list of chat messages
     prompt_split: str = "train"  # split of a hub/disk DatasetDict
     prompt_subset: str | None = None  # hub config name
-    num_prompts: int | None = None  # first N prompts (None: all)
+    num_prompts: int | None = field(default=None, metadata=at_least(1))  # first N prompts (None: all)
     # generators and judges
     generators: list[GeneratorConfig] = field(default_factory=list)
     judges: list[JudgeConfig] = field(default_factory=list)
     # pairing: best_worst | best_random | all_pairs
     pairing: str = "best_worst"
     # filters
-    min_margin: float = 0.0  # keep pairs whose score gap exceeds this (ties are always dropped)
-    min_length_ratio: float = 0.0  # bounds on words(chosen) / words(rejected): against length bias
-    max_length_ratio: float = float("inf")
+    min_margin: float = field(
+        default=0.0, metadata=at_least(0)
+    )  # keep pairs whose score gap exceeds this (ties are always dropped)
+    min_length_ratio: float = field(default=0.0, metadata=at_least(0))  # bounds on words(chosen) / words(rejected):
+    max_length_ratio: float = field(default=float("inf"), metadata=above(0))  # against length bias
     dedup_prompts: str = "near"  # none | exact | near
-    near_dup_threshold: float = 0.9  # Jaccard similarity of word 3-gram sets for near duplicates
+    near_dup_threshold: float = field(
+        default=0.9, metadata=between(0, 1)
+    )  # Jaccard similarity of word 3-gram sets for near duplicates
     # evaluation prompt sources: a source string, or {source, field, split, subset}
     decontaminate: list[str | dict] = field(default_factory=list)
-    decontam_ngram: int = 8  # a prompt sharing a word n-gram with an evaluation prompt is dropped
-    max_repeat_fraction: float = 0.5  # a response whose repeated 3-grams exceed this share is degenerate
+    decontam_ngram: int = field(
+        default=8, metadata=at_least(1)
+    )  # a prompt sharing a word n-gram with an evaluation prompt is dropped
+    max_repeat_fraction: float = field(
+        default=0.5, metadata=between(0, 1)
+    )  # a response whose repeated 3-grams exceed this share is degenerate
     # outputs
-    test_fraction: float = 0.1
+    test_fraction: float = field(default=0.1, metadata=between(0, 1, high_open=True))
     jsonl: bool = True  # also write every split as JSONL
 
 
@@ -167,7 +183,8 @@ def recipe_from_dict(values: dict[str, Any], where: str = "recipe") -> DataRecip
 
 
 def check_recipe(recipe: DataRecipe, where: str = "recipe") -> None:
-    """Checks what the types cannot: choices, unique names, sane bounds."""
+    """Checks what the types cannot: each numeric key's range (guide/ranges.py), choices, unique names."""
+    check_ranges(recipe, lambda message: RecipeError(f"{where}: {message}"))
     if not recipe.generators:
         raise RecipeError(f"{where}: 'generators' is empty: name at least one model that writes responses")
     if not recipe.judges:
@@ -181,15 +198,6 @@ def check_recipe(recipe: DataRecipe, where: str = "recipe") -> None:
             raise RecipeError(f"{where}: generators[{i}].kind {g.kind!r}: choose hf, guide or openai")
         if g.kind in ("hf", "openai") and not g.model:
             raise RecipeError(f"{where}: generators[{i}] ({g.name}) needs a 'model'")
-        if g.num_samples < 1:
-            raise RecipeError(f"{where}: generators[{i}].num_samples must be at least 1")
-        if g.kind in ("hf", "openai"):  # the engine's SamplingParams would refuse them only once generation starts
-            if g.temperature < 0:
-                raise RecipeError(f"{where}: generators[{i}].temperature must be >= 0 (0 is greedy)")
-            if not 0 < g.top_p <= 1:
-                raise RecipeError(f"{where}: generators[{i}].top_p must be in (0, 1], got {g.top_p}")
-            if g.max_new_tokens < 1:
-                raise RecipeError(f"{where}: generators[{i}].max_new_tokens must be at least 1")
     for key, items in (("generators", recipe.generators), ("judges", recipe.judges)):
         for i, item in enumerate(items):
             try:
@@ -209,10 +217,6 @@ def check_recipe(recipe: DataRecipe, where: str = "recipe") -> None:
         raise RecipeError(f"{where}: pairing {recipe.pairing!r}: choose best_worst, best_random or all_pairs")
     if recipe.dedup_prompts not in ("none", "exact", "near"):
         raise RecipeError(f"{where}: dedup_prompts {recipe.dedup_prompts!r}: choose none, exact or near")
-    if recipe.shard_size < 1:
-        raise RecipeError(f"{where}: shard_size must be at least 1")
-    if not 0 <= recipe.test_fraction < 1:
-        raise RecipeError(f"{where}: test_fraction must be in [0, 1)")
 
 
 def recipe_to_dict(recipe: DataRecipe) -> dict[str, Any]:

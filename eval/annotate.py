@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -34,10 +34,29 @@ def judgement_log(judge: Judge, output_dir: Path, shard: Shard = (0, 1)) -> Json
 
 @dataclass
 class JudgeCounts:
-    """How many verdicts a run asked the judge for, and how many it found in the cache."""
+    """The distinct verdicts a run needs, each either judged by this run or found in the cache from an earlier
+    one: judged + cached = total (a verdict asked for twice, such as the reference's reward read beside each
+    system, counts once)."""
 
-    judged: int = 0
-    cached: int = 0
+    needed: set[str] = field(default_factory=set)
+    new: set[str] = field(default_factory=set)  # judged by this run
+
+    def add(self, keys: list[str], todo: list[str]) -> None:
+        """Records the verdicts `keys` of one request, `todo` of them not in the cache (to be judged now)."""
+        self.needed.update(keys)
+        self.new.update(todo)
+
+    @property
+    def judged(self) -> int:
+        return len(self.new)
+
+    @property
+    def cached(self) -> int:
+        return len(self.needed - self.new)
+
+    @property
+    def total(self) -> int:
+        return len(self.needed)
 
 
 def cached_rewards(
@@ -54,12 +73,11 @@ def cached_rewards(
     ident = judge.cache_id()
     keys = [_key(ident, "reward", i, o) for i, o in zip(instructions, outputs, strict=True)]
     todo = sorted({k: n for n, k in enumerate(keys) if k not in log}.values())
-    counts.cached += len(keys) - len(todo)
+    counts.add(keys, [keys[n] for n in todo])
     for start in tqdm(range(0, len(todo), batch_size), desc=desc, disable=len(todo) <= batch_size):
         idx = todo[start : start + batch_size]
         values = judge.rewards([instructions[n] for n in idx], [outputs[n] for n in idx])
         log.append({"key": keys[n], "reward": float(v)} for n, v in zip(idx, values, strict=True))
-        counts.judged += len(idx)
     return [log.get(k)["reward"] for k in keys]
 
 
@@ -79,14 +97,13 @@ def cached_preferences(
     keys = [_key(ident, "pair", i, a, b) for i, a, b in zip(instructions, outputs_1, outputs_2, strict=True)]
     same = [a == b for a, b in zip(outputs_1, outputs_2, strict=True)]
     todo = sorted({k: n for n, k in enumerate(keys) if not same[n] and k not in log}.values())
-    counts.cached += sum(1 for n, k in enumerate(keys) if not same[n]) - len(todo)
+    counts.add([k for n, k in enumerate(keys) if not same[n]], [keys[n] for n in todo])
     for start in tqdm(range(0, len(todo), batch_size), desc=desc, disable=len(todo) <= batch_size):
         idx = todo[start : start + batch_size]
         verdicts = compare(
             judge, [instructions[n] for n in idx], [outputs_1[n] for n in idx], [outputs_2[n] for n in idx]
         )
         log.append({"key": keys[n], **v} for n, v in zip(idx, verdicts, strict=True))
-        counts.judged += len(idx)
     out = []
     for n, k in enumerate(keys):
         out.append({"preference": 1.5} if same[n] else {kk: v for kk, v in log.get(k).items() if kk != "key"})

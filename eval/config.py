@@ -16,6 +16,7 @@ from pathlib import Path
 
 from w2s.guide.commands import UserError
 from w2s.guide.files import did_you_mean, read_recipe
+from w2s.guide.ranges import any_number, at_least, check_ranges
 
 JUDGES = ("gold", "reward_model", "llm", "http")
 COMPUTE_AXES = ("tokens", "strong_tokens", "seconds")
@@ -42,7 +43,7 @@ class EvalConfig:
     instructions: str = "tiny:test"
     instructions_split: str = "eval"  # split of a hub id or save_to_disk folder (AlpacaEval's is "eval")
     instructions_subset: str | None = None  # hub config name (AlpacaEval's is "alpaca_eval")
-    num_instructions: int | None = None  # first N instructions; None: all
+    num_instructions: int | None = field(default=None, metadata=at_least(1))  # first N instructions; None: all
     # systems: [{name: ..., guide: {strong_model: ..., decoder: ..., ...}}, ...]
     systems: list = field(default_factory=list)
     # reference: a system's name, an AlpacaEval model_outputs JSON file, "dataset" (the set's `output` field), or none
@@ -50,30 +51,34 @@ class EvalConfig:
     # judge
     judge: str = "gold"  # gold | reward_model | llm | http
     judge_model: str | None = None  # reward model / LLM judge folder or hub id; served model name for http
-    judge_batch_size: int = 8
+    judge_batch_size: int = field(default=8, metadata=at_least(1))
     judge_labels: str = "a,b"  # how the pairwise judges' prompt names the two outputs (the answer it reads)
     judge_dtype: str = "auto"  # local judges: auto | float32 | bfloat16 | float16
     judge_device: str | None = None  # local judges: e.g. cuda; None: CPU
     judge_device_map: str | None = None  # local judges: auto (or balanced, ...) spreads a judge over every device
-    judge_max_length: int = 1024  # tokens of a judged text kept (from the left) by local judges
+    judge_max_length: int = field(
+        default=1024, metadata=at_least(1)
+    )  # tokens of a judged text kept (from the left) by local judges
     judge_base_url_env: str = "W2S_JUDGE_BASE_URL"  # environment variable holding the http judge's base URL
     judge_api_key_env: str = "W2S_JUDGE_API_KEY"  # environment variable holding its API key (never logged)
     trust_remote_code: bool = False
     # generation
-    batch_size: int = 16  # instructions per guide.generate call; outputs are saved after each
+    batch_size: int = field(
+        default=16, metadata=at_least(1)
+    )  # instructions per guide.generate call; outputs are saved after each
     # metrics and report
-    bootstrap_samples: int = 2000
-    seed: int = 0
+    bootstrap_samples: int = field(default=2000, metadata=at_least(1))
+    seed: int = field(default=0, metadata=any_number())
     # LC win rate (AlpacaEval 2's GLM): instruction difficulty none | fitted (one joint fit over the compared
     # systems) | a file (CSV or JSON/JSONL: instruction, instruction_difficulty; or AlpacaEval's own
     # instruction_difficulty.csv, by index); the bootstrap resamples of its standard error (0: no SE)
     lc_difficulty: str = "none"
-    lc_bootstrap_samples: int = 200
+    lc_bootstrap_samples: int = field(default=200, metadata=at_least(0))
     compute_axis: str = "tokens"  # x axis of the reward-vs-compute plot: tokens | strong_tokens | seconds
     output_dir: str = "runs/eval"
     # alignment tax (optional, needs `pip install lm-eval`): lm-evaluation-harness tasks run on each strong model
     lm_eval_tasks: str | None = None  # comma-separated task names, e.g. "arc_easy,hellaswag"
-    lm_eval_limit: int | None = None  # examples per task; None: all
+    lm_eval_limit: int | None = field(default=None, metadata=at_least(1))  # examples per task; None: all
 
     def system_list(self) -> list[System]:
         return [System(**s) for s in self.systems]
@@ -159,13 +164,7 @@ def validate(config: EvalConfig, where: str = "eval recipe") -> EvalConfig:
             f"{where}: judge {config.judge!r} compares pairs: set 'reference' to a system's name, "
             "a model_outputs JSON file or 'dataset'"
         )
-    if config.num_instructions is not None and config.num_instructions < 1:
-        raise EvalConfigError(f"{where}: key 'num_instructions' must be at least 1")
-    for key in ("batch_size", "judge_batch_size", "bootstrap_samples"):
-        if getattr(config, key) < 1:
-            raise EvalConfigError(f"{where}: key {key!r} must be at least 1")
-    if config.lc_bootstrap_samples < 0:
-        raise EvalConfigError(f"{where}: key 'lc_bootstrap_samples' must be at least 0 (0: no LC standard error)")
+    check_ranges(config, lambda message: EvalConfigError(f"{where}: {message}"))
     difficulty = config.lc_difficulty
     if difficulty not in LC_DIFFICULTY and not Path(difficulty).expanduser().is_file():
         raise EvalConfigError(

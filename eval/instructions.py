@@ -64,8 +64,8 @@ def _from_records(records, where: str | list[str], default_dataset: str) -> list
 
 def read_json_records(path: Path) -> tuple[list, list[str]]:
     """The records of a JSON list or JSONL file, and each record's place for errors ("<file> line 7" for
-    JSONL, counting blank lines; "<file> record 3" in a JSON list)."""
-    text = path.read_text(encoding="utf-8")
+    JSONL, counting blank lines; "<file> record 3" in a JSON list). A UTF-8 byte-order mark is not text."""
+    text = path.read_text(encoding="utf-8-sig")
     if path.suffix == ".jsonl":
         records, places = [], []
         for n, line in enumerate(text.splitlines(), 1):

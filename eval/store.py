@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
-from w2s.guide.files import write_atomic
+from w2s.guide.files import naming, write_atomic
 from w2s.guide.shards import Shard, shard_log, shard_logs
 
 
@@ -63,7 +63,7 @@ class JsonlLog:
         new = [r for r in records if r[self.key_field] not in self.records]
         if not new:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
+        with naming(self.path), open(self.path, "a", encoding="utf-8") as f:
             f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new))
             f.flush()
             os.fsync(f.fileno())

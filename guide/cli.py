@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from w2s.guide.commands import ArgumentParser, GuideError, command, lazy
 from w2s.guide.config import GuideConfig, outputs_recipe
-from w2s.guide.files import check_writable, read_rows, remove_stale_temps, write_atomic
+from w2s.guide.files import check_writable, naming, read_rows, remove_stale_temps, write_atomic
 from w2s.guide.shards import parse_shard, shard_items, shard_log, shard_logs
 from w2s.guide.sources import resolve_prompts
 
@@ -143,7 +143,7 @@ def _decode(config: GuideConfig, recipe: dict, prompts: list[str], todo: list[in
     headed by the outputs' `recipe`."""
     guide, items = Guide(config), item_keys(prompts)  # an item's stream: its prompt, not its batch or shard
     log_path.parent.mkdir(parents=True, exist_ok=True)  # checked writable above; made once the inputs passed
-    with log_path.open("a", encoding="utf-8") as log:
+    with naming(log_path), log_path.open("a", encoding="utf-8") as log:  # a full disk names the log
         if log.tell() == 0:
             log.write(json.dumps({"recipe": recipe}) + "\n")
         for start in tqdm(range(0, len(todo), config.batch_size), desc=f"generate ({config.decoder})"):

@@ -19,6 +19,7 @@ from w2s.guide.commands import GuideError
 from w2s.guide.decoders import Decoder, decoder_class, option_keys, reserve_keys
 from w2s.guide.files import did_you_mean, read_recipe
 from w2s.guide.formats import check_prompt_format
+from w2s.guide.ranges import any_number, at_least, between, check_ranges
 
 
 @dataclass
@@ -29,7 +30,7 @@ class GuideConfig:
     untuned: str | None = None  # ... and its untuned twin
     adapter: str | None = None  # or one PEFT adapter: tuned = adapter on, untuned = adapter off
     extra_guides: list[dict] = field(default_factory=list)  # more pairs: [{tuned, untuned | adapter, weight}]
-    guide_weight: float = 1.0
+    guide_weight: float = field(default=1.0, metadata=any_number())  # a negative weight steers away
     pilot: str | None = None  # wsd: the small aligned drafter
     reward_model: str | None = None  # bon: rank by a reward model instead of a guide pair
     # how each model reads a prompt: chat (its chat template), raw (the text as it is) or a template string
@@ -54,25 +55,27 @@ class GuideConfig:
     strong_tokenizer: str | None = None
     strong_base_url_env: str = "W2S_STRONG_BASE_URL"
     strong_api_key_env: str = "W2S_STRONG_API_KEY"
-    strong_concurrency: int = 32  # requests in flight at once (the server batches them)
+    strong_concurrency: int = field(
+        default=32, metadata=at_least(1)
+    )  # requests in flight at once (the server batches them)
 
     # decoder: sample, bon, cbs, wsd, eft, fusion, or one registered (guide/decoders.py); its own keys (width,
     # num_samples, threshold, ...) are its dataclass fields, flat in the recipe beside these
     decoder: str = "sample"
 
     # sampling
-    max_new_tokens: int = 64
-    temperature: float = 0.7
-    top_k: int = 50
-    top_p: float = 1.0
-    seed: int = 0
+    max_new_tokens: int = field(default=64, metadata=at_least(1))
+    temperature: float = field(default=0.7, metadata=at_least(0))  # 0: greedy (sample only: guide/decoders.py)
+    top_k: int = field(default=50, metadata=at_least(0))  # 0: the whole vocabulary
+    top_p: float = field(default=1.0, metadata=between(0, 1, low_open=True))
+    seed: int = field(default=0, metadata=any_number())
     stop: list[str] = field(default_factory=list)
-    batch_size: int = 8  # prompts decoded together
+    batch_size: int = field(default=8, metadata=at_least(1))  # prompts decoded together
     share_prefixes: bool = True  # rows copied from one row read their common prefix once (guide/kv.py)
 
     # input / output (w2s generate)
     prompts: str = "tiny:test"  # tiny:<split>, or an AlpacaEval JSON/JSONL file (field `instruction`)
-    num_prompts: int | None = None
+    num_prompts: int | None = field(default=None, metadata=at_least(1))  # the first N (None: all)
     output: str | None = None  # AlpacaEval-format JSON written here
     generator: str | None = None  # the `generator` name in the output (default: the decoder)
 
@@ -84,7 +87,14 @@ class GuideConfig:
             check_prompt_format(getattr(self, key), key)
         if self.strong_backend not in ("hf", "openai"):
             raise ValueError(f"strong_backend {self.strong_backend!r}: choose hf or openai")
-        self.make_decoder()  # an unknown name lists the registered ones; the decoder checks its own settings
+        check_ranges(self)
+        decoder = self.make_decoder()  # an unknown name lists the registered ones; the decoder checks its own settings
+        if self.temperature == 0 and decoder.draws() > 1:
+            raise GuideError(
+                f"temperature 0 with decoder {self.decoder}: its {decoder.draws()} samples per prompt would all be "
+                "the greedy response (greedy decoding at that many times its cost); set temperature > 0, or use "
+                "decoder sample for greedy decoding"
+            )
 
     def make_decoder(self) -> Decoder:
         """The recipe's decoder with its hyper-parameters (its defaults where the recipe is silent)."""

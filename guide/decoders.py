@@ -10,12 +10,14 @@ context times the batch, fills each item's tokens per model and builds the `Gene
     @register_decoder("shortest")
     @dataclass
     class Shortest(Decoder):
-        num_draws: int = 4  # a recipe key
+        num_draws: int = field(default=4, metadata=at_least(1))  # a recipe key and its range (guide/ranges.py)
         needs = ("pairs",)  # roles: pairs, pilot, scorer (the reward model if the recipe names one, else pairs)
 
-        def check(self):
-            if self.num_draws < 1:
-                raise ValueError(f"num_draws must be >= 1, got {self.num_draws}")
+        def check(self):  # what the fields' ranges cannot say: raise ValueError naming the key
+            ...
+
+        def draws(self):  # strong samples competing per prompt: temperature 0 is refused when more than one
+            return self.num_draws
 
         def run(self, ctx):  # ctx.start(...), ctx.scorer(...), ctx.lockstep(), ctx.prompts (guide/context.py)
             ...
@@ -37,6 +39,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from w2s.guide.commands import GuideError
+from w2s.guide.ranges import check_ranges
 
 if TYPE_CHECKING:
     from w2s.guide.context import DecodeContext
@@ -61,6 +64,7 @@ class Decoder:
     shared_vocabulary: ClassVar[bool] = False  # needs one vocabulary with the strong model (logit arithmetic)
 
     def __post_init__(self):
+        check_ranges(self)  # each field's declared range (guide/ranges.py), then what only the decoder knows
         self.check()
 
     @classmethod
@@ -74,7 +78,12 @@ class Decoder:
         return cls(**{key: options[key] for key in cls.recipe_keys() if key in options})
 
     def check(self) -> None:
-        """Raises ValueError naming the key of any bad setting."""
+        """Raises ValueError naming the key of any bad setting its fields' ranges do not already refuse."""
+
+    def draws(self) -> int:
+        """The strong model's samples that compete for one prompt (CBS: width x successors; best-of-N: N): with
+        more than one, temperature 0 is refused (guide/config.py), as every sample would be the greedy one."""
+        return 1
 
     def run(self, ctx: DecodeContext) -> list[Output]:
         """One `Output` per prompt of `ctx.prompts`, decoded together."""

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from w2s.guide.commands import GuideError
 from w2s.guide.context import DecodeContext
 from w2s.guide.decoders import Decoder, register_decoder
+from w2s.guide.ranges import at_least, between
 from w2s.guide.types import Output
 
 
@@ -47,19 +48,14 @@ class DraftSwitch(Decoder):
     from a stream seeded with the engine's seed + 1.
     """
 
-    window: int = 6
-    threshold: float = 0.8
-    check_every: int = 4  # pilot tokens drafted between two checks by the base
+    window: int = field(default=6, metadata=at_least(1))
+    threshold: float = field(default=0.8, metadata=between(0, 1, low_open=True))  # a geometric-mean probability
+    check_every: int = field(default=4, metadata=at_least(1))  # pilot tokens drafted between two checks by the base
     continuation: str = "sample"
 
     needs = ("pilot",)
 
     def check(self) -> None:
-        for key in ("window", "check_every"):
-            if getattr(self, key) < 1:
-                raise GuideError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if not 0 < self.threshold <= 1:
-            raise GuideError(f"threshold must be in (0, 1] (a geometric-mean probability), got {self.threshold}")
         if self.continuation not in ("sample", "greedy"):
             raise GuideError(f"continuation {self.continuation!r}: choose sample or greedy")
 

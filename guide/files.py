@@ -8,7 +8,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -89,16 +90,29 @@ def check_writable(path: str | Path) -> None:
         raise RecipeError(f"cannot write {str(path)!r}: {str(existing)!r} is not writable (choose another output)")
 
 
+@contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OS error raised inside that names no file (a full disk: `No space left on device`) names `path`,
+    the file being written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            e.filename = str(path)
+        raise
+
+
 def write_atomic(path: str | Path, text: str) -> None:
     """Writes `text` to a temporary file beside `path`, syncs it, then renames it over `path`.
 
-    Readers see the old file or the new one, never half of one. The file gets the umask's mode.
+    Readers see the old file or the new one, never half of one. The file gets the umask's mode; an OS error
+    (a full disk) names `path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = temp_file(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with naming(path), os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -110,10 +124,11 @@ def write_atomic(path: str | Path, text: str) -> None:
 
 def read_rows(path: Path, error: type[Exception] = RecipeError) -> list[tuple[str, Any]]:
     """(where, row) for each object of a .jsonl file (one per line, `<file>:<line>`) or a .json file (a
-    list, `<file>: item <n>`, from 1); a file that is neither is an `error` naming the file and line."""
+    list, `<file>: item <n>`, from 1); a file that is neither is an `error` naming the file and line. A UTF-8
+    byte-order mark (as Windows editors and spreadsheets save text) is not part of the first row."""
     if path.suffix == ".jsonl":
         rows = []
-        with path.open() as f:
+        with path.open(encoding="utf-8-sig") as f:
             for line_no, line in enumerate(f, 1):
                 if not line.strip():
                     continue
@@ -123,7 +138,7 @@ def read_rows(path: Path, error: type[Exception] = RecipeError) -> list[tuple[st
                     raise error(f"{path}:{line_no}: not a JSON object ({e.msg} at column {e.colno})") from None
         return rows
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:
         raise error(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
     if not isinstance(data, list):
@@ -131,13 +146,39 @@ def read_rows(path: Path, error: type[Exception] = RecipeError) -> list[tuple[st
     return [(f"{path}: item {i}", row) for i, row in enumerate(data, 1)]
 
 
+class DuplicateKeyError(yaml.YAMLError):
+    """A key written twice in one YAML mapping (YAML itself lets the last one win)."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """`yaml.safe_load`'s loader, except that a key written twice in one mapping, at any depth, is an error
+    naming the key and both lines."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}  # key -> the line it was first written on
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key, line = self.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+            try:
+                if key in seen:
+                    raise DuplicateKeyError(f"key {key!r} written twice (lines {seen[key]} and {line})")
+                seen[key] = line
+            except TypeError:  # an unhashable key: the base constructor says so
+                continue
+        return super().construct_mapping(node, deep)
+
+
 def read_recipe(path: str | Path, error: type[Exception] = RecipeError) -> dict:
-    """A recipe file's top-level YAML mapping (empty file: {}); `error` naming the file when it cannot be one."""
+    """A recipe file's top-level YAML mapping (empty file: {}); `error` naming the file when it cannot be one,
+    or when a key is written twice in one mapping (at any depth: both lines named)."""
     path = Path(path)
     if not path.is_file():
         raise error(f"recipe {str(path)!r}: no such file")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_StrictLoader)
+    except DuplicateKeyError as e:
+        raise error(f"{path}: {e}") from None
     except yaml.YAMLError as e:
         raise error(f"{path}: not valid YAML ({e})") from e
     if values is None:

@@ -14,13 +14,13 @@ Every model reads each item's prompt and response tokens once, charged to that i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
-from w2s.guide.commands import GuideError
 from w2s.guide.context import DecodeContext
 from w2s.guide.decoders import Decoder, register_decoder
+from w2s.guide.ranges import above, any_number, at_least
 from w2s.guide.types import Output
 
 
@@ -65,7 +65,7 @@ def fuse(base, experts, untuned, alphas) -> tuple[torch.Tensor, torch.Tensor]:
 class ProxyTuning(Decoder):
     """EFT / proxy tuning with strength `beta`."""
 
-    beta: float = 1.0
+    beta: float = field(default=1.0, metadata=any_number())  # negative: away from the tuned model
 
     needs = ("pairs",)
     shared_vocabulary = True
@@ -82,17 +82,11 @@ class ProxyTuning(Decoder):
 class DynamicFusion(Decoder):
     """Dynamic logit fusion with alpha from the grid 0..`alpha_max` step `alpha_step`, one expert per step."""
 
-    alpha_max: float = 2.0
-    alpha_step: float = 0.1
+    alpha_max: float = field(default=2.0, metadata=at_least(0))
+    alpha_step: float = field(default=0.1, metadata=above(0))
 
     needs = ("pairs",)
     shared_vocabulary = True
-
-    def check(self) -> None:
-        if self.alpha_step <= 0:
-            raise GuideError(f"alpha_step must be > 0, got {self.alpha_step}")
-        if self.alpha_max < 0:
-            raise GuideError(f"alpha_max must be >= 0, got {self.alpha_max}")
 
     def combine(self, base, experts, untuned):
         alphas = torch.arange(0, round(self.alpha_max / self.alpha_step) + 1) * self.alpha_step

@@ -12,11 +12,11 @@ searched over, the dropped ones included, and the guides' re-fed tokens.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from w2s.guide.commands import GuideError
 from w2s.guide.context import DecodeContext
 from w2s.guide.decoders import Decoder, register_decoder
+from w2s.guide.ranges import at_least
 from w2s.guide.types import Output
 
 
@@ -25,17 +25,14 @@ from w2s.guide.types import Output
 class ChunkBeamSearch(Decoder):
     """CBS(W, K, L): `width` beams kept, `successors` samples per beam, `chunk_len` tokens per chunk (None: ∞)."""
 
-    width: int = 4
-    successors: int = 4
-    chunk_len: int | None = 5
+    width: int = field(default=4, metadata=at_least(1))
+    successors: int = field(default=4, metadata=at_least(1))
+    chunk_len: int | None = field(default=5, metadata=at_least(1))
 
     needs = ("pairs",)
 
-    def check(self) -> None:
-        for key in ("width", "successors", "chunk_len"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise GuideError(f"{key} must be >= 1, got {value}")
+    def draws(self) -> int:
+        return self.width * self.successors
 
     def run(self, ctx: DecodeContext) -> list[Output]:
         """Searches every prompt at once on the strong model, rows ranked by the context's scorer."""
@@ -70,13 +67,12 @@ class BestOfN(Decoder):
     """Best-of-N is CBS with W=1, K=N, L=∞: `num_samples` full samples, the best-scored one kept (by the
     reward model if the recipe names one, else by the guide pairs)."""
 
-    num_samples: int = 16
+    num_samples: int = field(default=16, metadata=at_least(1))
 
     needs = ("scorer",)
 
-    def check(self) -> None:
-        if self.num_samples < 1:
-            raise GuideError(f"num_samples must be >= 1, got {self.num_samples}")
+    def draws(self) -> int:
+        return self.num_samples
 
     def run(self, ctx: DecodeContext) -> list[Output]:
         return ChunkBeamSearch(width=1, successors=self.num_samples, chunk_len=None).run(ctx)

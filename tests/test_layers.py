@@ -99,11 +99,11 @@ def test_the_checks_see_an_upward_and_a_hidden_import():
 
 # -- the decoding contract (guide/decoders.py, guide/engine.py)
 
-# what a decoder module may import from w2s: the contract, the decode context, the engine's public names and
-# the public types; never a model's state, the KV cache or the scorers' internals
+# what a decoder module may import from w2s: the contract, the decode context, the engine's public names, the
+# public types and its fields' ranges; never a model's state, the KV cache or the scorers' internals
 DECODER_MAY_IMPORT = {
-    "w2s.guide.commands", "w2s.guide.context", "w2s.guide.decoders", "w2s.guide.engine", "w2s.guide.stopping",
-    "w2s.guide.streams", "w2s.guide.types",
+    "w2s.guide.commands", "w2s.guide.context", "w2s.guide.decoders", "w2s.guide.engine", "w2s.guide.ranges",
+    "w2s.guide.stopping", "w2s.guide.streams", "w2s.guide.types",
 }  # fmt: skip
 GUIDE_INTERNALS = {"LMState", "sync_tokens", "IncrementalScores", "kv"}
 

@@ -25,6 +25,7 @@ from trl import ScriptArguments
 from w2s.data.prompts import to_messages
 from w2s.data.world.preferences import world_preferences
 from w2s.guide.files import RecipeError
+from w2s.guide.ranges import at_least, between
 from w2s.train.recipes import DatasetConfig
 from w2s.train.world import ensure_base, ensure_prompts, ensure_teacher_outputs
 
@@ -56,10 +57,16 @@ class TrainScriptArguments(ScriptArguments):
         metadata={"help": "mixture: list of {path, name, data_files, split, columns, fraction} (fractions are shares)"},
     )
     test_split_size: float | None = field(
-        default=None, metadata={"help": "hold out this share of a mixture (or of a source with no test split)"}
+        default=None,
+        metadata={"help": "hold out this share of a mixture (or of a source with no test split)",
+                  **between(0, 1, low_open=True, high_open=True)},
+    )  # fmt: skip
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "keep only the first N training rows", **at_least(1)}
     )
-    max_train_samples: int | None = field(default=None, metadata={"help": "keep only the first N training rows"})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "keep only the first N evaluation rows"})
+    max_eval_samples: int | None = field(
+        default=None, metadata={"help": "keep only the first N evaluation rows", **at_least(1)}
+    )
     prompt_column: str | None = field(
         default=None,
         metadata={"help": "read this column as the prompt (a string is the user's message); default: prompt, "
@@ -289,8 +296,6 @@ def _mix(args: TrainScriptArguments, accepted: tuple[tuple[str, ...], ...]) -> D
     if any(f is not None for f in fractions):
         if any(f is None for f in fractions):
             raise DataError("datasets: set 'fraction' on every source of the mixture or on none")
-        if any(f <= 0 for f in fractions):
-            raise DataError(f"datasets: fractions must be positive, got {fractions}")
         weights = [f / sum(fractions) for f in fractions]
         # the largest mixture in which no source has to repeat rows
         total = min(len(p) / w for p, w in zip(parts, weights, strict=True))
@@ -361,7 +366,20 @@ def load_checked_data(
             columns = check_columns(data, accepted, f"{what} {split} data ({source})")
             data = check_rows(data, columns, f"{what} {split} data ({source})", args.bad_rows)
         checked.append(data)
+    if not len(checked[0]):  # TRL would stop deep inside its data loader (StopIteration)
+        dropped = " (bad_rows: drop dropped every row)" if args.bad_rows == "drop" else ""
+        raise DataError(f"{what} train data ({source}): no row left to train on{dropped}")
     return checked[0], checked[1]
+
+
+def check_pairs(data: Dataset, what: str) -> None:
+    """Preference rows whose chosen equals their rejected teach nothing (DPO's loss is log 2 whatever the
+    weights): a DataError when every row is one, a warning with their count when some are."""
+    same = sum(row["chosen"] == row["rejected"] for row in data.select_columns(["chosen", "rejected"]))
+    if same == len(data):
+        raise DataError(f"{what}: chosen equals rejected in all {same} rows: nothing to learn from these pairs")
+    if same:
+        logger.warning("%s: chosen equals rejected in %d of %d rows (they teach nothing)", what, same, len(data))
 
 
 def check_chat_template(model: str, data: Dataset, key: str = "model_name_or_path", trust_remote_code: bool = False):

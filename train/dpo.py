@@ -21,7 +21,7 @@ import sys
 from transformers import set_seed
 from trl import DPOConfig, DPOTrainer, ModelConfig, get_peft_config
 
-from w2s.train.data import DPO_COLUMNS, TrainScriptArguments, check_chat_template, load_checked_data
+from w2s.train.data import DPO_COLUMNS, TrainScriptArguments, check_chat_template, check_pairs, load_checked_data
 from w2s.train.run import check_model, run, train_and_save
 from w2s.train.sft import model_init_kwargs
 
@@ -33,6 +33,7 @@ def main(script_args: TrainScriptArguments, training_args: DPOConfig, model_args
     model = check_model(model_args.model_name_or_path)
     training_args.model_init_kwargs = model_init_kwargs(training_args, model_args)
     train, evaluation = load_checked_data(script_args, DPO_COLUMNS, "DPO", seed=training_args.seed)
+    check_pairs(train, f"DPO train data ({script_args.dataset_name or 'the datasets mixture'})")
     check_chat_template(model, train, trust_remote_code=training_args.trust_remote_code)
 
     trainer = DPOTrainer(

@@ -18,7 +18,9 @@ from trl import SFTConfig, SFTTrainer
 
 from w2s.data.world import world_corpus
 from w2s.data.world.tokenizers import world_tokenizer_path
-from w2s.train.recipes import RecipeError, recipe_parser
+from w2s.guide.commands import run_command
+from w2s.guide.ranges import at_least
+from w2s.train.recipes import parse_recipe
 
 
 @dataclass
@@ -27,16 +29,18 @@ class PretrainArguments:
 
     architecture: str = field(default="llama", metadata={"help": "HF model type: llama, gpt2, qwen2, ..."})
     tokenizer_family: str = field(default="a", metadata={"help": "tiny-world tokenizer: a or b"})
-    hidden_size: int = 128
-    num_layers: int = 4
-    num_heads: int = 4
-    intermediate_size: int = 512
-    max_position_embeddings: int = 128
+    hidden_size: int = field(default=128, metadata=at_least(1))
+    num_layers: int = field(default=4, metadata=at_least(1))
+    num_heads: int = field(default=4, metadata=at_least(1))
+    intermediate_size: int = field(default=512, metadata=at_least(1))
+    max_position_embeddings: int = field(default=128, metadata=at_least(1))
     tie_word_embeddings: bool = field(
         default=True, metadata={"help": "share the input and output embeddings (false: two matrices)"}
     )
-    corpus_size: int = field(default=20000, metadata={"help": "reviews drawn from the world's pretrain split"})
-    eval_size: int = field(default=256, metadata={"help": "held-out reviews (test split) for eval loss"})
+    corpus_size: int = field(
+        default=20000, metadata={"help": "reviews drawn from the world's pretrain split", **at_least(1)}
+    )
+    eval_size: int = field(default=256, metadata={"help": "held-out reviews (test split) for eval loss", **at_least(1)})
 
 
 def build_model(args: PretrainArguments, tokenizer):
@@ -87,14 +91,10 @@ def main(script_args: PretrainArguments, training_args: SFTConfig) -> None:
 
 
 def parse(args: list[str] | None = None) -> tuple[PretrainArguments, SFTConfig]:
-    """The arguments from `--config` and flags; a bad flag is a RecipeError naming it (`--help` exits 0)."""
-    return recipe_parser((PretrainArguments, SFTConfig)).parse_args_and_config(args)
+    """The arguments from `--config` (read like every recipe: train/recipes.py) and flags; a bad key or flag is a
+    RecipeError naming it (`--help` exits 0)."""
+    return parse_recipe((PretrainArguments, SFTConfig), args)
 
 
-if __name__ == "__main__":
-    try:
-        parsed = parse()
-    except RecipeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    main(*parsed)
+if __name__ == "__main__":  # a mistake in the recipe or a flag: one line, exit 2 (guide/commands.py)
+    sys.exit(run_command("pretrain.py", lambda argv: main(*parse(argv)), sys.argv[1:]))

@@ -9,15 +9,19 @@ and names the file and key that are wrong.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import sys
 import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 
+from transformers import HfArgumentParser
 from trl import TrlParser
 
 from w2s.guide.files import RecipeError, did_you_mean, read_recipe
+from w2s.guide.ranges import RANGE, above, check_ranges
 
 
 def _convert(action: argparse.Action, value, where: str, takes_list: bool = False):
@@ -58,7 +62,7 @@ class DatasetConfig:
     data_files: str | list[str] | dict[str, str] | None = None
     split: str = "train"
     columns: list[str] | None = None
-    fraction: float | None = None  # this source's share of the mixture
+    fraction: float | None = field(default=None, metadata=above(0))  # this source's share of the mixture
     prompt_column: str | None = None  # this source's column mapping (train/data.py), else the recipe's
     completion_column: str | None = None
 
@@ -113,9 +117,24 @@ def _raise_recipe_error(message: str):
     raise RecipeError(message)
 
 
+class _RangedParser(TrlParser):
+    """TRL's parser, for dataclasses whose fields may declare a range (guide/ranges.py): HF's parser passes a
+    field's metadata to argparse, which knows no range, so it gets the range in the help text instead."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser, field):
+        if RANGE in field.metadata:
+            meta = dict(field.metadata)
+            allowed = meta.pop(RANGE)
+            meta["help"] = f"{meta.get('help', '')} ({allowed})".lstrip()
+            field = copy.copy(field)
+            field.metadata = MappingProxyType(meta)
+        HfArgumentParser._parse_dataclass_field(parser, field)
+
+
 def recipe_parser(dataclass_types: tuple[type, ...], prog: str | None = None) -> TrlParser:
     """TRL's parser whose flag errors are a RecipeError (one line naming the flag and value), not usage then exit."""
-    parser = TrlParser(dataclass_types, **({"prog": prog} if prog else {}))
+    parser = _RangedParser(dataclass_types, **({"prog": prog} if prog else {}))
     parser.error = _raise_recipe_error  # argparse calls it for a bad value, a missing value, a bad choice
     return parser
 
@@ -127,6 +146,7 @@ def parse_recipe(dataclass_types: tuple[type, ...], args: list[str] | None = Non
     """
     parser = recipe_parser(dataclass_types, prog)
     args = list(sys.argv[1:] if args is None else args)
+    config_path = None
     if "--config" in args:
         i = args.index("--config")
         if i + 1 >= len(args):
@@ -148,4 +168,6 @@ def parse_recipe(dataclass_types: tuple[type, ...], args: list[str] | None = Non
     *parsed, unused = parser.parse_args_into_dataclasses(args=args, return_remaining_strings=True)
     if unused:
         raise RecipeError(f"unexpected argument(s) {unused}: flags are --<field> value")
+    for obj in parsed:  # the script's own keys declare their ranges (guide/ranges.py); TRL's keys are TRL's to check
+        check_ranges(obj, lambda message: RecipeError(f"{config_path or 'flags'}: {message}"))
     return tuple(parsed)

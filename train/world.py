@@ -23,6 +23,7 @@ from w2s.guide.models import load_model_and_tokenizer
 from w2s.guide.sampling import sample
 from w2s.guide.scoring import response_logprobs
 from w2s.train.pretrain import PretrainArguments, main, parse
+from w2s.train.recipes import recipe_parser
 from w2s.train.tiny import BASES, RECIPES_DIR
 
 logger = logging.getLogger(__name__)
@@ -47,12 +48,10 @@ def seed_flags(recipe: Path) -> list[str]:
 
 def base_path(name: str, recipe: Path | None = None, overrides: list[str] = ()) -> Path:
     """The cache folder of base model `name` (it may not be built yet)."""
-    from trl import TrlParser
-
     recipe = recipe or base_recipe(name)
     overrides = [*overrides, *seed_flags(recipe)]
     # only the model's own arguments: building an SFTConfig here would reset accelerate's distributed state
-    script_args, _ = TrlParser((PretrainArguments,)).parse_args_and_config(
+    script_args, _ = recipe_parser((PretrainArguments,)).parse_args_and_config(
         ["--config", str(recipe), *overrides], return_remaining_strings=True
     )
     tokenizer = world_tokenizer_path(script_args.tokenizer_family)

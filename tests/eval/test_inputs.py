@@ -150,7 +150,7 @@ def test_lc_difficulty_is_checked_up_front(tmp_path):
     )
     (tmp_path / "hardness.csv").write_text("instruction,instruction_difficulty\n")
     assert load_config(None, {"systems": SYSTEMS, "lc_difficulty": str(tmp_path / "hardness.csv")})
-    with pytest.raises(EvalConfigError, match="'lc_bootstrap_samples' must be at least 0"):
+    with pytest.raises(EvalConfigError, match="lc_bootstrap_samples must be >= 0, got -1"):
         load_config(None, {"systems": SYSTEMS, "lc_bootstrap_samples": -1})
 
 

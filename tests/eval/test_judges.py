@@ -51,9 +51,10 @@ def test_judgements_are_cached_and_never_repeated(tmp_path):
     first, second = JudgeCounts(), JudgeCounts()
     annotate(judge, judgement_log(judge, tmp_path), "sys", PROMPTS, OUT_2, "ref", OUT_1, counts=first)
     again = annotate(judge, judgement_log(judge, tmp_path), "sys", PROMPTS, OUT_2, "ref", OUT_1, counts=second)
-    # a reward is keyed by (instruction, output): 4 system outputs + 3 reference ones (the third is the same text)
-    assert (first.judged, first.cached) == (7, 1)
-    assert (second.judged, second.cached) == (0, 8)
+    # a reward is keyed by (instruction, output): 4 system outputs + 3 reference ones (the third is the same text,
+    # one verdict): judged now or found from an earlier run, judged + cached = total
+    assert (first.judged, first.cached, first.total) == (7, 0, 7)
+    assert (second.judged, second.cached, second.total) == (0, 7, 7)
     assert len(again) == 4
     lines = (judgement_log(judge, tmp_path).path).read_text().splitlines()
     assert len(lines) == 7

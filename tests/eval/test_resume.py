@@ -133,7 +133,7 @@ def test_killed_during_judging_resumes_without_judging_twice(tmp_path, world_pat
     result = evaluate(config, progress=False)
     assert result.generation["weak"] == {"reused": n, "generated": 0}
     assert result.judging["judged"] == pairs - done  # only what the killed run had not judged
-    assert result.judging["cached"] == done
+    assert result.judging["cached"] == done  # judged + cached = the pairs to judge
     lines = _complete_lines(cache)
     assert len(lines) == pairs == len({r["key"] for r in lines})  # every pair judged exactly once
     ann = json.loads((out / "weak" / "annotations.json").read_text())

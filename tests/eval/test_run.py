@@ -85,6 +85,17 @@ def test_a_rerun_generates_and_judges_nothing(run_dir):
         assert all(isinstance(r["tokens"]["strong"], int) and r["batch_seconds"] >= r["seconds"] > 0 for r in records)
 
 
+def test_the_judging_and_generation_counts_add_up_fresh_and_resumed(run_dir):
+    out, _, first, second = run_dir
+    outputs = {name: json.loads((out / name / "model_outputs.json").read_text()) for name in ("base", "weak")}
+    # the gold judge's verdicts: one reward per distinct (instruction, output), the reference's read once
+    total = len({(o["instruction"], o["output"]) for rows in outputs.values() for o in rows})
+    assert (first.judging["judged"], first.judging["cached"]) == (total, 0)  # a new evaluation judges everything
+    assert (second.judging["judged"], second.judging["cached"]) == (0, total)  # its rerun finds it all cached
+    for result in (first, second):
+        assert all(g["generated"] + g["reused"] == N for g in result.generation.values())
+
+
 def test_reference_from_a_file_and_from_the_dataset(run_dir, tmp_path):
     out, config, _, _ = run_dir
     base = json.loads((out / "base" / "model_outputs.json").read_text())

@@ -12,7 +12,7 @@ from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
 from w2s.train import dpo, sft
-from w2s.train.data import DataError, TrainScriptArguments, check_columns, load_training_data
+from w2s.train.data import DataError, TrainScriptArguments, check_columns, check_pairs, load_training_data
 from w2s.train.recipes import parse_recipe
 from w2s.train.world import ensure_base
 
@@ -97,3 +97,16 @@ def test_sft_on_chosen_trains_and_writes_a_model_card(tmp_path):
     assert card.startswith("---\nbase_model: tiny:weak\n")
     assert "tiny:preferences" in card and "completion_column: chosen" in card and "| step | 3 |" in card
     assert "| train_loss |" in card
+
+
+def test_pairs_whose_chosen_is_their_rejected_are_counted(caplog):
+    rows = [{"prompt": "the film", "chosen": "it was good .", "rejected": "it were bad ."},
+            {"prompt": "the songs", "chosen": "they were fun .", "rejected": "they were fun ."},
+            {"prompt": "the end", "chosen": "ok .", "rejected": "ok ."}]  # fmt: skip
+    with caplog.at_level("WARNING"):
+        check_pairs(Dataset.from_list(rows), "DPO train data")
+    assert "chosen equals rejected in 2 of 3 rows" in caplog.text
+    chat = [{"prompt": [{"role": "user", "content": r["prompt"]}], "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows[1:]]  # fmt: skip
+    with pytest.raises(DataError, match="chosen equals rejected in all 2 rows"):
+        check_pairs(Dataset.from_list(chat), "DPO train data")
