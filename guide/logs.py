@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from w2s.guide.commands import GuideError
+from w2s.guide.files import jsonl_rows
 from w2s.guide.shards import Shard, shard_log, shard_logs
 
 
@@ -29,19 +30,14 @@ class LogMismatch(GuideError):
         )
 
 
-def read_lines(path: Path) -> list[dict]:
-    """The whole lines of a JSONL log (a line cut by a kill is dropped), each parsed; an unparsable whole line
+def read_lines(path: Path) -> list:
+    """The whole lines of a JSONL log, parsed (a line cut by a kill is dropped); a whole line that is not JSON
     is an error naming the file and line."""
     data = path.read_bytes()
-    lines = []
-    for n, line in enumerate(data[: data.rfind(b"\n") + 1].splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            lines.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise GuideError(f"{path} line {n}: not valid JSON ({e.msg}); delete the file to start again") from e
-    return lines
+    try:
+        return [row for _, row in jsonl_rows(data[: data.rfind(b"\n") + 1].splitlines(), path, GuideError)]
+    except GuideError as e:
+        raise GuideError(f"{e}: delete the file to start again") from None
 
 
 class ResumableLog:

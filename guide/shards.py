@@ -68,8 +68,8 @@ class ShardedJob:
 
     Each shard marks its share finished in the folder `marks` (a file `<i>-of-<n>`); under a file lock beside
     it, the shard that finds the marks of all n is the last to finish, and merges (exactly one does); the marks
-    go once it merged. What a merge does is the job's own: this only decides who does it. One process (n = 1)
-    merges without the lock, so that a rerun without `--shard` merges where a filesystem has no working locks.
+    go once it merged (with them any an earlier run over another number of processes left). What a merge does
+    is the job's own: this only decides who does it.
     """
 
     def __init__(self, marks: str | Path, shard: Shard = (0, 1)):
@@ -90,10 +90,6 @@ class ShardedJob:
         the `with`, under the lock); the marks go once that merge returns (one that raises keeps them).
         `force`: a merge asked for by hand (`--merge`, `w2s data merge`): yields True, marking nothing."""
         i, n = self.shard
-        if n == 1 and not force:
-            yield True
-            shutil.rmtree(self.marks, ignore_errors=True)  # those of an earlier run spread over processes
-            return
         self.marks.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(f"{self.marks}.lock"):
             if not force:

@@ -31,7 +31,7 @@ def test_the_last_shard_to_finish_merges_and_only_it(tmp_path):
         assert last
     assert not marks.exists()  # merged: the marks are gone
 
-    with ShardedJob(marks).finish() as last:  # one process merges, always, and takes no lock
+    with ShardedJob(marks).finish() as last:  # one process merges, always
         assert last
     marks.mkdir()
     (marks / "0-of-2").write_text("")
