@@ -163,7 +163,9 @@ def evaluate(config: EvalConfig, *, progress: bool = True, shard: Shard = (0, 1)
         lock.release()
 
 
-def _evaluate_shard(config: EvalConfig, systems, instructions: list[Instruction], out: Path, job, *, progress):
+def _evaluate_shard(
+    config: EvalConfig, systems, instructions: list[Instruction], out: Path, job: ShardedJob, *, progress
+):
     """A shard's share of an evaluation (`job`: shard (i, n)): every system's outputs of instructions i, i+n, ...,
     and their judgements (a system's reference outputs of those instructions are this shard's too); nothing merged."""
     shard, mine = job.shard, job.items(len(instructions))
