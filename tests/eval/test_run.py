@@ -80,9 +80,9 @@ def test_a_rerun_generates_and_judges_nothing(run_dir):
     assert second.generation == {"base": {"reused": N, "generated": 0}, "weak": {"reused": N, "generated": 0}}
     assert second.judging["judged"] == 0 and first.judging["judged"] > 0
     assert second.rows == first.rows
-    for name in ("base", "weak"):
+    for name, model in (("base", "tiny:strong"), ("weak", "tiny:weak")):
         header, *records = (json.loads(line) for line in (out / name / "generations.jsonl").read_text().splitlines())
-        assert header["sampler"] == STREAMS and header["recipe"]["strong_model"] == f"tiny:{name}"
+        assert header["sampler"] == STREAMS and header["recipe"]["strong_model"] == model
         assert sorted(r["index"] for r in records) == list(range(N))
         # each item's own tokens, its batch's wall time, why it stopped: its whole Generation
         assert all(isinstance(r["tokens"]["strong"], int) and r["batch_seconds"] >= r["seconds"] > 0 for r in records)
