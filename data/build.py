@@ -505,14 +505,13 @@ def _build(recipe: DataRecipe, shard: str | None, do_merge: bool, progress: bool
     )
     generate_shards(p, mine, progress)
     judge_shards(p, mine, progress)
-    if not do_merge:
-        return None
-    with job.finish() as last:  # the last process to finish merges
+    with job.finish() as last:  # the last process to finish merges (with --no-merge, `w2s data merge` does)
+        if last and do_merge:
+            return _merge(p)
         if not last:
             logger.info(
                 "%d shard file(s) of other processes are missing: the last process to finish merges (or run "
                 "`w2s data merge` once they finish)",
                 len(p.missing()),
             )
-            return None
-        return _merge(p)
+        return None
