@@ -51,16 +51,17 @@ class ResumableLog:
         self.path, self.key, self.header = shard_log(base, shard), key, header
         self.records: dict = {}
         for log in shard_logs(base):
-            if log == self.path:
-                _cut_partial_line(log)  # another process's last line may be one it is writing: only skipped
+            if log == self.path:  # its own: a line cut by a kill is cut off (another's may be being written)
+                _cut_partial_line(log)
             self._load(log)
 
     def _load(self, path: Path) -> None:
         lines = read_lines(path)
         if self.header is not None and lines:
+            first = lines[0] if isinstance(lines[0], dict) else {}
             for field, now in self.header.items():
-                if not isinstance(lines[0], dict) or lines[0].get(field) != now:
-                    raise LogMismatch(path, field, lines[0].get(field) if isinstance(lines[0], dict) else None, now)
+                if first.get(field) != now:
+                    raise LogMismatch(path, field, first.get(field), now)
             lines = lines[1:]
         for record in lines:
             self.records.setdefault(record[self.key], record)
