@@ -53,10 +53,12 @@ from w2s.guide.commands import UserError
 from w2s.guide.files import check_writable, naming, remove_stale_temps, temp_dir, write_atomic
 from w2s.guide.models import resolve_model_path
 from w2s.guide.preflight import ModelSpec, check_guide, check_models, check_server, check_weights
-from w2s.guide.shards import parse_shard
+from w2s.guide.shards import ShardedJob, parse_shard
 from w2s.guide.streams import STREAMS
 
 logger = logging.getLogger(__name__)
+
+SHARD_MARKS = ".w2s-shards-done"  # <i>-of-<n>: process i of n generated and judged its shards
 
 
 class IncompleteError(UserError, RuntimeError):
@@ -299,7 +301,13 @@ def _split_of(seed: int, prompt_id: int, test_fraction: float) -> str:
 
 
 def merge(p: Plan) -> Path:
-    """Pairs, filters and saves the whole data set with its card; every shard must be complete."""
+    """Pairs, filters and saves the whole data set with its card, now (`w2s data merge`); every shard must be
+    complete. Under the build's merge lock: one merge at a time."""
+    with ShardedJob(p.out / SHARD_MARKS).finish(force=True):
+        return _merge(p)
+
+
+def _merge(p: Plan) -> Path:
     missing = p.missing()
     if missing:
         raise IncompleteError(
@@ -400,8 +408,7 @@ def merge(p: Plan) -> Path:
         "generator_tokens": gen_tokens,
         "judges": judge_info,
     }
-    with FileLock(str(p.out / ".merge.lock")):
-        _save(p.out, pair_rows, sft_rows, card, r.jsonl)
+    _save(p.out, pair_rows, sft_rows, card, r.jsonl)
     return p.out
 
 
@@ -497,18 +504,21 @@ def _build(recipe: DataRecipe, shard: str | None, do_merge: bool, progress: bool
         check_writable(recipe.output_dir)
         remove_stale_temps(recipe.output_dir)  # what a killed run was writing
     p = plan(recipe, check=lambda rows: check_recipe_models(recipe, rows))
-    mine = [s for s in range(len(p.shards)) if s % n == i]
+    job = ShardedJob(p.out / SHARD_MARKS, (i, n))
+    job.begin()
+    mine = job.items(len(p.shards))
     logger.info(
         "%d prompts in %d shards; this process (%d/%d) takes %d", len(p.prompts), len(p.shards), i, n, len(mine)
     )
     generate_shards(p, mine, progress)
     judge_shards(p, mine, progress)
-    if not do_merge:
+    with job.finish() as last:  # the last process to finish merges (with --no-merge, `w2s data merge` does)
+        if last and do_merge:
+            return _merge(p)
+        if not last:
+            logger.info(
+                "%d shard file(s) of other processes are missing: the last process to finish merges (or run "
+                "`w2s data merge` once they finish)",
+                len(p.missing()),
+            )
         return None
-    missing = p.missing()
-    if missing:
-        logger.info(
-            "%d shard file(s) of other processes are missing: run `w2s data merge` once they finish", len(missing)
-        )
-        return None
-    return merge(p)

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from w2s.data.judges import Judge, PairwiseJudge, RewardJudge
 from w2s.eval.judges import compare, preference_from_rewards
-from w2s.eval.store import JsonlLog
+from w2s.guide.logs import ResumableLog
 from w2s.guide.shards import Shard
 
 
@@ -25,11 +25,11 @@ def _key(*parts: str) -> str:
     return hashlib.sha256(json.dumps(parts, ensure_ascii=False).encode()).hexdigest()[:32]
 
 
-def judgement_log(judge: Judge, output_dir: Path, shard: Shard = (0, 1)) -> JsonlLog:
+def judgement_log(judge: Judge, output_dir: Path, shard: Shard = (0, 1)) -> ResumableLog:
     """The judge's verdict cache inside an output folder (this process's log of it, reading every shard's)."""
     ident = judge.cache_id()
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", ident)[-60:]
-    return JsonlLog(Path(output_dir) / "judgements" / f"{slug}-{_key(ident)[:8]}.jsonl", "key", shard=shard)
+    return ResumableLog(Path(output_dir) / "judgements" / f"{slug}-{_key(ident)[:8]}.jsonl", "key", shard=shard)
 
 
 @dataclass
@@ -61,7 +61,7 @@ class JudgeCounts:
 
 def cached_rewards(
     judge: RewardJudge,
-    log: JsonlLog,
+    log: ResumableLog,
     instructions: list[str],
     outputs: list[str],
     *,
@@ -83,7 +83,7 @@ def cached_rewards(
 
 def cached_preferences(
     judge: PairwiseJudge,
-    log: JsonlLog,
+    log: ResumableLog,
     instructions: list[str],
     outputs_1: list[str],
     outputs_2: list[str],
@@ -112,7 +112,7 @@ def cached_preferences(
 
 def annotate(
     judge: Judge,
-    log: JsonlLog,
+    log: ResumableLog,
     system: str,
     instructions: list[str],
     outputs: list[str],

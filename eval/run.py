@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from w2s.guide import GuideConfig
 from w2s.guide.commands import UserError
 from w2s.guide.files import check_writable, remove_stale_temps, write_atomic
 from w2s.guide.preflight import check_guide
-from w2s.guide.shards import Shard, shard_items
+from w2s.guide.shards import Shard, ShardedJob
 
 logger = logging.getLogger(__name__)
 
@@ -153,25 +152,23 @@ def evaluate(config: EvalConfig, *, progress: bool = True, shard: Shard = (0, 1)
         remove_stale_temps(out)  # what a killed run was writing
         if n == 1:
             return _evaluate(config, systems, instructions, difficulty, out, progress=progress)
-        result = _evaluate_shard(config, systems, instructions, out, shard, progress=progress)
-        with FileLock(str(out / ".w2s-eval-merge.lock")):  # the last shard to finish writes the results
-            marks = out / SHARD_MARKS
-            marks.mkdir(exist_ok=True)
-            write_atomic(marks / f"{i}-of-{n}", "")
-            if any(not (marks / f"{k}-of-{n}").exists() for k in range(n)):
-                return result
-            result = _evaluate(config, systems, instructions, difficulty, out, progress=progress, shard=shard)
-            shutil.rmtree(marks)
+        job = ShardedJob(out / SHARD_MARKS, shard)
+        job.begin()
+        result = _evaluate_shard(config, systems, instructions, out, job, progress=progress)
+        with job.finish() as last:  # the last shard to finish writes the results
+            if last:
+                result = _evaluate(config, systems, instructions, difficulty, out, progress=progress, shard=shard)
             return result
     finally:
         lock.release()
 
 
-def _evaluate_shard(config: EvalConfig, systems, instructions: list[Instruction], out: Path, shard, *, progress):
-    """Shard (i, n)'s share of an evaluation: every system's outputs of instructions i, i+n, ..., and their
-    judgements (a system's reference outputs of those instructions are this shard's too); nothing merged."""
-    (out / SHARD_MARKS / f"{shard[0]}-of-{shard[1]}").unlink(missing_ok=True)  # running again: not finished
-    mine = shard_items(len(instructions), shard)
+def _evaluate_shard(
+    config: EvalConfig, systems, instructions: list[Instruction], out: Path, job: ShardedJob, *, progress
+):
+    """A shard's share of an evaluation (`job`: shard (i, n)): every system's outputs of instructions i, i+n, ...,
+    and their judgements (a system's reference outputs of those instructions are this shard's too); nothing merged."""
+    shard, mine = job.shard, job.items(len(instructions))
     result = EvalResult(rows=[], instructions={"n": len(instructions), "shard": list(shard)}, complete=False)
     outputs = {}
     for s in systems:

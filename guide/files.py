@@ -122,21 +122,27 @@ def write_atomic(path: str | Path, text: str) -> None:
         raise
 
 
+def jsonl_rows(lines: Iterable[str | bytes], path: Path, error: type[Exception] = RecipeError) -> list[tuple[str, Any]]:
+    """(`<file>:<line>`, row) for each non-blank line of the JSONL file `path`; a line that is not JSON is an
+    `error` naming the file and line."""
+    rows = []
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append((f"{path}:{line_no}", json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise error(f"{path}:{line_no}: not a JSON object ({e.msg} at column {e.colno})") from None
+    return rows
+
+
 def read_rows(path: Path, error: type[Exception] = RecipeError) -> list[tuple[str, Any]]:
     """(where, row) for each object of a .jsonl file (one per line, `<file>:<line>`) or a .json file (a
     list, `<file>: item <n>`, from 1); a file that is neither is an `error` naming the file and line. A UTF-8
     byte-order mark (as Windows editors and spreadsheets save text) is not part of the first row."""
     if path.suffix == ".jsonl":
-        rows = []
         with path.open(encoding="utf-8-sig") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append((f"{path}:{line_no}", json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise error(f"{path}:{line_no}: not a JSON object ({e.msg} at column {e.colno})") from None
-        return rows
+            return jsonl_rows(f, path, error)
     try:
         data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as e:

@@ -17,10 +17,12 @@ SAMPLE = {"decoder": "sample", "temperature": 1.0, "top_k": 0, "seed": 0}
 
 
 def _complete_lines(path: Path) -> list[dict]:
+    """The whole records of a log so far (a line cut by a kill left out, and a log of generations' header)."""
     if not path.exists():
         return []
     data = path.read_bytes()
-    return [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip()]
+    lines = [json.loads(line) for line in data[: data.rfind(b"\n") + 1].splitlines() if line.strip()]
+    return lines[1:] if lines and "sampler" in lines[0] else lines
 
 
 def _run_and_kill(recipe: Path, watched: Path, at_least: int, total: int) -> int:
@@ -145,21 +147,25 @@ def test_outputs_sampled_by_another_release_are_not_mixed_in(tmp_path, world_pat
     settings = {"num_instructions": 2, "reference": None, "judge": "gold", "output_dir": str(tmp_path / "out"),
                 "systems": [{"name": "base", "guide": guide}]}  # fmt: skip
     evaluate(load_config(None, settings), progress=False)
-    meta = tmp_path / "out" / "base" / "system.json"
+    log = tmp_path / "out" / "base" / "generations.jsonl"
     assert evaluate(load_config(None, settings), progress=False).generation["base"]["reused"] == 2
-    meta.write_text(json.dumps({**json.loads(meta.read_text()), "streams": "an older sampler"}))
+    header, *records = log.read_text().splitlines(keepends=True)
+    log.write_text(json.dumps({**json.loads(header), "sampler": "an older sampler"}) + "\n" + "".join(records))
     from w2s.eval.generate import GenerationError
 
+    with pytest.raises(GenerationError, match="sampled by another release"):
+        evaluate(load_config(None, settings), progress=False)
+    log.write_text("".join(records))  # a log of a release whose logs had no header: not mixed in either
     with pytest.raises(GenerationError, match="sampled by another release"):
         evaluate(load_config(None, settings), progress=False)
 
 
 def test_a_line_cut_by_a_kill_is_dropped_and_the_log_stays_valid(tmp_path):
-    from w2s.eval.store import JsonlLog
+    from w2s.guide.logs import ResumableLog
 
     path = tmp_path / "log.jsonl"
     path.write_text('{"index": 0, "text": "a"}\n{"index": 1, "text": "b"}\n{"index": 2, "te')  # killed mid-write
-    log = JsonlLog(path, "index")
+    log = ResumableLog(path, "index")
     assert sorted(log.records) == [0, 1]
     log.append([{"index": 1, "text": "again"}, {"index": 2, "text": "c"}])  # 1 is already there: not written twice
     assert [json.loads(line) for line in path.read_text().splitlines()] == [

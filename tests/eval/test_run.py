@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 
 import pytest
@@ -13,6 +14,8 @@ from w2s.eval.config import load_config
 from w2s.eval.generate import GenerationError
 from w2s.eval.metrics import instruction_difficulty, length_controlled_win_rates
 from w2s.eval.run import evaluate
+from w2s.guide.streams import STREAMS
+from w2s.guide.types import Generation
 
 N = 12
 pytestmark = pytest.mark.slow  # the module's shared run generates with two models (tens of seconds on 2 cores)
@@ -78,11 +81,14 @@ def test_a_rerun_generates_and_judges_nothing(run_dir):
     assert second.generation == {"base": {"reused": N, "generated": 0}, "weak": {"reused": N, "generated": 0}}
     assert second.judging["judged"] == 0 and first.judging["judged"] > 0
     assert second.rows == first.rows
-    for name in ("base", "weak"):
-        lines = (out / name / "generations.jsonl").read_text().splitlines()
-        assert sorted(json.loads(line)["index"] for line in lines) == list(range(N))
-        records = [json.loads(line) for line in lines]  # each item's own tokens, its batch's wall time
+    for name, model in (("base", "tiny:strong"), ("weak", "tiny:weak")):
+        header, *records = (json.loads(line) for line in (out / name / "generations.jsonl").read_text().splitlines())
+        assert header["sampler"] == STREAMS and header["recipe"]["strong_model"] == model
+        assert sorted(r["index"] for r in records) == list(range(N))
+        # each item's own tokens, its batch's wall time, why it stopped: its whole Generation
         assert all(isinstance(r["tokens"]["strong"], int) and r["batch_seconds"] >= r["seconds"] > 0 for r in records)
+        assert all(r["stop"] in ("eos", "stop_string", "max_new_tokens", "context") for r in records)
+        assert {f.name for f in dataclasses.fields(Generation)} <= set(records[0])
 
 
 def test_the_judging_and_generation_counts_add_up_fresh_and_resumed(run_dir):

@@ -3,12 +3,17 @@ uninterrupted run writes."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 
 from tests.processes import kill_when
 from w2s.cli import main
+from w2s.guide.config import GuideConfig, outputs_recipe
+from w2s.guide.streams import STREAMS
+from w2s.guide.types import Generation
 
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = ["--config", str(ROOT / "recipes/tiny/guide.yaml"), "--num_prompts", "12", "--decoder", "cbs", "--width", "2",
@@ -45,3 +50,18 @@ def test_a_partial_run_of_another_recipe_is_not_mixed_in(tmp_path, world_paths, 
     assert main(["generate", *FLAGS, "--output", str(out)]) == 2
     assert "left by a run of another recipe" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_the_log_is_headed_by_the_recipe_and_the_sampler_and_holds_each_whole_generation(tmp_path, world_paths):
+    out = tmp_path / "out.json"
+    flags = [*FLAGS, "--num_prompts", "2", "--max_new_tokens", "4", "--output", str(out)]
+    assert main(["generate", *flags, "--shard", "1/2"]) == 0  # shard 1 of 2: its log stays, no outputs yet
+    header, record = (
+        json.loads(line) for line in (tmp_path / "out.json.partial.1-of-2.jsonl").read_text().splitlines()
+    )
+    config = GuideConfig.from_yaml(flags[1], flags[2:])
+    assert header == {"recipe": outputs_recipe(dataclasses.asdict(config)), "sampler": STREAMS}
+    assert record["index"] == 1 and {f.name for f in dataclasses.fields(Generation)} <= set(record)
+    assert record["stop"] in ("eos", "stop_string", "max_new_tokens", "context")
+    assert main(["generate", *flags, "--shard", "0/2"]) == 0  # the last shard writes every item's stop
+    assert [o["stop"] for o in json.loads(out.read_text())][1] == record["stop"]
