@@ -50,6 +50,11 @@ def _open_log(name: str, config: GuideConfig, prompts: list[str], system_dir: Pa
                 f"system {name!r}: its guide recipe changed since {e.path} was written (was {e.was}, now {e.now}); "
                 "give the system a new name or delete that folder"
             ) from None
+        if e.was is None:
+            raise GenerationError(
+                f"system {name!r}: {e.path} was written by an older w2s (a log without the header of its recipe "
+                "and sampler): delete that folder or use another output_dir"
+            ) from None
         raise GenerationError(
             f"system {name!r}: {e.path} was sampled by another release of w2s (its items would not match the "
             "ones generated now); delete that folder or use another output_dir"

@@ -67,6 +67,11 @@ def check_calibration(config: GuideConfig) -> DraftSwitch:
         raise GuideError(
             f"calibration is for the wsd decoder, but the recipe's decoder is {config.decoder!r}: add --decoder wsd"
         )
+    if config.strong_backend != "hf":
+        raise GuideError(
+            "w2s calibrate scores the drafts with the strong model in-process: set strong_backend: hf (the same "
+            "weights as the served model) to calibrate, then serve"
+        )
     return decoder
 
 

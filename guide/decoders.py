@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import typing
 from collections.abc import Callable
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -69,8 +70,10 @@ class Decoder:
 
     @classmethod
     def recipe_keys(cls) -> dict[str, Any]:
-        """The recipe keys this decoder reads, with their types."""
-        return {f.name: f.type for f in dataclasses.fields(cls)}
+        """The recipe keys this decoder reads, with their types (resolved, whether or not its module postpones
+        annotations)."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
     @classmethod
     def from_options(cls, options: dict) -> Decoder:
@@ -102,11 +105,15 @@ def _check_keys(name: str, cls: type[Decoder]) -> None:
             continue
         theirs = other.recipe_keys()
         for key, annotation in cls.recipe_keys().items():
-            if key in theirs and str(theirs[key]) != str(annotation):
+            if key in theirs and theirs[key] != annotation:
                 raise GuideError(
-                    f"decoder {name!r}: key {key!r} is {annotation} here but {theirs[key]} in decoder "
+                    f"decoder {name!r}: key {key!r} is {_name(annotation)} here but {_name(theirs[key])} in decoder "
                     f"{other.name!r}: a recipe key has one type"
                 )
+
+
+def _name(annotation) -> str:
+    return annotation.__name__ if isinstance(annotation, type) else str(annotation)
 
 
 def register_decoder(name: str) -> Callable[[type[Decoder]], type[Decoder]]:

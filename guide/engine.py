@@ -288,9 +288,9 @@ class Rows:
         returns the log-probs of its tokens; where `final[i]` is false the text may still grow, and `stable`
         counts the tokens that end before its last space (re-tokenising a longer text cannot change them)."""
         tokenizer = self.engine.tokenizer
+        if len(self.growing()) != len(self.rows):
+            raise GuideError("Rows.read: every row must still be growing")
         if self._scores is None:
-            if len(self.growing()) != len(self.rows):
-                raise GuideError("Rows.read: every row must still be growing")
             contexts, context_ids = render_prompts(tokenizer, self.prompts)
             self._contexts, self._context_ids = contexts, context_ids
             row_prompts = [r.prompt for r in self.rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -64,11 +65,14 @@ class Guide:
         config: GuideConfig | None = None,
         decoder: Decoder | None = None,
     ) -> Guide:
-        """A guide over models already in memory (benchmarks, notebooks); `decoder` (else `config`'s) decodes."""
+        """A guide over models already in memory (benchmarks, notebooks); `decoder` (else `config`'s) decodes. A
+        given reward model ranks best-of-N (the `scorer` role); a role given nothing loads as the config says."""
         guide = cls.__new__(cls)
-        guide.config = config or GuideConfig()
-        guide.decoder = decoder or guide.config.make_decoder()
-        guide.load = {}
+        guide.config = c = config or GuideConfig()
+        if reward_model is not None and not c.reward_model:
+            guide.config = c = dataclasses.replace(c, reward_model=str(reward_model.model.name_or_path))
+        guide.decoder = decoder or c.make_decoder()
+        guide.load = dict(dtype=c.dtype, device=default_device(c.device), trust_remote_code=c.trust_remote_code)
         guide.engine = engine
         given = {"pairs": list(pairs), "pilot": pilot, "reward_model": reward_model}
         guide.models = {role: model for role, model in given.items() if model}  # nothing more to load
@@ -105,7 +109,9 @@ class Guide:
         decoder = decoder or self.decoder
         self.require(decoder)
         items = list(items) if items is not None else item_keys(prompts)
-        ctx = DecodeContext(self.engine, self.models, prompts, items, decoder.name)
+        # the context holds only the roles this decoder declared: CBS is never ranked by a loaded reward model
+        roles = resolve(decoder.needs, self.config, decoder.name)
+        ctx = DecodeContext(self.engine, {r: self.models[r] for r in roles}, prompts, items, decoder.name)
         start = time.perf_counter()
         outputs = decoder.run(ctx)
         return ctx.generations(outputs, time.perf_counter() - start)

@@ -47,7 +47,6 @@ class LMState:
         self.mask = torch.zeros(rows, 0, dtype=torch.long, device=device)  # (rows, physical length)
         self.length = torch.zeros(rows, dtype=torch.long, device=device)  # valid tokens per row
         self.ids: list[list[int]] = [[] for _ in range(rows)]
-        self.items: list[int] = list(range(rows))  # per prompt: the identity of its random stream (Engine.start)
         self.row_item: list[int] = list(range(rows))  # per row: its item (the index of its prompt in the batch)
         self.last_logits: torch.Tensor | None = None  # (rows, vocab): predicts each row's next token
         self.tokens_run = 0  # real (non-padding) tokens that went through the model

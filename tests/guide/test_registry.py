@@ -126,3 +126,16 @@ def test_a_decoders_keys_are_its_fields_alone(tmp_path):
     recipe.write_text("decoder: cbs\nchunk_len: many\n")
     with pytest.raises(ValueError, match=r"key 'chunk_len': expected int \| None, got 'many'"):
         GuideConfig.from_yaml(recipe)
+
+
+def test_a_decoder_without_postponed_annotations_shares_a_key_of_the_same_type():
+    """A plug-in module without `from __future__ import annotations` declares `width: int` as a type, the built-in
+    CBS as a string: both are the same recipe key."""
+    namespace: dict = {}
+    exec(
+        "from dataclasses import dataclass\nfrom w2s.guide.decoders import Decoder, register_decoder\n"
+        "@register_decoder('wide_greedy')\n@dataclass\nclass WideGreedy(Decoder):\n    width: int = 3\n",
+        namespace,
+    )
+    assert namespace["WideGreedy"].recipe_keys() == {"width": int}
+    assert registered()["cbs"].recipe_keys()["width"] is int
