@@ -156,7 +156,7 @@ def test_outputs_sampled_by_another_release_are_not_mixed_in(tmp_path, world_pat
     with pytest.raises(GenerationError, match="sampled by another release"):
         evaluate(load_config(None, settings), progress=False)
     log.write_text("".join(records))  # a log of a release whose logs had no header: not mixed in either
-    with pytest.raises(GenerationError, match="sampled by another release"):
+    with pytest.raises(GenerationError, match="written by an older w2s"):
         evaluate(load_config(None, settings), progress=False)
 
 
