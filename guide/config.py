@@ -188,4 +188,5 @@ def _coerce(value, annotation, where: str):
             and not (base is int and isinstance(value, bool))
         ):
             return value
-    raise GuideError(f"{where}: expected {annotation}, got {value!r}")
+    shown = annotation.__name__ if isinstance(annotation, type) else annotation
+    raise GuideError(f"{where}: expected {shown}, got {value!r}")
