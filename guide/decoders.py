@@ -153,6 +153,11 @@ def registered() -> dict[str, type[Decoder]]:
                 raise GuideError(f"entry point {point.name} = {point.value} ({GROUP}) failed to load: {e}") from e
             if isinstance(target, type) and point.name not in DECODERS:
                 register_decoder(point.name)(target)
+        # one order whatever module a process imported first: the built-ins module by module, then the others
+        rank = {module: i for i, module in enumerate(BUILTIN_MODULES)}
+        ordered = sorted(DECODERS.items(), key=lambda item: rank.get(item[1].__module__, len(rank)))
+        DECODERS.clear()
+        DECODERS.update(ordered)
     return DECODERS
 
 

@@ -32,7 +32,10 @@ GENERATOR, JUDGE = {"name": "g", "model": "tiny:weak"}, {"name": "j", "kind": "r
 
 def builtin_decoders() -> dict[str, type]:
     """w2s's own decoders (not those other tests register)."""
-    return {name: cls for name, cls in registered().items() if cls.__module__ in BUILTIN_MODULES}
+    own = [(name, cls) for name, cls in registered().items() if cls.__module__ in BUILTIN_MODULES]
+    # module by module, each in its definition order: registration order follows whichever module a process
+    # imported first (w2s calibrate imports guide/draft.py before the registry loads the rest)
+    return dict(sorted(own, key=lambda item: BUILTIN_MODULES.index(item[1].__module__)))
 
 
 def sections() -> list[tuple[str, type]]:
