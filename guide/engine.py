@@ -45,7 +45,7 @@ from w2s.guide.stopping import StopReason, StopRule
 from w2s.guide.streams import Prompt, Sampler, SamplingParams, item_keys
 from w2s.guide.types import Row
 
-__all__ = ["Engine", "Follower", "Reading", "Rows", "encode_prompts", "row_text", "stable_tokens"]
+__all__ = ["Engine", "Follower", "Reading", "RowSet", "Rows", "encode_prompts", "row_text", "stable_tokens"]
 
 
 def row_text(tokenizer: PreTrainedTokenizerBase, stop: StopRule, row: Row) -> str:
@@ -148,7 +148,50 @@ class Engine:
         return row_text(self.tokenizer, self.stop, row)
 
 
-class Rows:
+class RowSet:
+    """What every implementation of the boundary's rows shares: the batch's prompts and random streams, its rows
+    with stable ids (finished ones included, in order), and the scorers kept aligned with them."""
+
+    def __init__(self, engine, prompts: list[Prompt], items: list[int] | None, rows: list[Row]):
+        self.engine, self.prompts = engine, prompts
+        self.items = list(items) if items is not None else item_keys(prompts)  # each prompt's random stream
+        self._ids = itertools.count()
+        for row in rows:
+            row.id = next(self._ids)
+        self.rows = rows
+        self._scorers: list = []  # scorers kept row-aligned by `select`
+
+    def growing(self) -> list[Row]:
+        """The rows that may still grow, in order."""
+        return [r for r in self.rows if not r.done]
+
+    def attach(self, scorer) -> None:
+        """Keeps `scorer` (a `select(index)` over these rows) aligned with the rows from now on."""
+        self._scorers.append(scorer)
+
+    def text(self, row: Row) -> str:
+        return self.engine.text(row)
+
+    def _forked(self, index: list[int]) -> list[Row]:
+        """Rows `index` in that order, a repeat copied under a new id (`_fork(copy, parent)` is told of each),
+        and every attached scorer selected alike."""
+        new, seen = [], set()
+        for i in index:
+            row = self.rows[i]
+            if i in seen:
+                row, parent = row.copy(next(self._ids)), row
+                self._fork(row, parent)
+            new.append(row)
+            seen.add(i)
+        for scorer in self._scorers:
+            scorer.select(index)
+        return new
+
+    def _fork(self, copy: Row, parent: Row) -> None:
+        """What an implementation keeps per row besides the row itself, given to a copy."""
+
+
+class Rows(RowSet):
     """The rows an engine writes for one batch of prompts (see the module docstring for the operations)."""
 
     def __init__(
@@ -160,14 +203,9 @@ class Rows:
         rows: list[Row],
         followers: dict[str, LMState] | None = None,
     ):
-        self.engine, self.prompts, self._state = engine, prompts, state
+        super().__init__(engine, prompts, items, rows)  # the state holds the growing rows in this order
+        self._state = state
         self._followers = followers or {}
-        self.items = list(items) if items is not None else item_keys(prompts)  # each prompt's random stream
-        self._ids = itertools.count()
-        for row in rows:
-            row.id = next(self._ids)
-        self.rows = rows  # every row, finished ones included; the state holds the growing ones in this order
-        self._scorers: list = []  # scorers kept row-aligned by `select`
         self._scores: IncrementalScores | None = None  # `read`'s, made on first use
         self._begin: dict[int, int] = {}  # row id -> where its read response's tokens begin in its tokens
 
@@ -182,17 +220,6 @@ class Rows:
         return {self.engine.name: self._state.tokens_run} | {n: s.tokens_run for n, s in self._followers.items()}
 
     # -- rows
-    def growing(self) -> list[Row]:
-        """The rows that may still grow, in order (the state's rows)."""
-        return [r for r in self.rows if not r.done]
-
-    def attach(self, scorer) -> None:
-        """Keeps `scorer` (a `select(index)` over these rows) aligned with the rows from now on."""
-        self._scorers.append(scorer)
-
-    def text(self, row: Row) -> str:
-        return self.engine.text(row)
-
     def _states(self) -> list[LMState]:
         return [self._state, *self._followers.values()]
 
@@ -207,12 +234,7 @@ class Rows:
         """Keeps rows `index` in that order: a repeat is a fork (a copy with its own id), a row left out is gone."""
         position = {r.id: k for k, r in enumerate(self.growing())}
         state_rows = [position[self.rows[i].id] for i in index if not self.rows[i].done]
-        new, seen = [], set()
-        for i in index:
-            new.append(self.rows[i] if i not in seen else self.rows[i].copy(next(self._ids)))
-            seen.add(i)
-        for scorer in self._scorers:
-            scorer.select(index)
+        new = self._forked(index)
         for s in self._states():
             s.select(state_rows)
         self.rows = new

@@ -37,11 +37,11 @@ from dataclasses import dataclass, field
 from transformers import GenerationConfig, PreTrainedTokenizerBase
 
 from w2s.guide.commands import GuideError
-from w2s.guide.engine import Reading, encode_prompts, row_text, stable_tokens
+from w2s.guide.engine import Reading, RowSet, encode_prompts, row_text, stable_tokens
 from w2s.guide.models import load_tokenizer, render_prompts, resolve_model_path
 from w2s.guide.scoring import response_ids
 from w2s.guide.stopping import StopReason, StopRule
-from w2s.guide.streams import Prompt, SamplingParams, item_keys, stream_key
+from w2s.guide.streams import Prompt, SamplingParams, stream_key
 from w2s.guide.types import Row
 
 logger = logging.getLogger(__name__)
@@ -220,7 +220,7 @@ class ServedEngine:
         return row_text(self.tokenizer, self.stop, row)
 
 
-class ServedRows:
+class ServedRows(RowSet):
     """The rows a served engine writes for one batch of prompts (the operations of guide/engine.py's `Rows`)."""
 
     def __init__(
@@ -231,15 +231,10 @@ class ServedRows:
         items: list[int] | None,
         rows: list[Row],
     ):
-        self.engine, self.prompts, self.prompt_ids = engine, prompts, prompt_ids
-        self.items = list(items) if items is not None else item_keys(prompts)
-        for i, row in enumerate(rows):
-            row.id = i
-        self._next_id = len(rows)
-        self.rows = rows
+        super().__init__(engine, prompts, items, rows)
+        self.prompt_ids = prompt_ids
         self._prefix: dict[int, list[int]] = {}  # row id -> the tokens before its response (after a hand-over)
         self._read: dict[int, tuple[list[int], int]] = {}  # row id -> its read tokens and where the response begins
-        self._scorers: list = []
         self._charged = [0] * len(prompts)  # per item: the tokens of the server's usage for its rows
         self._run = 0  # every request's usage
 
@@ -257,33 +252,16 @@ class ServedRows:
         self._run += tokens
 
     # -- rows
-    def growing(self) -> list[Row]:
-        return [r for r in self.rows if not r.done]
-
-    def attach(self, scorer) -> None:
-        self._scorers.append(scorer)
-
-    def text(self, row: Row) -> str:
-        return self.engine.text(row)
-
     def prefix(self, row: Row) -> list[int]:
         """The tokens the server reads before the row's response: its prompt's, or the ones a hand-over kept."""
         return self._prefix.get(row.id, self.prompt_ids[row.prompt])
 
     def select(self, index: list[int]) -> None:
-        new, seen = [], set()
-        for i in index:
-            row = self.rows[i]
-            if i in seen:
-                row, parent = row.copy(self._next_id), row
-                self._next_id += 1
-                if parent.id in self._prefix:
-                    self._prefix[row.id] = self._prefix[parent.id]
-            new.append(row)
-            seen.add(i)
-        for scorer in self._scorers:
-            scorer.select(index)
-        self.rows = new
+        self.rows = self._forked(index)
+
+    def _fork(self, copy: Row, parent: Row) -> None:
+        if parent.id in self._prefix:  # a copy continues from what its parent's hand-over kept
+            self._prefix[copy.id] = self._prefix[parent.id]
 
     def halt(self, index: list[int]) -> None:
         for i in index:
