@@ -9,9 +9,13 @@ a time, both small models re-run over the whole prompt and response at every chu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -21,14 +25,16 @@ from w2s.data.world.tokenizers import world_tokenizer_path
 from w2s.guide.draft import DraftSwitch
 from w2s.guide.engine import Engine
 from w2s.guide.fusion import DynamicFusion, ProxyTuning
-from w2s.guide.models import chat_prompt, load_model, load_tokenizer
+from w2s.guide.models import chat_prompt, load_model, load_tokenizer, resolve_model_path
 from w2s.guide.pair import GuidePair
 from w2s.guide.run import Guide
 from w2s.guide.scoring import response_logprobs
 from w2s.guide.search import ChunkBeamSearch, Sampling
+from w2s.guide.served import ServedEngine, connect
 from w2s.guide.state import track_states
 from w2s.guide.stopping import StopRule
 from w2s.guide.streams import SamplingParams
+from w2s.guide.vllm import launch
 
 logger = logging.getLogger(__name__)
 
@@ -212,10 +218,88 @@ def make_model_like(model):
     return LlamaForCausalLM(model.config).eval()
 
 
+def served_run(
+    n: int, num_prompts: int, repeats: int, model: str, folder: str, base_url_env: str, vllm_python: str | None
+) -> list[tuple[str, float]]:
+    """CBS and plain sampling over a served strong model (strong_backend openai), and over the same weights in
+    this process, side by side: the strong model is `folder` (the tiny world's strong base by default), served
+    as `model` at the URL in `base_url_env`, or by a vLLM server this run starts from `vllm_python`."""
+    with contextlib.ExitStack() as stack:
+        if vllm_python:
+            log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "vllm.log"
+            print(f"starting a vLLM server for {folder} (its log: {log})", flush=True)
+            url = stack.enter_context(launch(Path(vllm_python), Path(resolve_model_path(folder)), model, log))
+            stack.enter_context(_environ(base_url_env, url))
+        return _served_comparison(n, num_prompts, repeats, connect(base_url_env, "W2S_STRONG_API_KEY", model), folder)
+
+
+def _served_comparison(n: int, num_prompts: int, repeats: int, server, folder: str) -> list[tuple[str, float]]:
+    tokenizer, strong = load_tokenizer(folder), load_model(folder)
+    pair = GuidePair.from_folders("tiny:guide", "tiny:weak")  # the tiny world's DPO pair (its strong base's family)
+    prompts = world_prompts("test", num_prompts)
+    stop, sampling = StopRule(eos_ids=set(), max_new_tokens=n), SamplingParams(1.0, 0, 1.0, seed=0)
+    engines = {
+        "served": ServedEngine(server, tokenizer, sampling, stop),
+        "local": Engine(strong, tokenizer, sampling, stop),
+    }
+    search = ChunkBeamSearch(4, 4, 5)
+
+    def sample(side: str):
+        return lambda: engines[side].start(prompts, copies=16).sample(n)
+
+    def cbs(side: str):
+        return lambda: Guide.from_models(engines[side], pairs=[pair]).decode(prompts, decoder=search)
+
+    runs = {f"{side} {what}": fn(side) for side in engines for what, fn in (("sampling", sample), ("CBS", cbs))}
+    for fn in runs.values():  # warm: the server's first requests and this process's first forwards
+        fn()
+    best = dict.fromkeys(runs, float("inf"))
+    for round_ in range(max(2, repeats)):  # alternated: each side first in one round
+        for label in runs if round_ % 2 == 0 else reversed(list(runs)):
+            start = time.perf_counter()
+            runs[label]()
+            best[label] = min(best[label], time.perf_counter() - start)
+    print(
+        f"\nserved strong model ({server.base_url}, {server.model}) against the same weights in this process: "
+        f"{n} new tokens, {len(prompts)} prompts, CBS(4,4,5) = 16 rows per prompt",
+        flush=True,
+    )
+    print("  seconds: " + ", ".join(f"{label} {t:.2f}" for label, t in best.items()))
+    rows = []
+    for label, value in (
+        (f"served CBS / served plain sampling, {n} tok", best["served CBS"] / best["served sampling"]),
+        (f"local CBS / local plain sampling (w2s engine), {n} tok", best["local CBS"] / best["local sampling"]),
+        (f"served plain sampling / local plain sampling, {n} tok", best["served sampling"] / best["local sampling"]),
+        (f"served CBS / local CBS, {n} tok", best["served CBS"] / best["local CBS"]),
+    ):
+        rows.append((label, value))
+        print(f"  {label:<64} {value:8.2f}x", flush=True)
+    return rows
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = old
+
+
 def main(args: argparse.Namespace) -> int:
     """`w2s bench guide`, its flags parsed by eval/cli.py."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
+    if args.strong_backend == "openai":
+        served_run(
+            args.lengths[0], args.prompts, args.repeats, args.strong_model, args.strong_tokenizer,
+            args.strong_base_url_env, args.vllm_python,
+        )  # fmt: skip
+        return 0
     run(
         tuple(args.lengths), args.prompts, args.repeats, args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     )

@@ -118,7 +118,30 @@ def bench(argv: list[str]) -> int:
             "--threads", type=int, default=1,
             help="torch CPU threads (default 1: on a shared 2-core machine, 2 threads ran up to 9x slower)",
         )  # fmt: skip
-        return bench_guide(parser.parse_args(argv[1:]))
+        served = parser.add_argument_group(
+            "a served strong model",
+            "--strong_backend openai: CBS(4,4,5) and plain sampling over the strong model on an OpenAI-compatible "
+            "server (vLLM) and over the same weights in this process, at the first of --lengths (within the "
+            "server's context), warmed up and alternated",
+        )
+        served.add_argument("--strong_backend", choices=["hf", "openai"], default="hf")
+        served.add_argument("--strong_model", default="tiny-strong", help="the served model's name")
+        served.add_argument(
+            "--strong_tokenizer", default="tiny:strong",
+            help="the folder the server serves (loaded here for the local side; default: the tiny world's strong base)",
+        )  # fmt: skip
+        served.add_argument(
+            "--strong_base_url_env", default="W2S_STRONG_BASE_URL", help="the variable naming the server's base URL"
+        )
+        served.add_argument(
+            "--vllm_python", metavar="PATH",
+            help="start a vLLM server on 127.0.0.1 from this Python for the run instead (make vllm builds "
+            ".venv-vllm/bin/python)",
+        )  # fmt: skip
+        args = parser.parse_args(argv[1:])
+        if args.strong_backend == "openai" and args.lengths == [256, 1024]:
+            args.lengths = [64]  # the default for a served run: the tiny strong base's context is 128 tokens
+        return bench_guide(args)
     if argv[0] == "data":
         parser = ArgumentParser(
             prog="w2s bench data",

@@ -306,6 +306,8 @@ class ServedRows(RowSet):
                 "stop_token_ids": sorted(stop.eos_ids),
                 "return_token_ids": True,
             }
+            if not stop.eos_ids:  # a rule without end tokens (benchmarks' fixed lengths): nor the server's own
+                body["ignore_eos"] = True
             bodies.append(body)
             members.append(rows)
         for rows, reply in zip(members, engine.server.complete(bodies), strict=True):

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from w2s.guide.commands import GuideError
+from w2s.guide.vllm import free_port, launch
+
+__all__ = ["SERVED_NAME", "free_port", "serve", "vllm_python"]
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".venv-vllm"
@@ -40,53 +39,12 @@ def vllm_python() -> Path:
     return python
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status == 200
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return False
-
-
 @contextlib.contextmanager
 def serve(folder: Path, log: Path, name: str = SERVED_NAME, timeout: float = START_TIMEOUT) -> Iterator[str]:
-    """Serves the model `folder` as `name` on 127.0.0.1 (a free port) and yields its base URL (…/v1) once
-    /health answers; the server's output goes to `log`. Stopped (its whole process group) on exit."""
-    python, port = vllm_python(), free_port()
-    env = {
-        **os.environ,
-        "VLLM_CPU_KVCACHE_SPACE": "1",  # GiB
-        "HF_HUB_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "DO_NOT_TRACK": "1",
-    }
-    command = [
-        str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(folder),
-        "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "128",
-        "--enable-prefix-caching", "--served-model-name", name,
-    ]  # fmt: skip
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    """Serves the model `folder` as `name` on 127.0.0.1 (guide/vllm.py `launch`) and yields its base URL (…/v1)
+    once /health answers; the server's output goes to `log`. A server that does not start fails the test."""
     try:
-        deadline = time.monotonic() + timeout
-        while not _healthy(f"http://127.0.0.1:{port}/health"):
-            if proc.poll() is not None:
-                pytest.fail(f"the vLLM server exited ({proc.returncode}): {log.read_text()[-3000:]}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"the vLLM server did not answer /health within {timeout:.0f} s: {log.read_text()[-3000:]}")
-            time.sleep(1)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        with launch(vllm_python(), folder, name, log, timeout) as url:
+            yield url
+    except GuideError as e:
+        pytest.fail(str(e))

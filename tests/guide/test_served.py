@@ -10,13 +10,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import statistics
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.served import SERVED_NAME, free_port
-from w2s.data.world import world_prompts
+from w2s.data.world import gold_reward, world_prompts
 from w2s.guide import Guide, GuideConfig
 from w2s.guide.cli import generate as generate_main
 from w2s.guide.draft import switch_index
@@ -156,3 +157,35 @@ def test_bad_inputs_against_the_server_are_one_line_before_any_work(served, tmp_
     prompts.write_text(json.dumps([{"instruction": "the film"}, {"instruction": long_prompt}]))
     code, err = run_generate(tmp_path, served | dict(prompts=str(prompts)), capsys)
     assert_one_line_nothing_written(code, err, tmp_path, "past the served model's context of 128")
+
+
+@pytest.mark.served
+@pytest.mark.trained
+@pytest.mark.slow
+def test_cbs_over_the_served_strong_base_beats_served_sampling(served, guide_pair):
+    prompts = world_prompts("test", 192)
+    common = served | dict(temperature=1.0, top_k=0, max_new_tokens=64, seed=0, batch_size=64)
+    plain = Guide(GuideConfig.from_dict(common | dict(decoder="sample"))).generate(prompts, progress=False)
+    recipe = common | guide_pair | dict(decoder="cbs", width=4, successors=4, chunk_len=5)
+    cbs = Guide(GuideConfig.from_dict(recipe)).generate(prompts, progress=False)
+    r_plain = gold_reward(prompts, [g.text for g in plain])
+    r_cbs = gold_reward(prompts, [g.text for g in cbs])
+    # as tests/guide/test_effect.py's local twin: a gain many standard errors wide, paired by prompt
+    diff = [c - p for c, p in zip(r_cbs, r_plain, strict=True)]
+    gain, se = statistics.mean(diff), statistics.stdev(diff) / len(diff) ** 0.5
+    assert gain > 3 * se, (statistics.mean(r_plain), statistics.mean(r_cbs), gain, se)
+
+
+@pytest.mark.served
+@pytest.mark.slow
+def test_the_guide_bench_over_a_served_strong_model_prints_both_sides(served, tiny_guide, capsys):
+    from w2s.eval.cli import bench
+
+    argv = ["guide", "--strong_backend", "openai", "--strong_model", SERVED_NAME, "--lengths", "10", "--prompts", "2"]
+    assert bench([*argv, "--strong_tokenizer", served["strong_tokenizer"]]) == 0
+    out = capsys.readouterr().out
+    labels = ["served CBS / served plain sampling, 10 tok", "local CBS / local plain sampling (w2s engine), 10 tok",
+              "served plain sampling / local plain sampling, 10 tok", "served CBS / local CBS, 10 tok"]  # fmt: skip
+    for label in labels:
+        line = next(line for line in out.splitlines() if label in line)
+        assert float(line.split()[-1].rstrip("x")) > 0, line
