@@ -45,7 +45,7 @@ from w2s.data import filters
 from w2s.data.card import write_card
 from w2s.data.generators import make_generator
 from w2s.data.judges import DEFAULT_PAIRWISE_TEMPLATE, agreement_rate, make_judge
-from w2s.data.pairing import Candidate, make_pairs
+from w2s.data.pairing import Candidate, make_pairs, matcher
 from w2s.data.prompts import Messages, PromptError, load_prompts, prompt_text
 from w2s.data.recipe import DataRecipe, RecipeError, recipe_to_dict
 from w2s.guide import GuideConfig
@@ -274,8 +274,10 @@ def judge_shards(p: Plan, mine: list[int], progress: bool = True) -> None:
 
 
 def _ensemble(p: Plan, raw: dict[str, list[list[list[float]]]]) -> list[list[list[float]]]:
-    """Per shard, prompt and response: the one judge's raw score, or the weighted mean of z-scored judges."""
-    judges = p.recipe.judges
+    """Per shard, prompt and response: the one judge's raw score, or the weighted mean of z-scored judges (the
+    control judges of matched pairing left out)."""
+    controls = {m.judge for m in p.recipe.match}
+    judges = [j for j in p.recipe.judges if j.name not in controls]
     if len(judges) == 1:
         return raw[judges[0].name]
     norm = {}
@@ -323,6 +325,9 @@ def _merge(p: Plan) -> Path:
     combined = _ensemble(p, raw)
     counts = {"prompts": dict(p.prompt_counts), "responses": {}, "pairs": {}}
     n_responses = n_empty = n_degenerate = n_unpaired = n_paired_before = n_margin = n_length = 0
+    matched = matcher(r.match)
+    unmatched_prompts = unmatched_pairs = 0  # what matching removed: prompts left without a pair, pairs
+    unmatched_gaps: dict[str, list[float]] = {m.judge: [] for m in r.match}  # controls' chosen - rejected, unmatched
     pair_rows, sft_rows = [], []
     gen_tokens = {g.name: 0 for g in r.generators}
     for s in range(len(p.shards)):
@@ -356,7 +361,13 @@ def _merge(p: Plan) -> Path:
                         },
                     )
                 )
-            pairs = make_pairs(candidates, r.pairing, random.Random(f"pair:{r.seed}:{prompt_id}"))
+            pairs = make_pairs(candidates, r.pairing, random.Random(f"pair:{r.seed}:{prompt_id}"), matched)
+            if matched is not None:  # the same pairing without the controls, for the card
+                free = make_pairs(candidates, r.pairing, random.Random(f"pair:{r.seed}:{prompt_id}"))
+                unmatched_prompts += bool(free) and not pairs
+                unmatched_pairs += len(free) - len(pairs)
+                for m in r.match:
+                    unmatched_gaps[m.judge] += [a.scores[m.judge] - b.scores[m.judge] for a, b in free]
             n_unpaired += not pairs
             n_paired_before += len(pairs)
             for chosen, rejected in pairs:
@@ -398,6 +409,12 @@ def _merge(p: Plan) -> Path:
         "length ratio": n_length,
         "kept": len(pair_rows),
     }
+    if matched is not None:
+        counts["pairs"] = {
+            "prompts without a pair (ties or < 2 responses)": n_unpaired - unmatched_prompts,
+            "prompts without a pair alike on the controls": unmatched_prompts,
+            "pairs the controls removed": unmatched_pairs,
+        } | {k: v for k, v in counts["pairs"].items() if not k.startswith("prompts without")}
     if not pair_rows:
         raise NoPairsError(f"{p.out}: no pair survived pairing and filters ({counts}); see the recipe's filters")
     judge_info = {j.name: {"agreement_rate": agreement_rate(extras[j.name])} for j in r.judges if j.kind == "pairwise"}
@@ -408,8 +425,25 @@ def _merge(p: Plan) -> Path:
         "generator_tokens": gen_tokens,
         "judges": judge_info,
     }
+    if matched is not None:  # each control's mean chosen - rejected: in the kept pairs (near 0), and unmatched
+        card["controls"] = {
+            m.judge: {
+                "mean_chosen_minus_rejected": _mean(
+                    [
+                        row["judge_scores_chosen"][m.judge] - row["judge_scores_rejected"][m.judge]
+                        for _, row in pair_rows
+                    ]
+                ),
+                "unmatched_mean_chosen_minus_rejected": _mean(unmatched_gaps[m.judge]),
+            }
+            for m in r.match
+        }
     _save(p.out, pair_rows, sft_rows, card, r.jsonl)
     return p.out
+
+
+def _mean(values: list[float]) -> float | None:
+    return statistics.fmean(values) if values else None
 
 
 def _save(out: Path, pair_rows: list, sft_rows: list, card: dict, jsonl: bool) -> None:

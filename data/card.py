@@ -84,6 +84,16 @@ def render_card(card: dict) -> str:
         lines.append(
             f"| {j['name']} | {j['kind']} | `{what}` | {j['weight']} | {'' if agreement is None else f'{agreement:.3f}'} |"
         )
+    if card.get("controls"):
+        lines += ["", "## Matched pairing", "", "Pairs form only among responses the control judges score alike.", ""]
+        lines += ["| control | tolerance | mean chosen - rejected | without matching |", "| --- | ---: | ---: | ---: |"]
+        for m in r["match"]:
+            c = card["controls"][m["judge"]]
+            tolerance = f"{m['tolerance']:g}" + (" (relative)" if m["relative"] else "")
+            lines.append(
+                f"| {m['judge']} | {tolerance} | {_number(c['mean_chosen_minus_rejected'])} | "
+                f"{_number(c['unmatched_mean_chosen_minus_rejected'])} |"
+            )
     lines += ["", "## What each filter removed", ""]
     for stage, rows in card["counts"].items():
         lines += [f"**{stage}**", "", _table(rows), ""]
@@ -97,6 +107,10 @@ def render_card(card: dict) -> str:
             f"\n{side.replace('_', ' ')}: " + ", ".join(f"{k} {v}" for k, v in card["statistics"][side].items())
         )
     return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.3f}"
 
 
 def write_card(folder: Path, card: dict, pairs: list[dict]) -> None:

@@ -49,9 +49,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from w2s.data.filters import words
 from w2s.data.prompts import Messages, prompt_text
 from w2s.data.recipe import JudgeConfig
-from w2s.data.world.reward import REWARDS
+from w2s.data.world.reward import SCORES
 from w2s.guide.commands import UserError
 from w2s.guide.models import chat_prompt, default_device, input_device, load_model_and_tokenizer, resolve_model_path
 from w2s.guide.reward import RewardModel
@@ -156,10 +157,16 @@ class RewardJudge(Judge):
         return _regroup(flat, responses), [{} for _ in prompts]
 
 
+def _words(prompts: list[str], responses: list[str]) -> list[float]:
+    """A response's length in words (a control for matched pairing: `{judge: length, tolerance: 0.1, relative:
+    true}` pairs responses within 10% of each other's length)."""
+    return [float(len(words(r))) for r in responses]
+
+
 # rule name -> fn(prompt texts, responses) -> rewards
 RULES: dict[str, Callable[[list[str], list[str]], list[float]]] = {
-    f"tiny_{name}": reward for name, reward in REWARDS.items()
-}  # tiny_gold, tiny_sentiment, tiny_topic
+    f"tiny_{name}": reward for name, reward in SCORES.items()
+} | {"words": _words}  # tiny_gold, tiny_sentiment, tiny_topic, tiny_malformed; words
 
 
 class RuleJudge(RewardJudge):

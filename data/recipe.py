@@ -73,6 +73,16 @@ class JudgeConfig:
 
 
 @dataclass
+class MatchConfig:
+    """A control judge: pairs form only among responses it scores alike (equal, or within `tolerance`), so
+    chosen and rejected differ in what the other judges score, not in this (length, format, quality)."""
+
+    judge: str  # a judge's name in `judges`; a control does not enter the score pairs are made on
+    tolerance: float = field(default=0.0, metadata=at_least(0))  # the largest difference allowed (0: equal)
+    relative: bool = False  # tolerance as a fraction of the larger of the two scores' magnitudes
+
+
+@dataclass
 class DataRecipe:
     """Everything `w2s data build` needs: prompts, generators, judges, pairing, filters, outputs."""
 
@@ -96,6 +106,9 @@ class DataRecipe:
     judges: list[JudgeConfig] = field(default_factory=list)
     # pairing: best_worst | best_random | all_pairs
     pairing: str = "best_worst"
+    # matched pairing: control judges chosen and rejected must score alike, e.g. [{judge: malformed}] or
+    # [{judge: length, tolerance: 0.1, relative: true}]
+    match: list[MatchConfig] = field(default_factory=list)
     # filters
     min_margin: float = field(
         default=0.0, metadata=at_least(0)
@@ -119,7 +132,7 @@ class DataRecipe:
     jsonl: bool = True  # also write every split as JSONL
 
 
-_CLASSES = {"generators": GeneratorConfig, "judges": JudgeConfig}
+_CLASSES = {"generators": GeneratorConfig, "judges": JudgeConfig, "match": MatchConfig}
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -213,6 +226,18 @@ def check_recipe(recipe: DataRecipe, where: str = "recipe") -> None:
                 raise RecipeError(f"{where}: judges[{i}] ({j.name}, kind {j.kind}) needs {key!r}")
         if j.kind == "pairwise" and len(j.labels) != 2:
             raise RecipeError(f"{where}: judges[{i}].labels must be two answer tokens (first, second)")
+    judge_names = [j.name for j in recipe.judges]
+    for i, m in enumerate(recipe.match):
+        if m.judge not in judge_names:
+            hint = did_you_mean(m.judge, judge_names) or f"; judges: {', '.join(judge_names)}"
+            raise RecipeError(f"{where}: match[{i}].judge {m.judge!r} is not a judge of the recipe{hint}")
+    controls = [m.judge for m in recipe.match]
+    if len(set(controls)) != len(controls):
+        raise RecipeError(f"{where}: match names a judge twice: {controls}")
+    if not set(judge_names) - set(controls):
+        raise RecipeError(
+            f"{where}: every judge is a control in 'match': name at least one judge to pair by, besides the controls"
+        )
     if recipe.pairing not in ("best_worst", "best_random", "all_pairs"):
         raise RecipeError(f"{where}: pairing {recipe.pairing!r}: choose best_worst, best_random or all_pairs")
     if recipe.dedup_prompts not in ("none", "exact", "near"):

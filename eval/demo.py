@@ -54,11 +54,14 @@ FULL = DemoSize(num_prompts=2600, num_instructions=200, calibration_prompts=64, 
 QUICK = DemoSize(num_prompts=600, num_instructions=48, calibration_prompts=32, distill_prompts=200)
 
 # the data sets: one set of samples judged by the gold reward and by each of its attributes
+# (the experts' pairs are matched: chosen and rejected have as many malformed sentences, so an expert learns
+# its attribute and not "write more" or "stop early", which fusion would add to the base token by token)
 DATA_SETS = [
     ("data", "tiny_gold", "gold-judged preference pairs"),
-    ("data-sentiment", "tiny_sentiment", "the same samples judged by sentiment alone"),
-    ("data-topic", "tiny_topic", "the same samples judged by topic alone"),
+    ("data-sentiment", "tiny_sentiment", "the same samples judged by sentiment alone, matched pairs"),
+    ("data-topic", "tiny_topic", "the same samples judged by topic alone, matched pairs"),
 ]
+CONTROL = "{name: malformed, kind: rule, rule: tiny_malformed}"  # the experts' control judge
 # the guide and the two experts: DPO of the weak base on one data set each
 GUIDES = [
     ("guide", "data", "DPO of the weak base into the guide"),
@@ -66,6 +69,14 @@ GUIDES = [
     ("guide_topic", "data-topic", "DPO of the weak base into the topic expert"),
 ]
 DPO_FLAGS = ["--beta", "0.5", "--learning_rate", "5e-4", "--num_train_epochs", "2"]
+
+
+def data_flags(rule: str) -> list[str]:
+    """`w2s data build`'s judges for one data set: the gold reward alone, or an attribute with the control."""
+    judge = f"{{name: {rule.removeprefix('tiny_')}, kind: rule, rule: {rule}}}"
+    if rule == "tiny_gold":
+        return ["--judges", f"[{judge}]"]
+    return ["--judges", f"[{judge}, {CONTROL}]", "--match", "[{judge: malformed}]"]
 
 
 def _run(cmd: list[str], stage: str, log: Path) -> None:
@@ -249,8 +260,7 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
             data[name] = _stage(run_dir, name, f"{what} from {size.num_prompts} prompts", lambda out, rule=rule: _run(
                 [*w2s, "data", "build", "--config", RECIPES / "tiny" / "data.yaml", "--output_dir", out,
                  "--num_prompts", size.num_prompts, "--work_dir", work,
-                 "--judges", f"[{{name: {rule.removeprefix('tiny_')}, kind: rule, rule: {rule}}}]"],
-                "data", logs / "data.log"))  # fmt: skip
+                 *data_flags(rule)], "data", logs / "data.log"))  # fmt: skip
         models = {}
         for name, data_set, what in GUIDES:
             models[f"tiny:{name}"] = _stage(run_dir, name, what, lambda out, data_set=data_set: _run(

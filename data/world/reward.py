@@ -216,5 +216,17 @@ sentiment_reward = _batched("sentiment")
 sentiment_reward.__doc__ = "Batched sentiment attribute alone: one float per (prompt, response) pair."
 topic_reward = _batched("topic")
 topic_reward.__doc__ = "Batched topic attribute alone: one float per (prompt, response) pair."
-# the world's rewards by name: the gold reward and each attribute alone (the tiny_* rules of the data judges)
+
+
+_n_malformed = _batched("n_malformed")
+
+
+def malformed_count(prompts: list[str], responses: list[str]) -> list[float]:
+    """Batched count of malformed sentences: one float per (prompt, response) pair (a control, not a reward)."""
+    return [float(n) for n in _n_malformed(prompts, responses)]
+
+
+# the world's rewards by name: the gold reward, each attribute alone, and the count of malformed sentences (the
+# tiny_* rules of the data judges; tiny_malformed is a control for matched pairing, not a reward)
 REWARDS = {"gold": gold_reward, "sentiment": sentiment_reward, "topic": topic_reward}
+SCORES = REWARDS | {"malformed": malformed_count}
