@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from w2s.data.binarize import BinarizeConfig
-from w2s.data.recipe import DataRecipe, GeneratorConfig, JudgeConfig, recipe_from_dict
+from w2s.data.recipe import DataRecipe, GeneratorConfig, JudgeConfig, MatchConfig, recipe_from_dict
 from w2s.eval.config import EvalConfig, EvalConfigError, load_config
 from w2s.guide.commands import UserError
 from w2s.guide.config import GuideConfig
@@ -47,6 +47,7 @@ def sections() -> list[tuple[str, type]]:
         ("data recipe (`w2s data build`)", DataRecipe),
         ("data recipe, each of `generators`", GeneratorConfig),
         ("data recipe, each of `judges`", JudgeConfig),
+        ("data recipe, each of `match` (matched pairing's control judges)", MatchConfig),
         ("`w2s data binarize` flags", BinarizeConfig),
         ("training recipes (`train/sft.py`, `dpo.py`, `distill.py`): the scripts' own keys", TrainScriptArguments),
         ("training recipes, each of `datasets`", DatasetConfig),
@@ -99,10 +100,13 @@ def read_through_its_reader(cls: type, key: str, value, tmp_path: Path) -> None:
         path = tmp_path / "eval.yaml"
         path.write_text(yaml.safe_dump({"systems": SYSTEMS, key: value}))
         load_config(path)
-    elif cls in (DataRecipe, GeneratorConfig, JudgeConfig):
+    elif cls in (DataRecipe, GeneratorConfig, JudgeConfig, MatchConfig):
         values = {"generators": [GENERATOR], "judges": [JUDGE]}
         if cls is DataRecipe:
             values[key] = value
+        elif cls is MatchConfig:  # a control beside the judge pairs are made on
+            values["judges"] = [JUDGE, {**JUDGE, "name": "control"}]
+            values["match"] = [{"judge": "control", key: value}]
         else:
             place = "generators" if cls is GeneratorConfig else "judges"
             values[place] = [{**values[place][0], key: value}]
