@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
-from w2s.eval.config import add_flags, load_config
+from w2s.eval.config import EvalConfigError, add_flags, load_config
 from w2s.guide.commands import ArgumentParser, command, lazy
+from w2s.guide.config import GuideConfig
+from w2s.guide.files import read_recipe
 
 evaluate = lazy("w2s.eval.run:evaluate")
 parse_shard = lazy("w2s.guide.shards:parse_shard")
@@ -20,17 +23,20 @@ run_demo = lazy("w2s.eval.demo:main")
 bench_guide = lazy("w2s.eval.bench_guide:main")
 bench_data = lazy("w2s.eval.bench_data:main")
 bench_eval = lazy("w2s.eval.bench_scale:main")
+bench_serve = lazy("w2s.eval.bench_serve:main")
+run_server = lazy("w2s.guide.serve:serve")
 
 DEMO_DESCRIPTION = (
     "The main job on the tiny world: data (judged three ways) -> DPO of a guide and two experts -> WSD's "
     "calibration -> CBS distilled into the strong base -> evaluation of 15 systems and the seed papers' findings, "
     "each stage a real w2s command; a rerun reuses finished stages of the same world (eval/demo.py)."
 )
-BENCH_USAGE = """usage: w2s bench {guide,data,eval} [options]
+BENCH_USAGE = """usage: w2s bench {guide,data,eval,serve} [options]
 
   guide   the decoding engine against baselines, side by side (w2s bench guide --help)
   data    the data builder's generation stage against a plain generate loop (w2s bench data --help)
-  eval    w2s eval over several processes against one (w2s bench eval --help)"""
+  eval    w2s eval over several processes against one (w2s bench eval --help)
+  serve   w2s serve under concurrent clients against offline w2s generate (w2s bench serve --help)"""
 
 
 @command("w2s demo")
@@ -97,6 +103,80 @@ def main(argv: list[str]) -> int:
         f"judging ({result.judging['judge']}): {result.judging['judged']} judged, {result.judging['cached']} from cache"
     )
     print("wrote: " + ", ".join(result.files))
+    return 0
+
+
+def served_systems(path: str, overrides: list[str], only: str | None = None) -> dict[str, GuideConfig]:
+    """The systems `w2s serve` serves from a recipe: a guide recipe is one (named by its `generator`, else its
+    decoder), an eval recipe each of its guide systems (`only`: a comma-separated few); `--key value` overrides
+    apply to every system's guide recipe."""
+    if "systems" not in read_recipe(path):
+        if only:
+            raise EvalConfigError(f"--systems picks systems of an eval recipe; {path} is a guide recipe")
+        config = GuideConfig.from_yaml(path, overrides)
+        return {config.generator or config.decoder: config}
+    eval_config = load_config(path)
+    systems = {s.name: s for s in eval_config.system_list()}
+    names = [n.strip() for n in only.split(",")] if only else [n for n, s in systems.items() if s.guide is not None]
+    unknown = [n for n in names if n not in systems]
+    if unknown:
+        raise EvalConfigError(f"--systems: {unknown[0]!r} is not a system of {path} (it has: {', '.join(systems)})")
+    out = {}
+    for name in names:
+        if systems[name].guide is None:
+            raise EvalConfigError(f"system {name!r} of {path} is an endpoint, not a guide recipe: nothing to serve")
+        out[name] = GuideConfig.with_flags(
+            dict(systems[name].guide), overrides, source=f"{path}: system {name!r}: guide"
+        )
+    return out
+
+
+@command("w2s serve")
+def serve(argv: list[str]) -> int:
+    """`w2s serve --config <guide or eval recipe>`: its systems behind an OpenAI-compatible API (guide/serve.py)."""
+    parser = ArgumentParser(
+        prog="w2s serve",
+        description="Serve a guided system behind an OpenAI-compatible API (/v1/chat/completions, /v1/completions, "
+        "/v1/models, /health): a guide recipe is one model (named by its generator, else its decoder), an eval "
+        "recipe each of its systems by name, each system's models loaded once. Concurrent requests decode "
+        "together, and an answer is the one `w2s generate` writes for the same prompt and seed (docs/serve.md).",
+        epilog="e.g. w2s serve --config recipes/tiny/guide.yaml --port 8000; recipe keys are flags too "
+        "(--batch_size 16, --max_new_tokens 32).",
+    )
+    parser.add_argument("--config", required=True, help="a guide recipe (one system) or an eval recipe (its systems)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free port)")
+    parser.add_argument("--systems", help="an eval recipe's systems to serve, comma-separated (default: all)")
+    parser.add_argument(
+        "--api_key_env", help="an environment variable holding the API key clients must send as a bearer token"
+    )
+    parser.add_argument("--max_body", type=int, default=1 << 20, help="request body limit in bytes (default 1 MiB)")
+    parser.add_argument("--max_queue", type=int, default=1024, help="choices queued at most; past it: 503")
+    parser.add_argument(
+        "--max_wait_ms", type=float, default=5.0, help="how long a batch waits to fill after its oldest request"
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    args, overrides = parser.parse_known_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    for flag, value in (("--max_body", args.max_body), ("--max_queue", args.max_queue)):
+        if value < 1:
+            parser.error(f"{flag} must be at least 1")
+    if args.max_wait_ms < 0:
+        parser.error("--max_wait_ms must be >= 0")
+    key = None
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            raise EvalConfigError(f"--api_key_env {args.api_key_env}: that environment variable is not set")
+    elif args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger(__name__).warning(
+            "w2s serve: listening on %s without an API key (--api_key_env): anyone who reaches it may use it", args.host
+        )
+    configs = served_systems(args.config, overrides, args.systems)
+    run_server(
+        configs, host=args.host, port=args.port, api_key=key, max_body=args.max_body, max_queue=args.max_queue,
+        max_wait=args.max_wait_ms / 1000, threads=args.threads,
+    )  # fmt: skip
     return 0
 
 
@@ -185,5 +265,24 @@ def bench(argv: list[str]) -> int:
         if args.processes < 2:
             parser.error("--processes must be at least 2")
         return bench_eval(args)
-    print(f"w2s bench: unknown benchmark {argv[0]!r}: choose guide, data or eval", file=sys.stderr)
+    if argv[0] == "serve":
+        parser = ArgumentParser(
+            prog="w2s bench serve",
+            description="`w2s serve` under concurrent clients against offline `w2s generate` of the same prompts at "
+            "the same batch size, in one run: throughput (answers per second) of each and their ratio, the served "
+            "requests' p50/p95 latency, and whether every served answer equals the offline one (eval/bench_serve.py).",
+        )
+        parser.add_argument("--config", default="recipes/tiny/guide.yaml", help="the guide recipe served")
+        parser.add_argument("--clients", type=int, default=32, help="concurrent clients (default 32)")
+        parser.add_argument("--num_prompts", type=int, default=128, help="prompts of tiny:test (default 128)")
+        parser.add_argument("--batch_size", type=int, help="both sides' batch size (default: the recipe's)")
+        parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating which side goes first")
+        parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each side (default 1)")
+        parser.add_argument("--max_wait_ms", type=float, default=5.0, help="the server's --max_wait_ms")
+        args, overrides = parser.parse_known_args(argv[1:])
+        if args.clients < 1 or args.num_prompts < 1 or args.rounds < 1:
+            parser.error("--clients, --num_prompts and --rounds must be at least 1")
+        args.overrides = overrides
+        return bench_serve(args)
+    print(f"w2s bench: unknown benchmark {argv[0]!r}: choose guide, data, eval or serve", file=sys.stderr)
     return 2

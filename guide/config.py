@@ -131,14 +131,18 @@ class GuideConfig:
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: list[str] = ()) -> GuideConfig:
         """A config from a recipe file, then `--key value` overrides (a bad override is named as its flag)."""
-        values = read_recipe(path)
+        return cls.with_flags(read_recipe(path), overrides, source=str(path))
+
+    @classmethod
+    def with_flags(cls, values: dict, overrides: list[str] = (), source: str = "config") -> GuideConfig:
+        """A config from a mapping (a recipe read from `source`), then `--key value` overrides."""
         flags, known = _parse_flags(list(overrides)), recipe_keys()
         for key, value in flags.items():
             if key not in known:
                 raise GuideError(f"unknown flag --{key}{did_you_mean(key, known)}")
             _coerce(value, known[key], f"--{key}")
-        values.update(flags)
-        return cls.from_dict(values, source=str(path))
+        values = {**values, **flags}
+        return cls.from_dict(values, source=source)
 
 
 reserve_keys({f.name for f in dataclasses.fields(GuideConfig)})  # no decoder field may shadow one

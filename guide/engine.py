@@ -29,6 +29,7 @@ decode context reads (`item_tokens`) to fill each item's cost.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import itertools
 from collections.abc import Callable
@@ -119,6 +120,12 @@ class Engine:
         """Samples from now on with `seed` (every item's stream depends on it)."""
         self.sampling = dataclasses.replace(self.sampling, seed=seed)
         self.sampler = Sampler(self.sampling)
+
+    def with_settings(self, sampling: SamplingParams, stop: StopRule) -> Engine:
+        """The same model sampling with other settings (a served request's seed, temperature, token limit)."""
+        engine = copy.copy(self)
+        engine.sampling, engine.sampler, engine.stop = sampling, Sampler(sampling), stop
+        return engine
 
     def start(self, prompts: list[Prompt], items: list[int] | None = None, copies: int = 1) -> Rows:
         """Prefills each prompt (a string or chat messages) once and gives it `copies` rows; `items` are the

@@ -9,6 +9,7 @@ before they load, train or generate anything, so a mistake costs seconds, not a 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import AutoConfig
@@ -68,27 +69,50 @@ def check_code(path: str, role: str, trust_remote_code: bool) -> int | None:
     return None
 
 
+@dataclass
+class PromptFit:
+    """What a prompt is checked against in one model: its tokenizer (in the model's prompt format) and its
+    context (None: its config names none)."""
+
+    spec: ModelSpec
+    tokenizer: object
+    limit: int | None
+
+    def check(self, prompt, number: int = 1) -> int:
+        """The prompt's tokens in this model's prompt format; an error naming the prompt if it is empty or does
+        not fit the context."""
+        if isinstance(prompt, str) and not prompt.strip():
+            raise GuideError(f"prompt {number} is empty")
+        tok, spec = self.tokenizer, self.spec
+        n = len(tok(chat_prompt(tok, prompt), add_special_tokens=False).input_ids)
+        if self.limit is not None and n >= self.limit:
+            raise GuideError(
+                f"prompt {number} is {n} tokens in {spec.role} {spec.name!r}'s prompt format, past its context "
+                f"of {self.limit}: shorten it or use a model with a longer context"
+            )
+        return n
+
+
+def model_fit(spec: ModelSpec, *, trust_remote_code: bool = False) -> PromptFit:
+    """A model of a recipe checked for weights, code and prompt format, with what its prompts must fit."""
+    path = resolve_model_path(spec.name)
+    check_weights(path, spec.role)
+    limit = check_code(path, spec.role, trust_remote_code)
+    tok = load_tokenizer(
+        path, trust_remote_code=trust_remote_code, prompt_format=spec.prompt_format, format_key=spec.format_key
+    )
+    return PromptFit(spec, tok, limit)
+
+
 def check_models(specs: list[ModelSpec], prompts: list[str], *, trust_remote_code: bool = False, shared_vocab=()):
     """Every model of `specs`: weights, code, prompt format and context (see the module docstring). Models in
     `shared_vocab` (roles) must have one vocabulary. Returns the tokenizers by role."""
     tokenizers = {}
     for spec in specs:
-        path = resolve_model_path(spec.name)
-        check_weights(path, spec.role)
-        limit = check_code(path, spec.role, trust_remote_code)
-        tok = load_tokenizer(
-            path, trust_remote_code=trust_remote_code, prompt_format=spec.prompt_format, format_key=spec.format_key
-        )
+        fit = model_fit(spec, trust_remote_code=trust_remote_code)
         for number, prompt in enumerate(prompts, 1):
-            if isinstance(prompt, str) and not prompt.strip():
-                raise GuideError(f"prompt {number} is empty")
-            n = len(tok(chat_prompt(tok, prompt), add_special_tokens=False).input_ids)
-            if limit is not None and n >= limit:
-                raise GuideError(
-                    f"prompt {number} is {n} tokens in {spec.role} {spec.name!r}'s prompt format, past its context "
-                    f"of {limit}: shorten it or use a model with a longer context"
-                )
-        tokenizers[spec.role] = tok
+            fit.check(prompt, number)
+        tokenizers[fit.spec.role] = fit.tokenizer
     if len([r for r in shared_vocab if r in tokenizers]) > 1:
         check_shared_vocabulary({role: tokenizers[role] for role in shared_vocab if role in tokenizers})
     return tokenizers
@@ -135,17 +159,31 @@ def check_server(
             )
 
 
+def guide_specs(config: GuideConfig) -> tuple[list[ModelSpec], tuple]:
+    """The local models a guide recipe's decoder will load (the roles it declares; the strong model unless it is
+    served), and the roles that must share one vocabulary."""
+    c = config
+    decoder = c.make_decoder()
+    specs = []
+    if c.strong_backend != "openai":
+        specs = [ModelSpec(c.strong_model, "strong_model", c.strong_prompt_format, "strong_prompt_format")]
+    for role in resolve(decoder.needs, c, decoder.name):
+        specs += ROLES[role].specs(c)
+    shared = tuple(s.role for s in specs if s.role != "adapter") if decoder.shared_vocabulary else ()
+    return specs, shared
+
+
 def check_guide(config: GuideConfig, prompts: list[str]) -> None:
     """Every model a guide recipe's decoder will load (the roles it declares), checked against `prompts`
     (see `check_models`); one vocabulary across them where the decoder needs it."""
     c = config
-    decoder = c.make_decoder()
     if c.strong_backend == "openai":  # the server is asked, once; its tokenizer is read here
-        check_served(c, decoder, prompts)
-        specs = []
-    else:
-        specs = [ModelSpec(c.strong_model, "strong_model", c.strong_prompt_format, "strong_prompt_format")]
-    for role in resolve(decoder.needs, c, decoder.name):
-        specs += ROLES[role].specs(c)
-    shared = [s.role for s in specs if s.role != "adapter"] if decoder.shared_vocabulary else ()
+        check_served(c, c.make_decoder(), prompts)
+    specs, shared = guide_specs(c)
     check_models(specs, prompts, trust_remote_code=c.trust_remote_code, shared_vocab=shared)
+
+
+def prompt_fits(config: GuideConfig) -> list[PromptFit]:
+    """What each prompt of a guide recipe must fit, model by model (`w2s serve` checks each request so)."""
+    specs, _ = guide_specs(config)
+    return [model_fit(spec, trust_remote_code=config.trust_remote_code) for spec in specs]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -76,6 +77,17 @@ class Guide:
         guide.engine = engine
         given = {"pairs": list(pairs), "pilot": pilot, "reward_model": reward_model}
         guide.models = {role: model for role, model in given.items() if model}  # nothing more to load
+        return guide
+
+    def with_config(self, config: GuideConfig) -> Guide:
+        """The same loaded models and decoder, sampling with `config`'s shared settings (seed, temperature, top_k,
+        top_p, max_new_tokens, stop): what `w2s serve` decodes a batch of requests with (guide/serve.py). Its
+        outputs are those of a `Guide(config)`; `config` differs from this guide's in those keys only."""
+        c = config
+        guide = copy.copy(self)
+        guide.config = c
+        stop = dataclasses.replace(self.engine.stop, max_new_tokens=c.max_new_tokens, stop_strings=tuple(c.stop))
+        guide.engine = self.engine.with_settings(SamplingParams(c.temperature, c.top_k, c.top_p, c.seed), stop)
         return guide
 
     def require(self, decoder: Decoder) -> None:

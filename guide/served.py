@@ -24,6 +24,7 @@ prompt counts in full at every request, cached or not), so an item's cost is its
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
@@ -209,6 +210,12 @@ class ServedEngine:
 
     def reseed(self, seed: int) -> None:
         self.sampling = dataclasses.replace(self.sampling, seed=seed)
+
+    def with_settings(self, sampling: SamplingParams, stop: StopRule) -> ServedEngine:
+        """The same served model sampling with other settings."""
+        engine = copy.copy(self)
+        engine.sampling, engine.stop = sampling, stop
+        return engine
 
     def start(self, prompts: list[Prompt], items: list[int] | None = None, copies: int = 1) -> ServedRows:
         """`copies` rows per prompt; each prompt within the server's context, or an error naming it."""

@@ -15,7 +15,8 @@ COMMANDS = {
     "demo": ("w2s.eval.cli", "demo", "run the main job on the tiny world"),
     "generate": ("w2s.guide.cli", "generate", "steer a strong model with guides: cbs, wsd, eft, fusion, bon, sample"),
     "calibrate": ("w2s.guide.cli", "calibrate", "calibrate draft-switch decoding's threshold on held-out prompts"),
-    "bench": ("w2s.eval.cli", "bench", "benchmarks: `w2s bench guide`, `w2s bench data`, `w2s bench eval`"),
+    "serve": ("w2s.eval.cli", "serve", "serve a guide or eval recipe's systems behind an OpenAI-compatible API"),
+    "bench": ("w2s.eval.cli", "bench", "benchmarks: `w2s bench guide`, `data`, `eval`, `serve`"),
     "eval": ("w2s.eval.cli", "main", "compare systems on an instruction set: generate, judge, win rates, report"),
     "data": ("w2s.data.cli", "main", "build preference data sets: generate, judge, pair, filter (resumable, sharded)"),
 }
