@@ -43,9 +43,9 @@ def run_lm_eval(model: str, tasks: list[str], *, limit: int | None = None, batch
 
 
 def alignment_tax(config: EvalConfig) -> dict:
-    """Runs the recipe's lm-eval tasks on every distinct strong model of its systems; writes alignment_tax.json."""
+    """Runs the recipe's lm-eval tasks on every distinct strong model of its (local) systems; writes alignment_tax.json."""
     tasks = [t.strip() for t in (config.lm_eval_tasks or "").split(",") if t.strip()]
-    models = sorted({str(s.guide["strong_model"]) for s in config.system_list()})
+    models = sorted({str(s.guide["strong_model"]) for s in config.system_list() if s.guide is not None})
     results = {}
     for model in models:
         logger.info("alignment tax: lm-eval %s on %s", ",".join(tasks), model)

@@ -27,12 +27,24 @@ class EvalConfigError(UserError, ValueError):
     """A recipe or flag that cannot be used: unknown key, wrong type, bad system."""
 
 
+# an endpoint system's keys beside its name (eval/endpoint.py): an OpenAI-compatible chat API serving `model`
+ENDPOINT_KEYS = ("endpoint", "model", "api_key_env", "seed", "max_tokens", "temperature", "top_p", "stop",
+                 "concurrency", "timeout")  # fmt: skip
+
+
 @dataclass
 class System:
-    """One system under evaluation: a name and the guide recipe that generates its outputs."""
+    """One system under evaluation: a name and the guide recipe that generates its outputs, or the endpoint that
+    serves them (`{endpoint: <base URL>, model: <name>, ...}`: eval/endpoint.py)."""
 
     name: str
-    guide: dict
+    guide: dict | None = None
+    endpoint: dict | None = None
+
+    @property
+    def decoder(self) -> str:
+        """What the leaderboard's decoder column says."""
+        return self.guide.get("decoder", "sample") if self.guide is not None else "endpoint"
 
 
 @dataclass
@@ -81,7 +93,14 @@ class EvalConfig:
     lm_eval_limit: int | None = field(default=None, metadata=at_least(1))  # examples per task; None: all
 
     def system_list(self) -> list[System]:
-        return [System(**s) for s in self.systems]
+        return [
+            System(s["name"], s["guide"]) if "guide" in s else System(s["name"], endpoint=_endpoint_of(s))
+            for s in self.systems
+        ]
+
+
+def _endpoint_of(system: dict) -> dict:
+    return {k: v for k, v in system.items() if k != "name"}
 
 
 def _base_type(tp):
@@ -139,11 +158,15 @@ def validate(config: EvalConfig, where: str = "eval recipe") -> EvalConfig:
         at = f"{where}: systems[{i}]"
         if not isinstance(s, dict):
             raise EvalConfigError(f"{at}: expects a mapping with 'name' and 'guide', got {s!r}")
+        allowed = ("name", "guide") if "endpoint" not in s else ("name", *ENDPOINT_KEYS)
         for key in s:
-            if key not in ("name", "guide"):
-                raise EvalConfigError(f"{at}: unknown key {key!r}{did_you_mean(key, ['name', 'guide'])}")
-        if "name" not in s or "guide" not in s:
-            raise EvalConfigError(f"{at}: needs both 'name' and 'guide' (a guide recipe mapping)")
+            if key not in allowed:
+                raise EvalConfigError(f"{at}: unknown key {key!r}{did_you_mean(key, list(allowed))}")
+        if "name" not in s or ("guide" not in s and "endpoint" not in s):
+            raise EvalConfigError(
+                f"{at}: needs 'name' and 'guide' (a guide recipe mapping), or 'name', 'endpoint' (a base URL) and "
+                "'model' (a served model's name)"
+            )
         name = str(s["name"])
         if not _NAME.match(name):
             raise EvalConfigError(f"{at}: name {name!r} must be letters, digits and _ . + - (it names a folder)")
@@ -151,6 +174,10 @@ def validate(config: EvalConfig, where: str = "eval recipe") -> EvalConfig:
             raise EvalConfigError(f"{at}: duplicate system name {name!r}")
         names.add(name)
         s["name"] = name
+        if "endpoint" in s:
+            if not isinstance(s["endpoint"], str) or not isinstance(s.get("model"), str):
+                raise EvalConfigError(f"{at} ({name}): an endpoint system needs 'endpoint' (a base URL) and 'model'")
+            continue
         if not isinstance(s["guide"], dict) or "strong_model" not in s["guide"]:
             raise EvalConfigError(f"{at} ({name}): 'guide' must be a guide recipe mapping with a 'strong_model'")
     if config.judge_dtype not in ("auto", "float32", "bfloat16", "float16"):

@@ -1,4 +1,5 @@
-"""Generating every system's outputs through `guide/`, resumably, with the cost of each item.
+"""Generating every system's outputs through `guide/` (or an endpoint: eval/endpoint.py), resumably, with the cost
+of each item.
 
 Outputs go to `<system_dir>/generations.jsonl` (guide/outputs.py `generation_log`): a header holding the
 system's outputs recipe and the sampler, then one record per instruction (its whole `Generation`), flushed
@@ -11,12 +12,14 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+from w2s.eval.config import System
+from w2s.eval.endpoint import Endpoint, EndpointError
 from w2s.eval.instructions import Instruction
 from w2s.guide import GuideConfig
 from w2s.guide.commands import GuideError, UserError
 from w2s.guide.config import outputs_recipe
 from w2s.guide.logs import LogMismatch
-from w2s.guide.outputs import decode_missing, generation_log, sampled_by_another_release
+from w2s.guide.outputs import decode_into, decode_missing, generation_log, sampled_by_another_release
 from w2s.guide.shards import Shard
 
 logger = logging.getLogger(__name__)
@@ -41,9 +44,9 @@ def stale_streams(system_dir: Path) -> bool:
     return sampled_by_another_release(Path(system_dir) / GENERATIONS)
 
 
-def _open_log(name: str, config: GuideConfig, prompts: list[str], system_dir: Path, shard: Shard):
+def _open_log(name: str, recipe: dict, prompts: list[str], system_dir: Path, shard: Shard):
     try:
-        return generation_log(system_dir / GENERATIONS, outputs_recipe(asdict(config)), prompts, shard)
+        return generation_log(system_dir / GENERATIONS, recipe, prompts, shard)
     except LogMismatch as e:
         if e.field == "recipe" and e.was is not None:
             raise GenerationError(
@@ -63,9 +66,18 @@ def _open_log(name: str, config: GuideConfig, prompts: list[str], system_dir: Pa
         raise GenerationError(f"system {name!r}: {e}") from None
 
 
+def check_system(system: System) -> GuideConfig | Endpoint:
+    """A system's guide recipe, or its endpoint's keys; GenerationError naming the system if they are wrong."""
+    if system.endpoint is not None:
+        try:
+            return Endpoint.of(system.name, system.endpoint)
+        except EndpointError as e:
+            raise GenerationError(str(e)) from None
+    return check_guide_config(system.name, system.guide)
+
+
 def generate_outputs(
-    name: str,
-    guide_config: dict,
+    system: System,
     instructions: list[Instruction],
     system_dir: Path,
     *,
@@ -77,13 +89,19 @@ def generate_outputs(
     """The outputs of one system (resuming what is on disk, in any process's log) for every instruction, after
     generating those of `items` (default: all) that no log holds yet into this process's log (`shard`);
     None for an instruction no process has done yet. Also counts {reused, generated} over `items`."""
-    config = check_guide_config(name, guide_config)
+    name, config = system.name, check_system(system)
+    served = isinstance(config, Endpoint)
+    recipe = config.recipe() if served else outputs_recipe(asdict(config))
     prompts = [ins.instruction for ins in instructions]
-    log = _open_log(name, config, prompts, Path(system_dir), shard)
+    log = _open_log(name, recipe, prompts, Path(system_dir), shard)
     items = list(range(len(prompts))) if items is None else items
     todo = [i for i in items if i not in log]
     reused = len(items) - len(todo)
     if reused:
         logger.info("%s: %d outputs already on disk, %d to generate", name, reused, len(todo))
-    decode_missing(config, prompts, log, todo, per_write=batch_size, progress=progress, desc=f"generating {name}")
+    if served and todo:  # one request per instruction, a batch's in flight together (the server batches them)
+        decode_into(config.decode, prompts, log, todo, batch_size=batch_size, progress=progress,
+                    desc=f"generating {name}")  # fmt: skip
+    elif todo:
+        decode_missing(config, prompts, log, todo, per_write=batch_size, progress=progress, desc=f"generating {name}")
     return [log.get(i) for i in range(len(prompts))], {"reused": reused, "generated": len(todo)}

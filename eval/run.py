@@ -27,7 +27,8 @@ from filelock import FileLock, Timeout
 from w2s.eval.alignment_tax import check_lm_eval
 from w2s.eval.annotate import JudgeCounts, annotate, judgement_log
 from w2s.eval.config import EvalConfig, EvalConfigError
-from w2s.eval.generate import GenerationError, check_guide_config, generate_outputs
+from w2s.eval.endpoint import Endpoint
+from w2s.eval.generate import GenerationError, check_system, generate_outputs
 from w2s.eval.instructions import (
     Instruction,
     InstructionSetError,
@@ -108,7 +109,7 @@ def evaluate(config: EvalConfig, *, progress: bool = True, shard: Shard = (0, 1)
     for s in systems:  # every check that can fail comes before anything is written
         if s.name in RESERVED:
             raise EvalConfigError(f"system name {s.name!r} is reserved (it names a folder of the output): rename it")
-        check_guide_config(s.name, s.guide)
+        check_system(s)
     ref = config.reference
     if ref is not None and ref != "dataset" and ref not in {s.name for s in systems} and not Path(ref).is_file():
         raise EvalConfigError(
@@ -136,7 +137,10 @@ def evaluate(config: EvalConfig, *, progress: bool = True, shard: Shard = (0, 1)
     texts = [ins.instruction for ins in instructions]
     for s in systems:
         try:
-            check_guide(GuideConfig.from_dict(dict(s.guide)), texts)
+            if s.endpoint is not None:
+                Endpoint.of(s.name, s.endpoint).check(s.name)
+            else:
+                check_guide(GuideConfig.from_dict(dict(s.guide)), texts)
         except UserError as e:
             raise GenerationError(f"system {s.name!r}: {e}") from None
     check_writable(out)
@@ -173,8 +177,7 @@ def _evaluate_shard(
     outputs = {}
     for s in systems:
         recs, result.generation[s.name] = generate_outputs(
-            s.name, s.guide, instructions, out / s.name, batch_size=config.batch_size, progress=progress,
-            shard=shard, items=mine,
+            s, instructions, out / s.name, batch_size=config.batch_size, progress=progress, shard=shard, items=mine,
         )  # fmt: skip
         outputs[s.name] = [recs[k]["text"] for k in mine]
     subset = [instructions[k] for k in mine]
@@ -204,7 +207,7 @@ def _evaluate(
     records: dict[str, list[dict]] = {}
     for s in systems:
         recs, counts = generate_outputs(
-            s.name, s.guide, instructions, out / s.name, batch_size=config.batch_size, progress=progress, shard=shard
+            s, instructions, out / s.name, batch_size=config.batch_size, progress=progress, shard=shard
         )
         records[s.name], result.generation[s.name] = recs, counts
         write_json(
@@ -321,7 +324,7 @@ def leaderboard_rows(
     rows = []
     for s in systems:
         ann = annotations[s.name]
-        row: dict = {"system": s.name, "decoder": s.guide.get("decoder", "sample"), "n_total": len(ann)}
+        row: dict = {"system": s.name, "decoder": s.decoder, "n_total": len(ann)}
         if references is not None:
             prefs = [a.get("preference") for a in ann]
             missing = sum(p is None or p != p for p in prefs)  # p != p: NaN

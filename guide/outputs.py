@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ from w2s.guide.logs import ResumableLog, log_header
 from w2s.guide.preflight import check_guide
 from w2s.guide.run import Guide
 from w2s.guide.shards import Shard, ShardedJob, shard_logs
-from w2s.guide.streams import STREAMS, item_keys
+from w2s.guide.streams import STREAMS, Prompt, item_keys
 from w2s.guide.types import Generation
 
 logger = logging.getLogger(__name__)
@@ -56,6 +57,36 @@ def generation_record(index: int, prompt: str, generation: Generation, attempt: 
     return {"index": index, "instruction": prompt, **asdict(generation), "attempt": attempt}
 
 
+Decode = Callable[[list[Prompt], list[int]], list[Generation]]  # one batch of prompts and their streams
+
+
+def decode_into(
+    decode: Decode,
+    prompts: list[Prompt],
+    log: ResumableLog,
+    todo: list[int],
+    *,
+    batch_size: int,
+    per_write: int | None = None,
+    progress: bool = True,
+    desc: str = "generate",
+) -> None:
+    """Decodes the prompts `todo` (indices into `prompts`) by `decode` (`Guide.decode`, or a served system's:
+    eval/endpoint.py), `batch_size` at a time, into `log`, flushed after every `per_write` items (default:
+    every batch)."""
+    items = item_keys(prompts)  # an item's stream: its prompt, not its batch or shard
+    attempt = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # which run wrote a record (a resumed log holds several)
+    per_write = per_write or batch_size
+    with tqdm(total=len(todo), desc=desc, disable=not progress) as bar:
+        for start in range(0, len(todo), per_write):
+            chunk, gens = todo[start : start + per_write], []
+            for b in range(0, len(chunk), batch_size):
+                index = chunk[b : b + batch_size]
+                gens += decode([prompts[i] for i in index], [items[i] for i in index])
+            log.append(generation_record(i, prompts[i], g, attempt) for i, g in zip(chunk, gens, strict=True))
+            bar.update(len(chunk))
+
+
 def decode_missing(
     config: GuideConfig,
     prompts: list[str],
@@ -70,18 +101,10 @@ def decode_missing(
     after every `per_write` items (default: every batch); the models load only if there is something to do."""
     if not todo:
         return
-    guide, items = Guide(config), item_keys(prompts)  # an item's stream: its prompt, not its batch or shard
-    attempt = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"  # which run wrote a record (a resumed log holds several)
-    size = config.batch_size
-    per_write = per_write or size
-    with tqdm(total=len(todo), desc=desc or f"generate ({config.decoder})", disable=not progress) as bar:
-        for start in range(0, len(todo), per_write):
-            chunk, gens = todo[start : start + per_write], []
-            for b in range(0, len(chunk), size):
-                index = chunk[b : b + size]
-                gens += guide.decode([prompts[i] for i in index], [items[i] for i in index])
-            log.append(generation_record(i, prompts[i], g, attempt) for i, g in zip(chunk, gens, strict=True))
-            bar.update(len(chunk))
+    decode_into(
+        Guide(config).decode, prompts, log, todo, batch_size=config.batch_size, per_write=per_write,
+        progress=progress, desc=desc or f"generate ({config.decoder})",
+    )  # fmt: skip
 
 
 def partial_log(out: Path) -> Path:
