@@ -28,6 +28,7 @@ that disconnects takes its choices off the queue (a batch already decoding finis
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hmac
 import json
@@ -42,7 +43,7 @@ from dataclasses import dataclass, field
 import torch
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from w2s.guide.commands import GuideError, UserError
@@ -82,6 +83,10 @@ class APIError(Exception):
     def response(self) -> JSONResponse:
         headers = {"Retry-After": "1"} if self.status == 503 else None
         return JSONResponse(self.body(), status_code=self.status, headers=headers)
+
+
+class ClientGone(Exception):
+    """The client of a request went away before its answer."""
 
 
 class ServedSystem:
@@ -330,6 +335,11 @@ class Job:
             yield {**head, "choices": [], "usage": self.usage(gens)}
 
 
+def _retrieved(future: asyncio.Future) -> None:
+    with contextlib.suppress(asyncio.CancelledError):
+        future.exception()
+
+
 def _number(body: dict, key: str, *, integer: bool = False):
     value = body.get(key)
     if value is None:
@@ -501,46 +511,46 @@ class Service:
         ]
 
     async def wait(self, entries: list[Entry], request: Request) -> list[Generation]:
-        """The choices' generations; a client that went away takes its choices off the queue."""
+        """The choices' generations; a client that goes away (checked every 0.1 s: a stream sends nothing until its
+        answer is decided) takes its choices off the queue."""
         together = asyncio.gather(*(e.future for e in entries))
+        together.add_done_callback(_retrieved)  # a gathering cancelled when its client went away is read by nobody
         try:
             while True:
                 try:
-                    return await asyncio.wait_for(asyncio.shield(together), timeout=0.25)
+                    return await asyncio.wait_for(asyncio.shield(together), timeout=0.1)
                 except asyncio.TimeoutError:
                     if await request.is_disconnected():
-                        raise asyncio.CancelledError from None
-        except asyncio.CancelledError:
+                        raise ClientGone from None
+        except (asyncio.CancelledError, ClientGone):
             self.batcher.cancel(entries)
             together.cancel()
             raise
 
-    async def stream(self, job: Job, entries: list[Entry]):
+    async def stream(self, job: Job, entries: list[Entry], request: Request):
         """Server-sent events of a streamed answer (its text in one chunk per choice, when decided)."""
-        together = asyncio.gather(*(e.future for e in entries))
+        events = lambda chunks: "".join(f"data: {json.dumps(c)}\n\n" for c in chunks)  # noqa: E731 (one write each)
+        if opening := events(job.chunks(None)):  # chat: each choice's role at once
+            yield opening
         try:
-            for chunk in job.chunks(None):
-                yield f"data: {json.dumps(chunk)}\n\n"
-            try:
-                gens = await together
-            except APIError as e:
-                yield f"data: {json.dumps(e.body())}\n\n"
-            else:
-                for chunk in job.chunks(gens):
-                    yield f"data: {json.dumps(chunk)}\n\n"
-            yield "data: [DONE]\n\n"
-        finally:
-            if not together.done():  # the client went away mid-stream
-                self.batcher.cancel(entries)
-                together.cancel()
+            gens = await self.wait(entries, request)
+        except ClientGone:
+            return
+        except APIError as e:
+            yield events([e.body()]) + "data: [DONE]\n\n"
+        else:
+            yield events(job.chunks(gens)) + "data: [DONE]\n\n"
 
     async def complete(self, request: Request, kind: str):
         job = self.parse(await self.body(request), kind)
         entries = self.entries(job)
         self.batcher.submit(entries)
         if job.stream:
-            return StreamingResponse(self.stream(job, entries), media_type="text/event-stream")
-        return JSONResponse(job.answer(await self.wait(entries, request)))
+            return StreamingResponse(self.stream(job, entries, request), media_type="text/event-stream")
+        try:
+            return JSONResponse(job.answer(await self.wait(entries, request)))
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it (nginx's "client closed request")
 
     def _app(self) -> FastAPI:
         app = FastAPI(title="w2s serve", docs_url=None, redoc_url=None, openapi_url=None)
