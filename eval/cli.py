@@ -153,7 +153,10 @@ def serve(argv: list[str]) -> int:
     parser.add_argument("--max_body", type=int, default=1 << 20, help="request body limit in bytes (default 1 MiB)")
     parser.add_argument("--max_queue", type=int, default=1024, help="choices queued at most; past it: 503")
     parser.add_argument(
-        "--max_wait_ms", type=float, default=5.0, help="how long a batch waits to fill after its oldest request"
+        "--max_wait_ms",
+        type=float,
+        default=20.0,
+        help="how long a batch waits to fill after its oldest request arrived (default 20)",
     )
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args, overrides = parser.parse_known_args(argv)
@@ -278,7 +281,7 @@ def bench(argv: list[str]) -> int:
         parser.add_argument("--batch_size", type=int, help="both sides' batch size (default: the recipe's)")
         parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating which side goes first")
         parser.add_argument("--threads", type=int, default=1, help="torch CPU threads of each side (default 1)")
-        parser.add_argument("--max_wait_ms", type=float, default=5.0, help="the server's --max_wait_ms")
+        parser.add_argument("--max_wait_ms", type=float, default=20.0, help="the server's --max_wait_ms")
         args, overrides = parser.parse_known_args(argv[1:])
         if args.clients < 1 or args.num_prompts < 1 or args.rounds < 1:
             parser.error("--clients, --num_prompts and --rounds must be at least 1")

@@ -184,7 +184,7 @@ class Entry:
 class Batcher:
     """The queue of choices and the one thread that decodes them, batch by batch (see the module docstring)."""
 
-    def __init__(self, max_queue: int = 1024, max_wait: float = 0.005):
+    def __init__(self, max_queue: int = 1024, max_wait: float = 0.02):
         self.max_queue, self.max_wait = max_queue, max_wait
         self.queue: list[Entry] = []
         self.decoding = 0
@@ -335,6 +335,12 @@ class Job:
             yield {**head, "choices": [], "usage": self.usage(gens)}
 
 
+async def _disconnected(request: Request) -> None:
+    """Returns once the client of `request` (its body read) went away."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _retrieved(future: asyncio.Future) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         future.exception()
@@ -391,7 +397,7 @@ class Service:
     """The systems, the batcher and the routes (`app`)."""
 
     def __init__(self, systems: dict[str, ServedSystem], *, api_key: str | None = None, max_body: int = MAX_BODY,
-                 max_queue: int = 1024, max_wait: float = 0.005):  # fmt: skip
+                 max_queue: int = 1024, max_wait: float = 0.02):  # fmt: skip
         self.systems, self._key, self.max_body = systems, api_key, max_body
         self.batcher = Batcher(max_queue, max_wait)
         self.created = int(time.time())
@@ -511,21 +517,22 @@ class Service:
         ]
 
     async def wait(self, entries: list[Entry], request: Request) -> list[Generation]:
-        """The choices' generations; a client that goes away (checked every 0.1 s: a stream sends nothing until its
-        answer is decided) takes its choices off the queue."""
+        """The choices' generations; a client that goes away first (a stream sends nothing until its answer is
+        decided, so this listens for the disconnect) takes its choices off the queue."""
         together = asyncio.gather(*(e.future for e in entries))
         together.add_done_callback(_retrieved)  # a gathering cancelled when its client went away is read by nobody
+        gone = asyncio.ensure_future(_disconnected(request))
         try:
-            while True:
-                try:
-                    return await asyncio.wait_for(asyncio.shield(together), timeout=0.1)
-                except asyncio.TimeoutError:
-                    if await request.is_disconnected():
-                        raise ClientGone from None
+            await asyncio.wait({together, gone}, return_when=asyncio.FIRST_COMPLETED)
+            if not together.done():
+                raise ClientGone
+            return together.result()
         except (asyncio.CancelledError, ClientGone):
             self.batcher.cancel(entries)
             together.cancel()
             raise
+        finally:
+            gone.cancel()
 
     async def stream(self, job: Job, entries: list[Entry], request: Request):
         """Server-sent events of a streamed answer (its text in one chunk per choice, when decided)."""
@@ -608,7 +615,7 @@ def serve(
     api_key: str | None = None,
     max_body: int = MAX_BODY,
     max_queue: int = 1024,
-    max_wait: float = 0.005,
+    max_wait: float = 0.02,
     threads: int | None = None,
 ) -> None:
     """Loads each system, then serves them on `host`:`port` (0: a free port) until interrupted; prints the base URL
@@ -620,6 +627,7 @@ def serve(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
     except OSError as e:
         raise GuideError(f"cannot listen on {host}:{port}: {e.strerror}") from None
     bound = sock.getsockname()[1]
