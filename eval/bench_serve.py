@@ -57,18 +57,22 @@ def start_server(recipe: Path, threads: int, max_wait_ms: float, log) -> tuple[s
     return proc, line.split()[-1]
 
 
-def ask(url: str, model: str, prompt: str) -> str:
+def ask(url: str, model: str, prompt: str) -> tuple[str, float]:
+    """The answer to one chat request, and the seconds its batch took to decode on the server."""
     body = {"model": model, "messages": [{"role": "user", "content": prompt}]}
     request = urllib.request.Request(
         f"{url}/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
     with urllib.request.urlopen(request, timeout=600) as response:
-        return json.loads(response.read())["choices"][0]["message"]["content"]
+        choice = json.loads(response.read())["choices"][0]
+    return choice["message"]["content"], choice["w2s"]["batch_seconds"]
 
 
-def served_round(url: str, model: str, prompts: list[str], clients: int) -> tuple[float, list[float], list[str]]:
-    """Wall seconds, each request's latency and each prompt's answer, `clients` requests in flight at once."""
+def served_round(url: str, model: str, prompts: list[str], clients: int) -> tuple[float, list[float], list[str], float]:
+    """Wall seconds, each request's latency, each prompt's answer and the server's seconds of decoding (its batches'),
+    `clients` requests in flight at once."""
     answers: list[str | None] = [None] * len(prompts)
+    batches: set[float] = set()
     latencies: list[float] = []
     lock, next_index = threading.Lock(), iter(range(len(prompts)))
 
@@ -79,9 +83,10 @@ def served_round(url: str, model: str, prompts: list[str], clients: int) -> tupl
             if i is None:
                 return
             began = time.perf_counter()
-            answers[i] = ask(url, model, prompts[i])
+            answers[i], batch = ask(url, model, prompts[i])
             with lock:
                 latencies.append(time.perf_counter() - began)
+                batches.add(batch)
 
     workers = [threading.Thread(target=client) for _ in range(clients)]
     start = time.perf_counter()
@@ -89,7 +94,7 @@ def served_round(url: str, model: str, prompts: list[str], clients: int) -> tupl
         w.start()
     for w in workers:
         w.join()
-    return time.perf_counter() - start, latencies, answers
+    return time.perf_counter() - start, latencies, answers, sum(batches)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -130,13 +135,14 @@ def run(
                             expected = [g.text for g in guide.generate(prompts, progress=False)]
                             offline.append(time.perf_counter() - start)
                         else:
-                            wall, lat, answers = served_round(url, name, prompts, clients)
+                            wall, lat, answers, decoding = served_round(url, name, prompts, clients)
                             served.append(wall)
                             latencies.append(lat)
                     identical = identical and answers == expected
                     print(
                         f"round {r + 1}: offline {offline[-1]:.2f} s ({len(prompts) / offline[-1]:.1f} answers/s), "
-                        f"served {served[-1]:.2f} s ({len(prompts) / served[-1]:.1f} answers/s)",
+                        f"served {served[-1]:.2f} s ({len(prompts) / served[-1]:.1f} answers/s; its batches decoded in "
+                        f"{decoding:.2f} s)",
                         flush=True,
                     )
             finally:

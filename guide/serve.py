@@ -622,21 +622,25 @@ def serve(
     once it listens. `threads`: torch's CPU threads."""
     if threads:
         torch.set_num_threads(threads)
-    service = Service(load_systems(configs), api_key=api_key, max_body=max_body, max_queue=max_queue, max_wait=max_wait)
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
-        sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
+        sock.bind((host, port))  # before the models load: a port in use is said at once
     except OSError as e:
+        sock.close()
         raise GuideError(f"cannot listen on {host}:{port}: {e.strerror}") from None
-    bound = sock.getsockname()[1]
-    service.batcher.start()
-    shown = f"[{host}]" if ":" in host else host
-    print(f"w2s serve: {', '.join(service.systems)} at http://{shown}:{bound}/v1", flush=True)
-    config = uvicorn.Config(service.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        service = Service(
+            load_systems(configs), api_key=api_key, max_body=max_body, max_queue=max_queue, max_wait=max_wait
+        )
+        sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
+        service.batcher.start()
+        shown = f"[{host}]" if ":" in host else host
+        print(f"w2s serve: {', '.join(service.systems)} at http://{shown}:{sock.getsockname()[1]}/v1", flush=True)
+        config = uvicorn.Config(service.app, log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+        try:
+            uvicorn.Server(config).run(sockets=[sock])
+        finally:
+            service.batcher.stop()
     finally:
-        service.batcher.stop()
         sock.close()

@@ -133,7 +133,8 @@ def dry_run():
         mock.patch.object(w2s.data.cli, "load_recipe", after(w2s.data.cli.load_recipe)),
         mock.patch.object(w2s.data.cli, "binarize_to_disk", stop),
         mock.patch.object(w2s.eval.cli, "load_config", after(w2s.eval.cli.load_config)),
-        *(mock.patch.object(w2s.eval.cli, name, stop) for name in ("run_demo", "bench_guide", "bench_data", "bench_eval")),
+        *(mock.patch.object(w2s.eval.cli, name, stop)
+          for name in ("run_demo", "bench_guide", "bench_data", "bench_eval", "bench_serve", "run_server")),
         *(mock.patch.object(w2s.train.cli, name, stop)
           for name in ("ensure_guide", "guides_table", "bases_table", "ensure_world", "show_samples")),
         mock.patch.object(w2s.train.run, "build_tiny_references", stop),
@@ -173,6 +174,7 @@ def check_command(command: str) -> str | None:
     for placeholder, value in PLACEHOLDERS.items():
         command = command.replace(placeholder, value)
     words = [w for w in shlex.split(command) if not re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", w)]
+    env = dict(w.split("=", 1) for w in shlex.split(command)[: shlex.split(command).index(words[0])])
     name, args = Path(words[0]).name, words[1:]
     for word in args:
         for path in re.findall(r"recipes/[\w./-]+\.yaml", word):
@@ -214,6 +216,7 @@ def check_command(command: str) -> str | None:
     except ImportError as e:
         return f"no such module: {module} ({e})"
     with dry_run():
+        os.environ.update(env)  # a doc's leading `VAR=value`s set the command's environment (dry_run restores it)
         return _call(function, args)
 
 

@@ -16,7 +16,7 @@ SCRIPTS = ["train/sft.py", "train/dpo.py", "train/distill.py", "train/pretrain.p
 SUBCOMMANDS = {
     "world": ["build", "samples", "report"],
     "train": ["sft", "dpo", "distill", "guide"],
-    "bench": ["guide", "data", "eval"],
+    "bench": ["guide", "data", "eval", "serve"],
     "data": ["build", "merge", "binarize"],
 }
 W2S = [[], *([name] for name in COMMANDS), *([name, sub] for name, subs in SUBCOMMANDS.items() for sub in subs)]
