@@ -73,7 +73,10 @@ def test_a_matched_build_pairs_and_counts_as_a_recomputation_from_its_responses(
 
     # brute force over the generated responses: per prompt, the widest sentiment gap between two responses with
     # as many malformed sentences (the first best, then the first worst, on ties)
-    prompts = {p["id"]: p for p in read_jsonl(next(p for p in (tmp_path / "work").glob("prompts-*") if p.is_dir()) / "prompts.jsonl")}
+    prompts = {
+        p["id"]: p
+        for p in read_jsonl(next(p for p in (tmp_path / "work").glob("prompts-*") if p.is_dir()) / "prompts.jsonl")
+    }
     expected, lost, removed, unmatched_gaps = {}, 0, 0, []
     for shard in sorted((tmp_path / "work").glob("gen-*/*.jsonl")):
         for row in read_jsonl(shard):
