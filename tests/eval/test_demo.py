@@ -29,9 +29,17 @@ def test_demo_reproduces_the_direction_of_weak_to_strong_search(tmp_path):
     assert (run / "cbs-train" / "cbs-train.json").is_file()  # CBS over training prompts, distilled into:
     for guide in ("guide", "guide_sentiment", "guide_topic", "cbs-distilled"):
         assert (run / guide / "model.safetensors").is_file()
-    # the three data sets judged one set of samples: one generation folder, three judge folders
+    # the three data sets judged one set of samples: one generation folder, a judge folder per rule (gold, sentiment,
+    # topic, and the experts' control, malformed, judged once for both)
     work = run / "data-work"
-    assert len(list(work.glob("gen-*"))) == 1 and len(list(work.glob("judge-*"))) == 3
+    judges = sorted(p.name.rsplit("-", 1)[0] for p in work.glob("judge-*") if p.is_dir())
+    assert len(list(work.glob("gen-*"))) == 1
+    assert judges == ["judge-gold", "judge-malformed", "judge-sentiment", "judge-topic"]
+    for expert in ("data-sentiment", "data-topic"):  # matched pairs: as many malformed sentences on both sides
+        assert (
+            json.loads((run / expert / "card.json").read_text())["controls"]["malformed"]["mean_chosen_minus_rejected"]
+            == 0
+        )
     threshold = json.loads((run / "wsd" / "calibration.json").read_text())["threshold"]
     systems = {s["name"]: s["guide"] for s in yaml.safe_load((run / "eval.yaml").read_text())["systems"]}
     assert systems["wsd"]["threshold"] == threshold  # WSD runs at the calibrated threshold
