@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import statistics
 import tempfile
 import time
@@ -30,7 +29,7 @@ from w2s.guide.pair import GuidePair
 from w2s.guide.run import Guide
 from w2s.guide.scoring import response_logprobs
 from w2s.guide.search import ChunkBeamSearch, Sampling
-from w2s.guide.served import ServedEngine, connect
+from w2s.guide.served import ServedEngine, Server, connect, probe
 from w2s.guide.state import track_states
 from w2s.guide.stopping import StopRule
 from w2s.guide.streams import SamplingParams
@@ -229,8 +228,10 @@ def served_run(
             log = Path(stack.enter_context(tempfile.TemporaryDirectory())) / "vllm.log"
             print(f"starting a vLLM server for {folder} (its log: {log})", flush=True)
             url = stack.enter_context(launch(Path(vllm_python), Path(resolve_model_path(folder)), model, log))
-            stack.enter_context(_environ(base_url_env, url))
-        return _served_comparison(n, num_prompts, repeats, connect(base_url_env, "W2S_STRONG_API_KEY", model), folder)
+            server = probe(Server(url, model))
+        else:
+            server = connect(base_url_env, "W2S_STRONG_API_KEY", model)
+        return _served_comparison(n, num_prompts, repeats, server, folder)
 
 
 def _served_comparison(n: int, num_prompts: int, repeats: int, server, folder: str) -> list[tuple[str, float]]:
@@ -275,19 +276,6 @@ def _served_comparison(n: int, num_prompts: int, repeats: int, server, folder: s
         rows.append((label, value))
         print(f"  {label:<64} {value:8.2f}x", flush=True)
     return rows
-
-
-@contextlib.contextmanager
-def _environ(name: str, value: str):
-    old = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
 
 
 def main(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ from w2s.guide.types import Row
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServedEngine", "ServedRows", "Server", "ServerError", "check_backend", "connect", "served_engine"]
+__all__ = ["ServedEngine", "ServedRows", "Server", "ServerError", "check_backend", "connect", "probe", "served_engine"]
 
 SEED_BITS = 62  # a request's seed, below vLLM's int64 bound with room for its `seed + i` of n > 1
 
@@ -117,20 +117,27 @@ def _server_message(error: urllib.error.HTTPError) -> str:
 
 def connect(base_url_env: str, api_key_env: str, model: str, concurrency: int = 32) -> Server:
     """The server the environment names (its base URL in `base_url_env`, else OPENAI_BASE_URL; its key in
-    `api_key_env`, else OPENAI_API_KEY), probed once: it must serve `model`, take token-id prompts and
-    return token ids and `prompt_logprobs` (vLLM's `/v1/completions` does). Each failure is one line."""
+    `api_key_env`, else OPENAI_API_KEY), probed once (`probe`). Each failure is one line."""
     base = os.environ.get(base_url_env) or os.environ.get("OPENAI_BASE_URL")
     if not base:
         raise GuideError(
             f"strong_backend openai: set {base_url_env} (or OPENAI_BASE_URL) to the server's base URL, "
             "e.g. http://127.0.0.1:8000/v1"
         )
-    server = Server(base, model, os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY"), concurrency)
+    key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY")
+    return probe(Server(base, model, key, concurrency), f"start it, or set {base_url_env}")
+
+
+def probe(server: Server, unreachable: str = "start it") -> Server:
+    """`server` probed once: it must serve its model, take token-id prompts and return token ids and
+    `prompt_logprobs` (vLLM's `/v1/completions` does); returned with the model's context length. Each failure
+    is one line (`unreachable` says what to do when nothing answers)."""
+    base, model = server.base_url, server.model
     try:
         listed = dataclasses.replace(server, retries=0, timeout=30.0).request("/models").get("data") or []
     except ServerError as e:
         raise GuideError(
-            f"strong_backend openai: cannot reach the server at {base} ({e.detail}): start it, or set {base_url_env}"
+            f"strong_backend openai: cannot reach the server at {base} ({e.detail}): {unreachable}"
         ) from None
     served = {str(m.get("id")): m for m in listed if isinstance(m, dict)}
     if model not in served:
