@@ -16,7 +16,6 @@ import argparse
 import json
 import logging
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -34,6 +33,7 @@ from w2s.data.world import world_prompts
 from w2s.guide.commands import UserError
 from w2s.guide.config import GuideConfig
 from w2s.guide.run import Guide
+from w2s.guide.vllm import stop_group
 
 logger = logging.getLogger(__name__)
 
@@ -146,8 +146,7 @@ def run(
                         flush=True,
                     )
             finally:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(30)
+                stop_group(proc)
     best = min(range(len(served)), key=served.__getitem__)
     lat = latencies[best]
     figures = {

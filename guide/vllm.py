@@ -1,5 +1,6 @@
 """A vLLM server on this machine, for benchmarks and tests: `launch(...)` serves a model folder on loopback
-from a Python that has vLLM (its own environment: `make vllm` builds `.venv-vllm`) and stops it on exit.
+from a Python that has vLLM (its own environment: `make vllm` builds `.venv-vllm`) and stops it on exit
+(`stop_group`, which stops `w2s serve`'s process in its benchmark and tests too).
 
 Production serves the strong model with `vllm serve` on its own GPUs (docs/scale.md); this is the small
 server the served engine (guide/served.py) is measured and tested against.
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from w2s.guide.commands import GuideError
 
-__all__ = ["free_port", "launch", "server_command"]
+__all__ = ["free_port", "launch", "server_command", "stop_group"]
 
 
 def free_port() -> int:
@@ -80,13 +81,20 @@ def launch(
             time.sleep(1)
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 30.0) -> None:
+    """Stops a server started in its own session (`start_new_session=True`) with every process it started:
+    SIGTERM to its group, SIGKILL after `grace` seconds."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
 
 
 def _tail(log: Path, chars: int = 3000) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from w2s.guide.cli import generate
+from w2s.guide.vllm import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 120.0  # seconds to load the systems and listen (about 8 s for the tiny eval recipe's 14 on 2 cores)
@@ -52,13 +52,7 @@ def w2s_serve(args: list[str], log: Path, env: dict | None = None) -> Iterator[s
                 time.sleep(0.1)
         yield url
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_group(proc, grace=15)
         proc.stdout.close()
 
 
