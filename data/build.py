@@ -402,19 +402,18 @@ def _merge(p: Plan) -> Path:
         "degenerate": n_degenerate,
         "kept": kept_responses,
     }
+    matching = {  # what the controls removed (matched pairing only)
+        "prompts without a pair alike on the controls": unmatched_prompts,
+        "pairs the controls removed": unmatched_pairs,
+    }
     counts["pairs"] = {
-        "prompts without a pair (ties or < 2 responses)": n_unpaired,
+        "prompts without a pair (ties or < 2 responses)": n_unpaired - unmatched_prompts,
+        **(matching if matched is not None else {}),
         "paired": n_paired_before,
         "margin": n_margin,
         "length ratio": n_length,
         "kept": len(pair_rows),
     }
-    if matched is not None:
-        counts["pairs"] = {
-            "prompts without a pair (ties or < 2 responses)": n_unpaired - unmatched_prompts,
-            "prompts without a pair alike on the controls": unmatched_prompts,
-            "pairs the controls removed": unmatched_pairs,
-        } | {k: v for k, v in counts["pairs"].items() if not k.startswith("prompts without")}
     if not pair_rows:
         raise NoPairsError(f"{p.out}: no pair survived pairing and filters ({counts}); see the recipe's filters")
     judge_info = {j.name: {"agreement_rate": agreement_rate(extras[j.name])} for j in r.judges if j.kind == "pairwise"}
