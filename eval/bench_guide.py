@@ -32,7 +32,7 @@ from w2s.guide.search import ChunkBeamSearch, Sampling
 from w2s.guide.served import ServedEngine, Server, connect, probe
 from w2s.guide.state import track_states
 from w2s.guide.stopping import StopRule
-from w2s.guide.streams import SamplingParams
+from w2s.guide.streams import Sampler, SamplingParams
 from w2s.guide.vllm import launch
 
 logger = logging.getLogger(__name__)
@@ -109,7 +109,35 @@ def run(lengths=(256, 1024), num_prompts: int = 8, repeats: int = 1, device: str
     print("\nmemory", flush=True)
     memory_report(strong, tokenizer, pair, prompts, lengths[0], report)
     report("adapter pair / two model copies (parameter bytes)", adapter_memory_ratio(tuned))
+    print("\nsampling", flush=True)
+    sampling_report(report)
     return rows
+
+
+def sampling_report(report, rows: int = 16, vocab: int = 151_936, repeats: int = 20) -> None:
+    """One sampling step of w2s's keyed Gumbel-max sampler against `torch.multinomial` over the softmax of the
+    same warped logits, at Qwen2.5's vocabulary, alternated, best of `repeats` each."""
+    torch.manual_seed(0)
+    logits = torch.randn(rows, vocab) * 3
+    keys = [(i, 0, 7) for i in range(rows)]
+    sides = {}
+    for top_k in (0, 50):
+        sampler = Sampler(SamplingParams(1.0, top_k, 1.0, seed=0))
+        sides[f"w2s top_k {top_k}"] = lambda sampler=sampler: sampler(logits, keys)
+        sides[f"multinomial top_k {top_k}"] = lambda sampler=sampler: torch.multinomial(sampler.warp(logits).exp(), 1)
+    best = dict.fromkeys(sides, float("inf"))
+    for round_ in range(repeats + 1):  # the first round warms up
+        for label in sides if round_ % 2 else reversed(list(sides)):
+            start = time.perf_counter()
+            sides[label]()
+            if round_:
+                best[label] = min(best[label], time.perf_counter() - start)
+    print("  ms per step: " + ", ".join(f"{label} {t * 1e3:.1f}" for label, t in best.items()))
+    for top_k in (0, 50):
+        report(
+            f"keyed Gumbel-max / torch.multinomial, {rows} x {vocab:,}, top_k {top_k}",
+            best[f"w2s top_k {top_k}"] / best[f"multinomial top_k {top_k}"],
+        )
 
 
 def memory_report(strong, tokenizer, pair: GuidePair, prompts: list[str], n: int, report) -> None:

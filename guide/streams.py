@@ -90,17 +90,38 @@ def _shift(x: torch.Tensor, bits: int) -> torch.Tensor:
     return (x >> bits) & ((1 << (64 - bits)) - 1)
 
 
-def gumbel_noise(keys: torch.Tensor, vocab: int) -> torch.Tensor:
-    """(rows, vocab) standard Gumbel noise, entry (i, v) a pure function of `keys[i]` and v: splitmix64 of
-    the pair in int64 arithmetic (wrapping), its top 53 bits a uniform number u in (0, 1), -log(-log u)."""
-    ids = torch.arange(vocab, dtype=torch.int64, device=keys.device)
-    x = keys[:, None] ^ (ids[None, :] * _signed(0x9E3779B97F4A7C15))
-    x = x + _signed(0x9E3779B97F4A7C15)
-    x = (x ^ _shift(x, 30)) * _signed(0xBF58476D1CE4E5B9)
-    x = (x ^ _shift(x, 27)) * _signed(0x94D049BB133111EB)
-    x = x ^ _shift(x, 31)
-    u = (_shift(x, 11).double() + 0.5) * 2.0**-53
-    return -torch.log(-torch.log(u))
+def gumbel_noise(keys: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise at token `ids` ((vocab,) for every row, or (rows, k) per row), entry (i, v) a pure
+    function of `keys[i]` and v: splitmix64 of the pair in int64 arithmetic (wrapping), its top 53 bits a
+    uniform number u in (0, 1), -log(-log u). Computed in place: five int64 passes and two float64 logs."""
+    x = ids * _signed(0x9E3779B97F4A7C15)
+    x = x.bitwise_xor(keys[:, None]) if x.dim() == 2 else x[None, :].bitwise_xor(keys[:, None])
+    x.add_(_signed(0x9E3779B97F4A7C15))
+    x.bitwise_xor_(_shift(x, 30)).mul_(_signed(0xBF58476D1CE4E5B9))
+    x.bitwise_xor_(_shift(x, 27)).mul_(_signed(0x94D049BB133111EB))
+    x.bitwise_xor_(_shift(x, 31))
+    u = _shift(x, 11).double().add_(0.5).mul_(2.0**-53)
+    return u.log_().neg_().log_().neg_()
+
+
+# vocabulary slice the noise is drawn over at a time: its int64 and float64 passes stay in the CPU's cache
+# (2.8x faster than one pass over 16 rows x 151,936 tokens; the same numbers)
+NOISE_CHUNK = 16384
+
+
+def gumbel_argmax(logp: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """argmax over the vocabulary of `logp` (rows, vocab) + keyed Gumbel noise, in float64, a vocabulary slice
+    at a time (the first index wins a tie, as one argmax over the whole row would)."""
+    rows, vocab = logp.shape
+    best = torch.full((rows,), float("-inf"), dtype=torch.float64, device=logp.device)
+    token = torch.zeros(rows, dtype=torch.int64, device=logp.device)
+    for start in range(0, vocab, NOISE_CHUNK):
+        ids = torch.arange(start, min(vocab, start + NOISE_CHUNK), dtype=torch.int64, device=logp.device)
+        value, index = (gumbel_noise(keys, ids).add_(logp[:, start : start + len(ids)])).max(-1)
+        better = value > best  # strictly: an earlier slice keeps a tie
+        best = torch.where(better, value, best)
+        token = torch.where(better, index + start, token)
+    return token
 
 
 class Sampler:
@@ -136,6 +157,12 @@ class Sampler:
         if self.params.temperature == 0:
             return logits.argmax(-1)
         logp = self.warp(logits)
-        rows = [_signed(stream_key(self.params.seed, *k)) for k in keys]
-        noise = gumbel_noise(torch.tensor(rows, dtype=torch.int64, device=logp.device), logp.shape[-1])
-        return (logp.double() + noise).argmax(-1)
+        rows = torch.tensor([_signed(stream_key(self.params.seed, *k)) for k in keys], device=logp.device)
+        top_k = self.params.top_k
+        if 0 < top_k < logp.shape[-1] and bool((torch.isfinite(logp).sum(-1) <= top_k).all()):
+            # only the top-k candidates can be drawn: noise at those ids alone (the same numbers as over the
+            # whole row, so the same draws); in index order, so that a tie goes to the first index as before
+            ids = logp.topk(top_k, dim=-1).indices.sort(dim=-1).values
+            scores = gumbel_noise(rows, ids).add_(logp.gather(-1, ids))
+            return ids.gather(-1, scores.argmax(-1, keepdim=True)).squeeze(-1)
+        return gumbel_argmax(logp, rows)

@@ -68,3 +68,25 @@ def test_a_prompt_keys_its_stream_by_its_content_as_text_or_messages():
     assert keys[0] == item_keys(["a"])[0]  # one user message is the same prompt as its text
     assert len(set(keys)) == 3  # the earlier turns count; the repeated "a" is another item
     assert item_keys([conversation]) == [keys[1]]
+
+
+@pytest.mark.parametrize("vocab", [1000, 40_000])  # one noise slice, and several (NOISE_CHUNK = 16,384)
+@pytest.mark.parametrize("top_k, top_p", [(0, 1.0), (1, 1.0), (7, 1.0), (50, 0.9), (0, 0.8)])
+def test_a_draw_is_the_argmax_of_the_warped_logits_plus_the_whole_rows_noise(vocab, top_k, top_p):
+    """However the sampler draws (noise a vocabulary slice at a time, or only at the top-k candidates), its
+    token is the brute-force argmax of log-probability + the keyed noise of every token of the row."""
+    from w2s.guide.streams import _signed, gumbel_noise, stream_key
+
+    torch.manual_seed(vocab + top_k)
+    logits = torch.randn(6, vocab) * 4
+    logits[5, :20] = logits[5].max() + 1  # twenty tokens tied at the top: top-k keeps them all (no gather)
+    sampler = Sampler(SamplingParams(temperature=0.8, top_k=top_k, top_p=top_p, seed=11))
+    keys = [(123 + i, i % 2, 40 + i) for i in range(6)]
+    drawn = sampler(logits, keys)
+    rows = torch.tensor([_signed(stream_key(11, *k)) for k in keys])
+    ids = torch.arange(vocab)
+    whole = torch.stack([gumbel_noise(rows[i : i + 1], ids)[0] for i in range(6)])  # row by row, one pass
+    expected = (sampler.warp(logits).double() + whole).argmax(-1)
+    assert drawn.tolist() == expected.tolist()
+    if top_k:
+        assert all(torch.isfinite(sampler.warp(logits)[i, t]) for i, t in enumerate(drawn.tolist()))
