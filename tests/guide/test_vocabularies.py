@@ -21,9 +21,11 @@ from w2s.eval.vocabularies import (
     LLAMA3_SPECIAL_TOKENS,
     cl100k_file,
     eos_ids,
+    gpt2_config,
     random_model,
     read_ranks,
     save_model,
+    shape_model,
 )
 from w2s.guide.commands import GuideError
 from w2s.guide.config import GuideConfig
@@ -137,6 +139,21 @@ def test_llama3_style_special_tokens_template_and_end_tokens(vocabularies, vocab
     assert model.generation_config.eos_token_id == eos_ids(tok)
     assert StopRule.for_model(model, loaded, 8).eos_ids == set(eos_ids(tok))
     assert render_prompts(loaded, [PROMPT])[1][0] == ids  # w2s renders the prompt as the template does
+
+
+def test_gpt2_shapes_are_the_released_sizes(vocabularies):
+    """GPT-2 small has 124,439,808 parameters (as published): embeddings 50257x768 + 1024x768, the final norm, and
+    12 blocks of 7,087,872 (two norms, attention 768x2304 + 768x768, MLP 768x3072 + 3072x768, with biases)."""
+    assert [(c.n_layer, c.n_embd, c.n_head, c.n_positions) for c in map(gpt2_config, ("gpt2", "gpt2-large"))] == [
+        (12, 768, 12, 1024),
+        (36, 1280, 20, 1024),
+    ]
+    block = 2 * 2 * 768 + (768 * 2304 + 2304) + (768 * 768 + 768) + (768 * 3072 + 3072) + (3072 * 768 + 768)
+    assert block == 7_087_872
+    sizes = [sum(p.numel() for p in shape_model("gpt2", vocabularies["gpt2"], layers=n).parameters()) for n in (1, 2)]
+    assert sizes[1] - sizes[0] == block and sizes[0] + 11 * block == 124_439_808
+    model = shape_model("gpt2", vocabularies["llama3"], layers=1)  # the same shape at another vocabulary
+    assert model.config.vocab_size == 100512 and model.generation_config.eos_token_id == eos_ids(vocabularies["llama3"])
 
 
 # -- the one score
