@@ -14,7 +14,7 @@ A decoder never touches a model's state (guide/state.py): it opens `Rows` and dr
   and return the model's log-probabilities of its tokens: how a base checks a pilot's draft.
 * `Rows.hand_over(keep)`: keep the first `keep[i]` read tokens of row i, roll back the rest and let the model
   continue from there (`sample`); the other rows stop.
-* `Rows.text(row)`: a row's response text.
+* `Rows.text(row)`: a row's response text (a growing row's without a character it has not finished).
 * `Engine.lockstep(prompts, items, followers)` and `Rows.sample(steps, combine=...)`: step several models
   over the same rows and sample from a combination of their next-token logits. This is the only
   operation that needs the full next-token distribution at every step (logit arithmetic: EFT, fusion);
@@ -46,17 +46,26 @@ from w2s.guide.stopping import StopReason, StopRule
 from w2s.guide.streams import Prompt, Sampler, SamplingParams, item_keys
 from w2s.guide.types import Row
 
+REPLACEMENT = "\ufffd"  # what a tokenizer decodes an incomplete UTF-8 sequence to
+
 __all__ = ["Engine", "Follower", "Reading", "RowSet", "Rows", "encode_prompts", "row_text", "stable_tokens"]
 
 
 def row_text(tokenizer: PreTrainedTokenizerBase, stop: StopRule, row: Row) -> str:
     """A row's response text: its tokens decoded (cut at a stop string; without prompt characters a
-    re-tokenised first token carried)."""
+    re-tokenised first token carried).
+
+    A row still growing may end in the first bytes of a character whose last bytes its next tokens bring
+    (byte-level BPE splits an emoji or a CJK character into several tokens): they decode to U+FFFD, so its
+    text holds back trailing U+FFFD until the row grows past them (as vLLM's detokenizer does). Guides score
+    a growing row's text and WSD's base reads a growing draft: neither sees half a character. A row that
+    stopped is decoded whole, a character cut by the token limit included."""
     if row.finished and stop.stop_strings and row.text:
         text = row.text
     else:
         text = tokenizer.decode(row.ids, skip_special_tokens=True)
-    return text.removeprefix(row.cut) if row.cut else text
+    text = text.removeprefix(row.cut) if row.cut else text
+    return text if row.done else text.rstrip(REPLACEMENT)
 
 
 def encode_prompts(
