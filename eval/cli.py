@@ -25,6 +25,7 @@ bench_data = lazy("w2s.eval.bench_data:main")
 bench_eval = lazy("w2s.eval.bench_scale:main")
 bench_serve = lazy("w2s.eval.bench_serve:main")
 run_server = lazy("w2s.guide.serve:serve")
+SHAPE_NAMES = ("paper-sentiment", "llama-100k")  # eval/bench_shapes.py SHAPES (named here without torch)
 
 DEMO_DESCRIPTION = (
     "The main job on the tiny world: data (judged three ways) -> DPO of a guide and two experts -> WSD's "
@@ -221,7 +222,23 @@ def bench(argv: list[str]) -> int:
             help="start a vLLM server on 127.0.0.1 from this Python for the run instead (make vllm builds "
             ".venv-vllm/bin/python)",
         )  # fmt: skip
+        shapes = parser.add_argument_group(
+            "real shapes",
+            "--shapes: named model shapes with real tokenizers and random weights (eval/bench_shapes.py): CBS(4,4,5) "
+            "/ plain sampling of the same rows beside the compute floor, and plain sampling against transformers' "
+            "generate, at each of --lengths (default 64 256), warmed up and alternated",
+        )
+        shapes.add_argument(
+            "--shapes", nargs="+", metavar="SHAPE", choices=SHAPE_NAMES,
+            help=f"the shapes to run: {', '.join(SHAPE_NAMES)}",
+        )  # fmt: skip
+        shapes.add_argument("--rounds", type=int, default=2, help="alternated rounds per length (best of them)")
+        shapes.add_argument(
+            "--profile", action="store_true", help="also where one CBS decode's time goes, at the first length"
+        )
         args = parser.parse_args(argv[1:])
+        if args.shapes and args.lengths == [256, 1024]:
+            args.lengths = [64, 256]  # the default for --shapes
         if args.strong_backend == "openai" and args.lengths == [256, 1024]:
             args.lengths = [64]  # the default for a served run: the tiny strong base's context is 128 tokens
         return bench_guide(args)

@@ -104,8 +104,8 @@ def gumbel_noise(keys: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     return u.log_().neg_().log_().neg_()
 
 
-# vocabulary slice the noise is drawn over at a time: its int64 and float64 passes stay in the CPU's cache
-# (2.8x faster than one pass over 16 rows x 151,936 tokens; the same numbers)
+# vocabulary slice the noise is drawn over at a time, per torch thread: its int64 and float64 passes stay in
+# the CPU's cache (on one thread 2.8x faster than one pass over 16 rows x 151,936 tokens; the same numbers)
 NOISE_CHUNK = 16384
 
 
@@ -115,8 +115,9 @@ def gumbel_argmax(logp: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     rows, vocab = logp.shape
     best = torch.full((rows,), float("-inf"), dtype=torch.float64, device=logp.device)
     token = torch.zeros(rows, dtype=torch.int64, device=logp.device)
-    for start in range(0, vocab, NOISE_CHUNK):
-        ids = torch.arange(start, min(vocab, start + NOISE_CHUNK), dtype=torch.int64, device=logp.device)
+    chunk = NOISE_CHUNK * torch.get_num_threads()
+    for start in range(0, vocab, chunk):
+        ids = torch.arange(start, min(vocab, start + chunk), dtype=torch.int64, device=logp.device)
         value, index = (gumbel_noise(keys, ids).add_(logp[:, start : start + len(ids)])).max(-1)
         better = value > best  # strictly: an earlier slice keeps a tie
         best = torch.where(better, value, best)
