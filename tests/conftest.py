@@ -64,7 +64,8 @@ def vllm_server(world_paths, tmp_path_factory):
 
 @pytest.fixture
 def one_thread():
-    """Torch on one thread for the test: tiny models run many times faster so on two busy cores."""
+    """Torch on one thread for the test: tiny models run many times faster so on two busy cores (1000 samples of
+    a tiny world model took 1.3 s on one thread, 9.7 s on two)."""
     import torch
 
     threads = torch.get_num_threads()

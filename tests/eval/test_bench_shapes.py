@@ -8,6 +8,7 @@ import re
 import pytest
 
 from w2s.eval.bench_shapes import GPT2, GPT2_LARGE, LLAMA_1B, SHAPES, Model, compare_shape, profile_cbs
+from w2s.eval.bench_shapes import llama as llama_config
 from w2s.eval.cli import SHAPE_NAMES
 from w2s.eval.vocabularies import gpt2_tokenizer, llama3_tokenizer
 from w2s.guide.pair import GuidePair
@@ -18,7 +19,7 @@ def test_the_shapes_are_the_released_sizes_and_the_command_line_names_them_all()
     # parameter counts of the released checkpoints (tied embeddings counted once)
     assert GPT2.build(gpt2, 0, device="meta").num_parameters() == 124_439_808
     assert GPT2_LARGE.build(gpt2, 0, device="meta").num_parameters() == 774_030_080
-    llama = Model("llama", "Llama 3.2 1B", dict(num_hidden_layers=16, **LLAMA_1B))
+    llama = Model("Llama 3.2 1B", llama_config(num_hidden_layers=16, **LLAMA_1B))
     sized = _Sized(128_256)
     assert llama.build(sized, 0, device="meta").num_parameters() == 1_235_814_400
     assert tuple(SHAPES) == SHAPE_NAMES
@@ -44,10 +45,10 @@ def test_each_part_of_the_shapes_run_prints_its_figures_at_a_reduced_size(shape,
 
     set_prompt_format(tokenizer, s.prompt_format)
     tokenizer.padding_side, tokenizer.pad_token = "left", tokenizer.eos_token
-    small = {"gpt2": dict(n_layer=1, n_embd=32, n_head=2), "llama": dict(num_hidden_layers=1, hidden_size=32,
-             intermediate_size=64, num_attention_heads=2, num_key_value_heads=1)}  # fmt: skip
-    strong = s.strong.build(tokenizer, 0, **small[s.strong.family])
-    pair = GuidePair(*(s.guide.build(tokenizer, seed, **small[s.guide.family]) for seed in (1, 2)), tokenizer)
+    small = {"gpt2": dict(n_layer=1, n_embd=32, n_head=2), "llama3": dict(num_hidden_layers=1, hidden_size=32,
+             intermediate_size=64, num_attention_heads=2, num_key_value_heads=1)}[s.tokenizer]  # fmt: skip
+    strong = s.strong.build(tokenizer, 0, **small)
+    pair = GuidePair(*(s.guide.build(tokenizer, seed, **small) for seed in (1, 2)), tokenizer)
     rows = []
     compare_shape(shape, 6, strong, tokenizer, pair, ["The movie was", "I think"], 1, 1.5, lambda *r: rows.append(r))
     assert [label for label, _ in rows] == [

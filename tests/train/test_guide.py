@@ -54,15 +54,6 @@ def test_guide_prefers_gold_on_held_out_pairs(kind, held_out_pairs):
     assert dpo_loss(margins, dpo_beta(kind)) < math.log(2)
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models sample fastest on one thread: 1000 samples took 1.3 s on one, 9.7 s on two busy cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 @pytest.mark.trained
 @pytest.mark.parametrize("kind", ["sft_dpo", "dpo"])
