@@ -21,6 +21,7 @@ from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from w2s.data.world import world_prompts
 from w2s.data.world.tokenizers import world_tokenizer_path
+from w2s.eval.bench_shapes import run_shapes
 from w2s.guide.draft import DraftSwitch
 from w2s.guide.engine import Engine
 from w2s.guide.fusion import DynamicFusion, ProxyTuning
@@ -321,7 +322,6 @@ def main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     if args.shapes:
-        from w2s.eval.bench_shapes import run_shapes
 
         def report(label: str, value: float):
             print(f"  {label:<72} {value:8.2f}x", flush=True)
