@@ -16,6 +16,7 @@ the leaderboard, the seed papers' findings checked on this replica, the plots an
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -107,33 +108,65 @@ def _run(cmd: list[str], stage: str, log: Path) -> None:
 
 
 def _world() -> str:
-    """What a finished stage's marker holds: the world its models belong to."""
+    """What every marker of a finished stage starts with: the world its models belong to."""
     return f"tiny world version {WORLD_VERSION}, seed {world_seed()}\n"
 
 
-def _of_this_world(folder: Path, marker: Path) -> bool:
-    """Whether `marker` says `folder` holds work of the current world (its version and seed); a folder without
-    that mark (left by another world, by a release before marks, or unfinished) is removed."""
-    if marker.exists() and marker.read_text() == _world():
+def _inputs(run_dir: Path, values, own: Path | None = None) -> str:
+    """A fingerprint of what a stage is made from: its arguments (the run folder written as `<run>`, so a moved
+    folder still resumes), the text of the recipe files it reads, and the markers of the earlier stages whose
+    folders it names (a stage redone redoes what was made from it); `own`, the stage's own folder, is skipped."""
+    digest = hashlib.sha256()
+    pending = [values]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending += [*value.keys(), *value.values()]
+        elif isinstance(value, list | tuple):
+            pending += list(value)
+        elif value != sys.executable:
+            text = str(value)
+            digest.update(text.replace(str(run_dir), "<run>").encode() + b"\0")
+            path = Path(text)
+            if path.suffix == ".yaml" and path.is_file():
+                digest.update(path.read_bytes())
+            if path.is_relative_to(run_dir) and path != run_dir:
+                upstream = run_dir / path.relative_to(run_dir).parts[0]
+                if upstream == own:
+                    continue
+                upstream /= MARKER
+                digest.update(upstream.read_bytes() if upstream.is_file() else b"")
+    return f"{_world()}inputs {digest.hexdigest()[:16]}\n"
+
+
+def _current(folder: Path, marker: Path, mark: str) -> bool:
+    """Whether `marker` says `folder` was made in this world from the same inputs (`mark`); a folder without that
+    mark (left by another world, made with other flags or models, by a release before marks, or unfinished) is
+    removed."""
+    if marker.exists() and marker.read_text() == mark:
         return True
     if folder.exists():
         shutil.rmtree(folder)
     return False
 
 
-def _stage(run_dir: Path, name: str, what: str, work) -> Path:
-    """Runs `work(out_dir)` unless the stage finished before in this world (its marker names the world's version
-    and seed: a run folder left by another world is redone, not reused); one console line for it."""
+MARKER = ".w2s-stage-done"
+
+
+def _stage(run_dir: Path, name: str, what: str, command, log: str) -> Path:
+    """Runs the stage's `command(out_dir)` (its output in logs/`log`.log) unless it finished before in this world
+    from the same inputs; one console line for it."""
     out = run_dir / name
-    marker = out / ".w2s-stage-done"
-    if _of_this_world(out, marker):
+    cmd = command(out)
+    mark = _inputs(run_dir, cmd, own=out)
+    if _current(out, out / MARKER, mark):
         _say(f"{name:<16} {what}: done before, reusing {out}")
         return out
     out.mkdir(parents=True)
     _say(f"{name:<16} {what} ...", end="")
     start = time.perf_counter()
-    work(out)
-    marker.write_text(_world())
+    _run(cmd, log, run_dir / "logs" / f"{log}.log")
+    (out / MARKER).write_text(mark)
     _say(f" done in {time.perf_counter() - start:.0f} s")
     return out
 
@@ -271,45 +304,49 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
         work = run_dir / "data-work"  # one set of samples, judged three ways
         data = {}
         for name, rule, what in DATA_SETS:
-            data[name] = _stage(run_dir, name, f"{what} from {size.num_prompts} prompts", lambda out, rule=rule: _run(
+            data[name] = _stage(run_dir, name, f"{what} from {size.num_prompts} prompts", lambda out, rule=rule:
                 [*w2s, "data", "build", "--config", RECIPES / "tiny" / "data.yaml", "--output_dir", out,
-                 "--num_prompts", size.num_prompts, "--work_dir", work,
-                 *data_flags(rule)], "data", logs / "data.log"))  # fmt: skip
+                 "--num_prompts", size.num_prompts, "--work_dir", work, *data_flags(rule)], "data")  # fmt: skip
         models = {}
         for name, data_set, what in GUIDES:
-            models[f"tiny:{name}"] = _stage(run_dir, name, what, lambda out, name=name, data_set=data_set: _run(
+            models[f"tiny:{name}"] = _stage(run_dir, name, what, lambda out, name=name, data_set=data_set:
                 [*launch, "train/dpo.py", "--config", RECIPES / "tiny" / "dpo.yaml", "--dataset_name",
                  data[data_set] / "pairs", "--model_name_or_path", paths["weak"], "--output_dir", out,
                  *(DPO_FLAGS if name == "guide" else EXPERT_DPO_FLAGS),
-                 *seed_flags(RECIPES / "tiny" / "dpo.yaml")], "dpo", logs / "dpo.log"))  # fmt: skip
+                 *seed_flags(RECIPES / "tiny" / "dpo.yaml")], "dpo")  # fmt: skip
         models["tiny:weak"] = paths["weak"]
-        calibration = _stage(run_dir, "wsd", "WSD's threshold calibrated on held-out prompts", lambda out: _run(
+        calibration = _stage(run_dir, "wsd", "WSD's threshold calibrated on held-out prompts", lambda out:
             [*w2s, "calibrate", "--config", RECIPES / "tiny" / "guide.yaml", "--decoder", "wsd", "--pilot",
              models["tiny:guide"], "--prompts", "tiny:train", "--num_prompts", size.calibration_prompts,
-             "--json", out / "calibration.json"], "calibrate", logs / "calibrate.log"))  # fmt: skip
+             "--json", out / "calibration.json"], "calibrate")  # fmt: skip
         threshold = json.loads((calibration / "calibration.json").read_text())["threshold"]
-        searched = _stage(run_dir, "cbs-train", f"CBS over {size.distill_prompts} training prompts", lambda out: _run(
+        searched = _stage(run_dir, "cbs-train", f"CBS over {size.distill_prompts} training prompts", lambda out:
             [*w2s, "generate", "--config", RECIPES / "tiny" / "guide.yaml", "--tuned", models["tiny:guide"],
              "--untuned", paths["weak"], "--prompts", "tiny:train", "--num_prompts", size.distill_prompts,
-             "--output", out / "cbs-train.json"], "distill", logs / "distill.log"))  # fmt: skip
+             "--output", out / "cbs-train.json"], "distill")  # fmt: skip
         models["tiny:cbs_distilled"] = _stage(run_dir, "cbs-distilled", "SFT of the strong base on CBS's outputs",
-            lambda out: _run(
+            lambda out:
             [*launch, "train/sft.py", "--config", RECIPES / "tiny" / "distill_cbs.yaml", "--dataset_name",
              searched / "cbs-train.json", "--model_name_or_path", paths["strong"], "--output_dir", out,
-             *seed_flags(RECIPES / "tiny" / "distill_cbs.yaml")], "distill", logs / "distill.log"))  # fmt: skip
+             *seed_flags(RECIPES / "tiny" / "distill_cbs.yaml")], "distill")  # fmt: skip
         recipe = eval_recipe(run_dir, models, threshold, size)
         _say(f"eval             {size.num_instructions} held-out prompts, every system judged by the gold reward:")
         config = load_config(recipe)
-        # outputs of another world's models are redone; this world's, even unfinished, are resumed
-        mark = Path(config.output_dir) / ".w2s-world"
-        if not _of_this_world(Path(config.output_dir), mark):
-            Path(config.output_dir).mkdir(parents=True)
-            mark.write_text(_world())
-        for system in config.system_list():  # the demo's own outputs, sampled by an older release: redo them
-            folder = Path(config.output_dir) / system.name
+        # a system's outputs made in another world, or from models a stage has since redone, or sampled by an
+        # older release, are generated again; the others, even unfinished, are resumed
+        out = Path(config.output_dir)
+        if not _current(out, out / MARKER, _world()):
+            out.mkdir(parents=True)
+            (out / MARKER).write_text(_world())
+        for system in config.system_list():
+            folder = out / system.name
             if stale_streams(folder):
                 logging.getLogger(__name__).info("%s: sampled by another release of w2s, generating again", folder)
                 shutil.rmtree(folder)
+            mark = _inputs(run_dir, system.guide)
+            if not _current(folder, folder / MARKER, mark):
+                folder.mkdir(parents=True)
+                (folder / MARKER).write_text(mark)
         result = evaluate(config, progress=True)
     finally:
         logging.getLogger().removeHandler(handler)

@@ -2,11 +2,13 @@
 into the strong base -> evaluation."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import yaml
 
-from w2s.eval.demo import QUICK, run_demo
+from w2s.eval.demo import QUICK, _stage, run_demo
 
 
 @pytest.mark.slow
@@ -44,3 +46,32 @@ def test_demo_reproduces_the_direction_of_weak_to_strong_search(tmp_path):
     systems = {s["name"]: s["guide"] for s in yaml.safe_load((run / "eval.yaml").read_text())["systems"]}
     assert systems["wsd"]["threshold"] == threshold  # WSD runs at the calibrated threshold
     assert (run / "eval" / "win_rate.png").is_file()
+
+
+def _stage_log(log: Path, name: str):
+    """A stage's command: writes `name` into the stage's folder and appends it to `log` (outside the run folder),
+    so a test sees which stages ran."""
+    code = f"open({str(log)!r}, 'a').write({name!r} + ' '); open(__import__('sys').argv[1], 'w').write({name!r})"
+    return lambda out: [sys.executable, "-c", code, out / "made"]
+
+
+def test_a_stage_is_reused_only_while_its_inputs_and_the_stages_it_reads_are_unchanged(tmp_path):
+    log, run = tmp_path / "ran", tmp_path / "run"
+
+    def b(out):  # b names a's folder among its arguments: b is made from a
+        return [*_stage_log(log, "b")(out), run / "a" / "made"]
+
+    _stage(run, "a", "first", _stage_log(log, "a"), "t")
+    _stage(run, "b", "second", b, "t")
+    _stage(run, "a", "first", _stage_log(log, "a"), "t")  # the same commands: both reused
+    _stage(run, "b", "second", b, "t")
+    assert log.read_text() == "a b "
+    _stage(run, "a", "first", _stage_log(log, "a2"), "t")  # another command: a is redone from nothing ...
+    _stage(run, "b", "second", b, "t")  # ... and so is b, made from it, though b's own command is the same
+    assert log.read_text() == "a b a2 b " and (run / "a" / "made").read_text() == "a2"
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    run = moved  # a moved run folder resumes: its markers write the run folder as <run>
+    _stage(run, "a", "first", _stage_log(log, "a2"), "t")
+    _stage(run, "b", "second", b, "t")
+    assert log.read_text() == "a b a2 b "
