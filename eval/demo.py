@@ -69,6 +69,7 @@ GUIDES = [
     ("guide_sentiment", "data-sentiment", "DPO of the weak base into the sentiment expert"),
     ("guide_topic", "data-topic", "DPO of the weak base into the topic expert"),
 ]
+EXPERTS = ("tiny:guide_sentiment", "tiny:guide_topic")  # the attribute experts, trained and fused their own way
 DPO_FLAGS = ["--beta", "0.5", "--learning_rate", "5e-4", "--num_train_epochs", "2"]
 # the experts: DPO plus the SFT loss on the chosen responses (TRL's loss_type [sigmoid, sft], RPO), at beta 0.25.
 # Plain DPO lowers the chosen and the rejected likelihoods alike and moves the mass to tokens neither has (split
@@ -78,10 +79,11 @@ DPO_FLAGS = ["--beta", "0.5", "--learning_rate", "5e-4", "--num_train_epochs", "
 # pair 86-93% well formed); the lower beta then gives the anchored experts their strength back (issue #28).
 EXPERT_DPO_FLAGS = ["--beta", "0.25", "--learning_rate", "5e-4", "--num_train_epochs", "2",
                     "--loss_type", "sigmoid", "sft"]  # fmt: skip
-# every fusion system alike (the guide's and the experts') picks alpha from 0..1 step 0.1, not 0..2: with the
+# the experts' fusion systems (each expert alone, and both) pick alpha from 0..1 step 0.1, not 0..2: with the
 # anchored experts, measured on worlds 0, 1 and 2, it lifts fusion-2 above each expert alone by more than 2 SE in
-# all three (with 0..2, world 0 fell short) and brings fusion with the guide level with EFT (gaps -0.02..+0.22)
-FUSION_ALPHA_MAX = 1.0
+# all three (with 0..2, world 0 fell short). The guide's own fusion keeps the default 0..2: capped at 1, its one
+# expert's alpha sat at 1 on every step of world 0 and fusion wrote EFT's 200 responses to the letter.
+EXPERTS_ALPHA_MAX = 1.0
 
 
 def data_flags(rule: str) -> list[str]:
@@ -190,8 +192,8 @@ def eval_recipe(run_dir: Path, models: dict[str, Path], threshold: float, size: 
             guide["extra_guides"] = [own(g) for g in guide["extra_guides"]]
         if guide.get("decoder") == "wsd":
             guide["threshold"] = threshold
-        if guide.get("decoder") == "fusion":
-            guide["alpha_max"] = FUSION_ALPHA_MAX
+        if guide.get("decoder") == "fusion" and system["guide"]["tuned"] in EXPERTS:
+            guide["alpha_max"] = EXPERTS_ALPHA_MAX
         system["guide"] = guide
     if "tiny:cbs_distilled" in models:  # weak-to-strong search distilled into the strong base, sampled plainly
         base = next(s["guide"] for s in recipe["systems"] if s["name"] == "base")
@@ -312,7 +314,7 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
             models[f"tiny:{name}"] = _stage(run_dir, name, what, lambda out, name=name, data_set=data_set:
                 [*launch, "train/dpo.py", "--config", RECIPES / "tiny" / "dpo.yaml", "--dataset_name",
                  data[data_set] / "pairs", "--model_name_or_path", paths["weak"], "--output_dir", out,
-                 *(DPO_FLAGS if name == "guide" else EXPERT_DPO_FLAGS),
+                 *(EXPERT_DPO_FLAGS if f"tiny:{name}" in EXPERTS else DPO_FLAGS),
                  *seed_flags(RECIPES / "tiny" / "dpo.yaml")], "dpo")  # fmt: skip
         models["tiny:weak"] = paths["weak"]
         calibration = _stage(run_dir, "wsd", "WSD's threshold calibrated on held-out prompts", lambda out:

@@ -45,6 +45,13 @@ def test_demo_reproduces_the_direction_of_weak_to_strong_search(tmp_path):
     threshold = json.loads((run / "wsd" / "calibration.json").read_text())["threshold"]
     systems = {s["name"]: s["guide"] for s in yaml.safe_load((run / "eval.yaml").read_text())["systems"]}
     assert systems["wsd"]["threshold"] == threshold  # WSD runs at the calibrated threshold
+    # the experts' fusion picks alpha from 0..1, the guide's from the decoder's default 0..2
+    assert [systems[s].get("alpha_max") for s in ("fusion", "fusion-sentiment", "fusion-topic", "fusion-2")] == [
+        None,
+        1.0,
+        1.0,
+        1.0,
+    ]
     assert (run / "eval" / "win_rate.png").is_file()
 
 
