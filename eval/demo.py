@@ -368,6 +368,7 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
         print(f"  [{'yes' if ok else 'NO '}] {claim}: {detail}")
     summary = {"world": world_seed(), "rows": result.rows, "findings": [list(c) for c in checks]}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (run_dir / "summary.md").write_text(f"`w2s demo`, world {world_seed()}\n\n" + world_table(result.rows))
     print("\nArtefacts:")
     for label, path in [
         ("base models", paths["strong"].parent),
@@ -377,10 +378,24 @@ def run_demo(run_dir: Path, size: DemoSize, *, verbose: bool = False) -> tuple[l
         ("WSD calibration", calibration / "calibration.json"),
         ("leaderboard, plots", report / "leaderboard.md"),
         ("", f"{report / 'win_rate.png'}, {report / 'reward_vs_compute.png'}"),
+        ("the README's table", run_dir / "summary.md"),
         ("logs of every stage", logs),
     ]:
         print(f"  {label:<26} {path}")
     return result.rows, checks
+
+
+def world_table(rows: list[dict]) -> str:
+    """One world's results as the README shows them (`summary.md` in the run folder)."""
+    lines = ["| system | decoder | win rate % vs base | ± SE | LC win rate % | gold reward | ± SE | well-formed | "
+             "tokens / item | strong-model tokens / item |", "| --- |" + " --- |" * 9]  # fmt: skip
+    for r in rows:
+        lines.append(
+            f"| {r['system']} | {r['decoder']} | {r['win_rate']:.1f} | {r['standard_error']:.1f} | "
+            f"{r['lc_win_rate']:.1f} | {r['reward_mean']:+.2f} | {r['reward_se']:.2f} | {r['well_formed']:.0%} | "
+            f"{r['tokens_per_item']:.0f} | {r['strong_tokens_per_item']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def default_run_dir(world: int) -> Path:

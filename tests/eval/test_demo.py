@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from w2s.eval.demo import QUICK, _stage, run_demo
+from w2s.eval.demo import QUICK, _stage, run_demo, world_table
 
 
 @pytest.mark.slow
@@ -82,3 +82,12 @@ def test_a_stage_is_reused_only_while_its_inputs_and_the_stages_it_reads_are_unc
     _stage(run, "a", "first", _stage_log(log, "a2"), "t")
     _stage(run, "b", "second", b, "t")
     assert log.read_text() == "a b a2 b "
+
+
+def test_a_worlds_table_rounds_as_the_readme_shows_it():
+    row = {"system": "cbs", "decoder": "cbs", "win_rate": 84.75, "standard_error": 2.4937, "lc_win_rate": 91.6249,
+           "reward_mean": 6.1125, "reward_se": 0.2271, "well_formed": 0.945, "tokens_per_item": 778.54,
+           "strong_tokens_per_item": 255.5}  # fmt: skip
+    header, rule, line = world_table([row]).splitlines()
+    assert header.count("|") == rule.count("|") == line.count("|") == 11
+    assert line == "| cbs | cbs | 84.8 | 2.5 | 91.6 | +6.11 | 0.23 | 94% | 779 | 255.5 |"
