@@ -4,6 +4,7 @@ recipes, did-you-mean hints."""
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import os
 import shutil
@@ -198,3 +199,24 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean 'x'?)' for the closest of `choices` to a mistyped key, or ''."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=0.7)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+SAMPLE_BLOCKS, BLOCK = 16, 1 << 16  # a large file's fingerprint reads 16 blocks of 64 KiB, evenly spaced
+
+
+def folder_fingerprint(folder: str | Path) -> str:
+    """A fingerprint of a model folder's contents that a retrained or replaced model changes and a copy keeps:
+    each top-level file's name and size, with its bytes (up to 1 MiB) or 16 evenly spaced 64 KiB blocks of
+    them (a weights file: new weights differ throughout, so a sample sees them); cheap at any model size."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file() and not p.name.startswith(".")):
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with open(path, "rb") as f:
+            if size <= SAMPLE_BLOCKS * BLOCK:
+                digest.update(f.read())
+                continue
+            for k in range(SAMPLE_BLOCKS):
+                f.seek((size - BLOCK) * k // (SAMPLE_BLOCKS - 1))
+                digest.update(f.read(BLOCK))
+    return digest.hexdigest()[:16]

@@ -44,11 +44,15 @@ class ResumableLog:
     """Records keyed by their `key` field, in this shard's file of the log `path`, read from every shard's.
 
     With a `header` (a dict: what the records were made by), each file's first line is that header, checked
-    field by field on opening (`LogMismatch`); a file is written once it has a record (opening writes nothing)."""
+    field by field on opening (`LogMismatch`); a field named in `since` may be missing from the header of a log
+    written before the field was (an older release). A file is written once it has a record (opening writes
+    nothing)."""
 
-    def __init__(self, path: str | Path, key: str, *, header: dict | None = None, shard: Shard = (0, 1)):
+    def __init__(
+        self, path: str | Path, key: str, *, header: dict | None = None, since: tuple = (), shard: Shard = (0, 1)
+    ):
         base = Path(path)
-        self.path, self.key, self.header = shard_log(base, shard), key, header
+        self.path, self.key, self.header, self.since = shard_log(base, shard), key, header, since
         self.records: dict = {}
         for log in shard_logs(base):
             if log == self.path:  # its own: a line cut by a kill is cut off (another's may be being written)
@@ -60,6 +64,8 @@ class ResumableLog:
         if self.header is not None and lines:
             first = lines[0] if isinstance(lines[0], dict) else {}
             for field, now in self.header.items():
+                if field in self.since and field not in first:
+                    continue
                 if first.get(field) != now:
                     raise LogMismatch(path, field, first.get(field), now)
             lines = lines[1:]

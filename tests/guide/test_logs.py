@@ -1,14 +1,17 @@
 """The resumable log (guide/logs.py): its header checked on opening, a line cut by a kill dropped, the union of
-every shard's log."""
+every shard's log; the fingerprint of a model folder that heads a log of generations (guide/files.py)."""
 
 from __future__ import annotations
 
 import json
+import random
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 
+from w2s.guide.files import BLOCK, SAMPLE_BLOCKS, folder_fingerprint
 from w2s.guide.logs import LogMismatch, ResumableLog
 
 HEADER = {"recipe": {"decoder": "cbs", "width": 2}, "sampler": "gumbel-max (1)"}
@@ -62,3 +65,38 @@ def test_the_log_is_the_union_of_every_shards_log_whatever_number_of_processes_w
     (tmp_path / "g.2-of-3.jsonl").write_text(json.dumps({**HEADER, "sampler": "other"}) + "\n")
     with pytest.raises(LogMismatch, match=re.escape("g.2-of-3.jsonl")):  # every shard's log is checked
         ResumableLog(path, "index", header=HEADER)
+
+
+def test_a_field_named_in_since_may_be_missing_from_an_older_log_but_not_differ(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text(json.dumps(HEADER) + "\n" + json.dumps({"index": 0}) + "\n")  # written before "models" was
+    header = HEADER | {"models": {"/m": "ab"}}
+    assert 0 in ResumableLog(path, "index", header=header, since=("models",))
+    with pytest.raises(LogMismatch):  # without `since`, a missing field is a mismatch like any other
+        ResumableLog(path, "index", header=header)
+    path.write_text(json.dumps(header | {"models": {"/m": "cd"}}) + "\n")
+    with pytest.raises(LogMismatch) as e:
+        ResumableLog(path, "index", header=header, since=("models",))
+    assert (e.value.field, e.value.was, e.value.now) == ("models", {"/m": "cd"}, {"/m": "ab"})
+
+
+def test_a_folders_fingerprint_survives_a_copy_and_sees_new_weights_and_any_small_file(tmp_path):
+    rng = random.Random(0)
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / "model.safetensors").write_bytes(rng.randbytes(3 * SAMPLE_BLOCKS * BLOCK + 7))  # sampled, not read
+    (model / ".cache").write_text("ignored")
+    first = folder_fingerprint(model)
+    shutil.copytree(model, tmp_path / "copy")
+    (tmp_path / "copy" / ".cache").write_text("another")
+    assert folder_fingerprint(tmp_path / "copy") == first  # a copy (new times, other hidden files) is the same model
+    (model / "model.safetensors").write_bytes(rng.randbytes(3 * SAMPLE_BLOCKS * BLOCK + 7))  # retrained
+    assert folder_fingerprint(model) != first
+    shutil.copy(tmp_path / "copy" / "model.safetensors", model)
+    assert folder_fingerprint(model) == first
+    (model / "config.json").write_text('{"hidden_size": 9}')  # a small file is read whole
+    assert folder_fingerprint(model) != first
+    (model / "config.json").write_text('{"hidden_size": 8}')
+    (model / "tokenizer.json").write_text("{}")  # a file more
+    assert folder_fingerprint(model) != first
