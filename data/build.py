@@ -14,8 +14,10 @@ over the same prompts and generators) reuse each other's generation and judge sh
 
 Every shard file is written to a temporary name and renamed, so a killed run
 leaves only whole shards; a rerun skips them. Keys hash what a stage depends
-on (prompts, the generator's settings and sampler, the seed, the shard size),
-so editing a judge re-judges without regenerating. Each shard's sampling seed
+on (prompts, the generator's settings and sampler, the contents of its local
+model folders, the seed, the shard size), so editing a judge re-judges without
+regenerating, and retraining a model into the same folder does not reuse its
+old samples or scores. Each shard's sampling seed
 derives from the recipe's seed, the generator's name and the shard's index, so
 the output does not depend on where a run was interrupted or how shards were
 spread over processes (`--shard i/n`, or ranks under `accelerate launch`).
@@ -50,7 +52,7 @@ from w2s.data.prompts import Messages, PromptError, load_prompts, prompt_text
 from w2s.data.recipe import DataRecipe, RecipeError, recipe_to_dict
 from w2s.guide import GuideConfig
 from w2s.guide.commands import UserError
-from w2s.guide.files import check_writable, naming, remove_stale_temps, temp_dir, write_atomic
+from w2s.guide.files import check_writable, model_folders, naming, remove_stale_temps, temp_dir, write_atomic
 from w2s.guide.models import resolve_model_path
 from w2s.guide.preflight import ModelSpec, check_guide, check_models, check_server, check_weights
 from w2s.guide.shards import ShardedJob, parse_shard
@@ -207,6 +209,8 @@ def plan(recipe: DataRecipe, check: Callable[[list[dict]], None] | None = None) 
         settings = {"prompts": pkey, "generator": dataclasses.asdict(g), "seed": recipe.seed, "shard_size": size}
         if g.kind == "hf":  # how the engine draws: shards of another sampler are regenerated, not reused
             settings["sampler"] = STREAMS
+        if models := model_folders(settings["generator"]):  # a local model retrained since: regenerated
+            settings["models"] = models
         gkey = fingerprint(settings)
         p.gen_dirs[g.name] = p.work / f"gen-{g.name}-{gkey}"
         gen_keys.append(gkey)
@@ -214,6 +218,8 @@ def plan(recipe: DataRecipe, check: Callable[[list[dict]], None] | None = None) 
         settings = {k: v for k, v in dataclasses.asdict(j).items() if k != "weight"}  # weights do not change raw scores
         if j.kind == "pairwise" and not j.template:
             settings["template"] = DEFAULT_PAIRWISE_TEMPLATE  # the question asked: a new default wording re-judges
+        if models := model_folders(settings):  # a local judge (reward model, pair) retrained since: re-judged
+            settings["models"] = models
         p.judge_dirs[j.name] = p.work / f"judge-{j.name}-{fingerprint({'gens': gen_keys, 'judge': settings})}"
     return p
 

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from w2s.guide.commands import UserError
+from w2s.guide.sources import has_prefix
 
 
 class RecipeError(UserError, ValueError):
@@ -220,3 +221,25 @@ def folder_fingerprint(folder: str | Path) -> str:
                 f.seek((size - BLOCK) * k // (SAMPLE_BLOCKS - 1))
                 digest.update(f.read(BLOCK))
     return digest.hexdigest()[:16]
+
+
+def _is_model_folder(path: Path) -> bool:
+    try:  # a recipe's other strings (a judge's template, a stop string) are no paths, some too long to be one
+        return any((path / name).is_file() for name in ("config.json", "adapter_config.json", "tokenizer_config.json"))
+    except (OSError, ValueError):
+        return False
+
+
+def model_folders(recipe: dict) -> dict[str, str]:
+    """The fingerprint (`folder_fingerprint`) of every local model, adapter or tokenizer folder a recipe names, by the
+    name the recipe gives it (hub ids and `<prefix>:` names are the recipe's own business)."""
+    out, pending = {}, [recipe]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, dict):
+            pending += list(value.values())
+        elif isinstance(value, list):
+            pending += value
+        elif isinstance(value, str) and not has_prefix(value) and _is_model_folder(Path(value).expanduser()):
+            out[value] = folder_fingerprint(Path(value).expanduser())
+    return dict(sorted(out.items()))

@@ -22,35 +22,15 @@ from tqdm.auto import tqdm
 
 from w2s.guide.commands import GuideError
 from w2s.guide.config import GuideConfig, outputs_recipe
-from w2s.guide.files import check_writable, folder_fingerprint, remove_stale_temps, write_atomic
+from w2s.guide.files import check_writable, model_folders, remove_stale_temps, write_atomic
 from w2s.guide.logs import LogMismatch, ResumableLog, log_header
 from w2s.guide.preflight import check_guide
 from w2s.guide.run import Guide
 from w2s.guide.shards import Shard, ShardedJob, shard_logs
-from w2s.guide.sources import has_prefix
 from w2s.guide.streams import STREAMS, Prompt, item_keys
 from w2s.guide.types import Generation
 
 logger = logging.getLogger(__name__)
-
-
-def _is_model_folder(path: Path) -> bool:
-    return any((path / name).is_file() for name in ("config.json", "adapter_config.json", "tokenizer_config.json"))
-
-
-def model_folders(recipe: dict) -> dict[str, str]:
-    """The fingerprint (guide/files.py) of every local model, adapter or tokenizer folder a recipe names, by the
-    name the recipe gives it (hub ids and `<prefix>:` names are the recipe's own business)."""
-    out, pending = {}, [recipe]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, dict):
-            pending += list(value.values())
-        elif isinstance(value, list):
-            pending += value
-        elif isinstance(value, str) and not has_prefix(value) and _is_model_folder(Path(value).expanduser()):
-            out[value] = folder_fingerprint(Path(value).expanduser())
-    return dict(sorted(out.items()))
 
 
 def generation_log(path: Path, recipe: dict, prompts: list[str], shard: Shard = (0, 1)) -> ResumableLog:

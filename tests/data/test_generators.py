@@ -3,13 +3,18 @@ prompt alone (not the batch size, nor the other prompts of its shard), and diffe
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+
 import pytest
+from safetensors.torch import load_file, save_file
 
 from w2s.data import build
 from w2s.data.build import plan
 from w2s.data.generators import HFGenerator
 from w2s.data.recipe import GeneratorConfig, recipe_from_dict
 from w2s.data.world import world_prompts
+from w2s.guide.files import model_folders
 from w2s.guide.models import load_model_and_tokenizer
 from w2s.guide.sampling import sample
 
@@ -70,6 +75,41 @@ def test_the_generation_shard_key_names_the_sampler(tmp_path, monkeypatch):
     assert plan(recipe).gen_dirs["weak"] == before
     monkeypatch.setattr(build, "STREAMS", "another way of drawing")
     assert plan(recipe).gen_dirs["weak"] != before  # shards an older sampler left are regenerated
+
+
+def test_a_local_generator_or_judge_retrained_since_gets_new_shards_and_tiny_names_keep_theirs(tmp_path, world_paths):
+    weak, judge = tmp_path / "weak", tmp_path / "judge"
+    shutil.copytree(world_paths["weak"], weak)
+    shutil.copytree(world_paths["weak"], judge)
+    template = "which is better? " * 40 + "\n{instruction}\n{output_1}\n{output_2}"  # a string too long for a path
+
+    def planned(generator: str, judge_model: str):
+        recipe = recipe_from_dict(
+            {
+                "output_dir": str(tmp_path / "out"),
+                "prompt_source": "tiny:train",
+                "num_prompts": 8,
+                "generators": [{"name": "weak", "model": generator}],
+                "judges": [{"name": "pw", "kind": "pairwise", "model": judge_model, "template": template}],
+            }
+        )
+        p = plan(recipe)
+        return p.gen_dirs["weak"], p.judge_dirs["pw"]
+
+    gen, jdg = planned(str(weak), str(judge))
+    assert planned(str(weak), str(judge)) == (gen, jdg)
+    weights = load_file(weak / "model.safetensors")
+    save_file({k: v + 1e-3 for k, v in weights.items()}, weak / "model.safetensors", metadata={"format": "pt"})
+    moved_gen, moved_jdg = planned(str(weak), str(judge))
+    assert moved_gen != gen and moved_jdg != jdg  # new samples, judged anew (their shards are keyed by the samples)
+    save_file(weights, judge / "model.safetensors", metadata={"format": "pt"})  # the judge rewritten, the same
+    assert planned(str(weak), str(judge)) == (moved_gen, moved_jdg)
+    save_file({k: v - 1e-3 for k, v in weights.items()}, judge / "model.safetensors", metadata={"format": "pt"})
+    same_gen, new_jdg = planned(str(weak), str(judge))  # the judge retrained: only the judging is redone
+    assert same_gen == moved_gen and new_jdg != moved_jdg
+    # tiny: names are no local folders: their keys are those of a release before fingerprints
+    recipe = {"generator": dataclasses.asdict(GeneratorConfig(name="weak", model="tiny:weak"))}
+    assert model_folders(recipe) == {}
 
 
 @pytest.mark.parametrize("key, value", [("temperature", -0.5), ("top_p", 0.0), ("max_new_tokens", 0)])
