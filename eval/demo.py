@@ -115,9 +115,10 @@ def _world() -> str:
 
 
 def _inputs(run_dir: Path, values, own: Path | None = None) -> str:
-    """A fingerprint of what a stage is made from: its arguments (the run folder written as `<run>`, so a moved
-    folder still resumes), the text of the recipe files it reads, and the markers of the earlier stages whose
-    folders it names (a stage redone redoes what was made from it); `own`, the stage's own folder, is skipped."""
+    """A fingerprint of what a stage is made from: its arguments (the run folder written as `<run>` and this
+    checkout as `<w2s>`, so a moved folder still resumes), the text of the recipe files it reads, and the markers
+    of the earlier stages whose folders it names (a stage redone redoes what was made from it); `own`, the
+    stage's own folder, is skipped."""
     digest = hashlib.sha256()
     pending = [values]
     while pending:
@@ -128,7 +129,7 @@ def _inputs(run_dir: Path, values, own: Path | None = None) -> str:
             pending += list(value)
         elif value != sys.executable:
             text = str(value)
-            digest.update(text.replace(str(run_dir), "<run>").encode() + b"\0")
+            digest.update(text.replace(str(run_dir), "<run>").replace(str(ROOT), "<w2s>").encode() + b"\0")
             path = Path(text)
             if path.suffix == ".yaml" and path.is_file():
                 digest.update(path.read_bytes())
