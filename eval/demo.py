@@ -34,6 +34,7 @@ from w2s.data.world.cache import WORLD_VERSION, world_seed
 from w2s.eval.config import load_config
 from w2s.eval.generate import stale_streams
 from w2s.eval.run import evaluate
+from w2s.guide.files import leaves
 from w2s.train.tiny import BASES
 from w2s.train.world import base_path, ensure_world, seed_flags, show_samples
 
@@ -120,25 +121,18 @@ def _inputs(run_dir: Path, values, own: Path | None = None) -> str:
     of the earlier stages whose folders it names (a stage redone redoes what was made from it); `own`, the
     stage's own folder, is skipped."""
     digest = hashlib.sha256()
-    pending = [values]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, dict):
-            pending += [*value.keys(), *value.values()]
-        elif isinstance(value, list | tuple):
-            pending += list(value)
-        elif value != sys.executable:
-            text = str(value)
-            digest.update(text.replace(str(run_dir), "<run>").replace(str(ROOT), "<w2s>").encode() + b"\0")
-            path = Path(text)
-            if path.suffix == ".yaml" and path.is_file():
-                digest.update(path.read_bytes())
-            if path.is_relative_to(run_dir) and path != run_dir:
-                upstream = run_dir / path.relative_to(run_dir).parts[0]
-                if upstream == own:
-                    continue
-                upstream /= MARKER
-                digest.update(upstream.read_bytes() if upstream.is_file() else b"")
+    for value in leaves(values, keys=True):
+        if value == sys.executable:
+            continue
+        text = str(value)
+        digest.update(text.replace(str(run_dir), "<run>").replace(str(ROOT), "<w2s>").encode() + b"\0")
+        path = Path(text)
+        if path.suffix == ".yaml" and path.is_file():
+            digest.update(path.read_bytes())
+        if path.is_relative_to(run_dir) and path != run_dir:
+            upstream = run_dir / path.relative_to(run_dir).parts[0]
+            if upstream != own:
+                digest.update((upstream / MARKER).read_bytes() if (upstream / MARKER).is_file() else b"")
     return f"{_world()}inputs {digest.hexdigest()[:16]}\n"
 
 

@@ -230,16 +230,24 @@ def _is_model_folder(path: Path) -> bool:
         return False
 
 
-def model_folders(recipe: dict) -> dict[str, str]:
-    """The fingerprint (`folder_fingerprint`) of every local model, adapter or tokenizer folder a recipe names, by the
-    name the recipe gives it (hub ids and `<prefix>:` names are the recipe's own business)."""
-    out, pending = {}, [recipe]
+def leaves(value, *, keys: bool = False) -> Iterator[Any]:
+    """The values inside nested dicts, lists and tuples (with `keys`, the dicts' keys too), depth first."""
+    pending = [value]
     while pending:
         value = pending.pop()
         if isinstance(value, dict):
-            pending += list(value.values())
-        elif isinstance(value, list):
-            pending += value
-        elif isinstance(value, str) and not has_prefix(value) and _is_model_folder(Path(value).expanduser()):
-            out[value] = folder_fingerprint(Path(value).expanduser())
-    return dict(sorted(out.items()))
+            pending += [*value.keys(), *value.values()] if keys else list(value.values())
+        elif isinstance(value, list | tuple):
+            pending += list(value)
+        else:
+            yield value
+
+
+def model_folders(recipe: dict) -> dict[str, str]:
+    """The fingerprint (`folder_fingerprint`) of every local model, adapter or tokenizer folder a recipe names, by the
+    name the recipe gives it (hub ids and `<prefix>:` names are the recipe's own business)."""
+    return {
+        value: folder_fingerprint(Path(value).expanduser())
+        for value in sorted({v for v in leaves(recipe) if isinstance(v, str) and not has_prefix(v)})
+        if _is_model_folder(Path(value).expanduser())
+    }
